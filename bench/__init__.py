@@ -1,0 +1,25 @@
+"""bench: compare progressive image codecs from real truncated bitstreams."""
+
+from bench.codec import (
+    CodecInfo,
+    CodecUnavailable,
+    PrefixTooShort,
+    ProgressiveCodec,
+    RateLadderCodec,
+    WeightsInfo,
+)
+from bench.hookspecs import hookimpl
+from bench.registry import CodecSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CodecInfo",
+    "CodecSpec",
+    "CodecUnavailable",
+    "PrefixTooShort",
+    "ProgressiveCodec",
+    "RateLadderCodec",
+    "WeightsInfo",
+    "hookimpl",
+]

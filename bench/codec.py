@@ -1,0 +1,179 @@
+"""The codec contract: what a plugin implements and what the harness promises in return.
+
+Two kinds of codec exist.
+
+:class:`ProgressiveCodec` makes **one embedded bitstream** per image. The harness calls
+``encode(image)`` once, then hands ``decode`` prefixes of that stream, cut at exactly
+``floor(bpp * H * W / 8)`` bytes for each target bpp. The contract:
+
+* ``image`` is a ``numpy.ndarray`` of shape ``(H, W, 3)``, dtype ``uint8``, RGB, C-contiguous,
+  any ``H >= 1`` and ``W >= 1`` (odd sizes and 1x1 included).
+* ``encode`` is deterministic: the same image and parameters give the same bytes.
+* ``decode(prefix)`` reconstructs from ``prefix`` alone. Everything the decoder needs (image size,
+  side information, headers, model choice) must be inside the bytes; no state may travel from
+  ``encode`` to ``decode`` through the codec object, files or globals. The harness checks this by
+  decoding in a fresh process (see :mod:`bench.conformance`).
+* If the prefix is too short to contain the header, ``decode`` raises :class:`PrefixTooShort`
+  (and only then). The harness records such a point as undecodable. Every longer prefix decodes
+  to an ``(H, W, 3)`` ``uint8`` array of the original size: never an exception, whatever the cut
+  (mid-symbol, mid-chunk, mid-layer). Bytes past the end of the stream are never handed over.
+* Quality should not fall as the prefix grows (the conformance suite allows a small tolerance).
+
+:class:`RateLadderCodec` is for non-progressive anchors such as BPG: ``encode_at(image, setting)``
+makes one complete stream per quality setting in ``settings()``; for each byte budget the harness
+takes the largest encoding that fits and decodes it whole. ``settings()`` must be ordered from
+lowest to highest rate.
+
+Both kinds describe themselves through :meth:`info` (parameters, model size, weights provenance,
+device) so that every result row can be traced to what produced it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class PrefixTooShort(ValueError):
+    """Raised by ``decode`` when the prefix does not yet contain the stream header.
+
+    This is the only exception a conforming decoder may raise for a prefix of its own stream.
+    """
+
+
+class CodecUnavailable(RuntimeError):
+    """Raised by a codec factory when a dependency or external binary is missing.
+
+    ``reason`` says what is missing; ``fix`` says how to install it.
+    """
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason if not fix else f"{reason} (fix: {fix})")
+        self.reason = reason
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a learned codec's parameters came from.
+
+    ``source`` is one of ``"zoo"`` (downloaded pretrained model), ``"bundled"`` (trained by this
+    project and shipped with it), ``"user"`` (a checkpoint path given by the user).
+    ``description`` must say honestly what the weights are, e.g. "bundled N=128 M=192 model
+    trained 6k iterations by `bench train`; not the paper's model".
+    """
+
+    source: str
+    path: str
+    sha256: str
+    description: str
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """Self-description of a codec instance, recorded with every result.
+
+    ``num_parameters``: number of learned parameters (0 for analytic codecs).
+    ``weights_bytes``: size in bytes of the weights file(s) the decoder needs (0 if none).
+    ``device``: e.g. ``"cpu"`` or ``"cuda:0"``.
+    ``parameters``: the codec's settings as JSON-serialisable values.
+    ``external``: versions of external binaries/libraries the codec calls, e.g.
+    ``{"openjpeg": "2.5.4"}``.
+    """
+
+    name: str
+    version: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    num_parameters: int = 0
+    weights_bytes: int = 0
+    weights: WeightsInfo | None = None
+    device: str = "cpu"
+    external: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _CodecBase(ABC):
+    """What both codec kinds share: identity and self-description."""
+
+    #: Registry name, e.g. ``"jpeg2000"``; lower case, no spaces.
+    name: str = ""
+    #: Version of the codec implementation; bump it when the bitstream or its quality changes.
+    version: str = "0"
+    #: One line for reports: what this is, and, for learned codecs, which weights it uses.
+    description: str = ""
+
+    @abstractmethod
+    def info(self) -> CodecInfo:
+        """Return the :class:`CodecInfo` of this instance."""
+
+    def prepare(self, target_bpp: Sequence[float]) -> None:  # noqa: B027 - optional hook
+        """Hint the bpp points the harness will cut at, before any ``encode``.
+
+        Codecs whose encoder can aim at rates (JPEG 2000 quality layers) may use it; the default
+        ignores it. The decoder must not depend on it: the hint reaches only the encoder side.
+        """
+
+    def synchronize(self) -> None:  # noqa: B027 - optional hook
+        """Block until queued device work is done (e.g. ``torch.cuda.synchronize``).
+
+        The harness calls it before stopping a timer. CPU codecs need not override it.
+        """
+
+
+class ProgressiveCodec(_CodecBase):
+    """An embedded codec: one bitstream per image, decodable at any prefix (see module doc)."""
+
+    kind = "progressive"
+
+    #: Lower bound, in dB, on PSNR-RGB of ``decode(encode(x))`` (the whole stream) for natural
+    #: 8-bit images of at least 16x16 pixels; ``None`` makes no claim. Checked by conformance.
+    full_stream_psnr: float | None = None
+
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> bytes:
+        """Encode an ``(H, W, 3)`` ``uint8`` RGB image into one embedded bitstream."""
+
+    @abstractmethod
+    def decode(self, prefix: bytes) -> np.ndarray:
+        """Decode any prefix of a stream from :meth:`encode` to an ``(H, W, 3)`` ``uint8`` image.
+
+        Raises :class:`PrefixTooShort` when the prefix ends inside the header.
+        """
+
+
+class RateLadderCodec(_CodecBase):
+    """A non-progressive anchor: one complete stream per quality setting (see module doc)."""
+
+    kind = "rate-ladder"
+
+    @abstractmethod
+    def settings(self) -> Sequence[Any]:
+        """Quality settings (JSON-serialisable), ordered from lowest to highest rate."""
+
+    @abstractmethod
+    def encode_at(self, image: np.ndarray, setting: Any) -> bytes:
+        """Encode an ``(H, W, 3)`` ``uint8`` RGB image completely at ``setting``."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode a complete stream from :meth:`encode_at` to an ``(H, W, 3)`` ``uint8`` image."""
+
+
+Codec = ProgressiveCodec | RateLadderCodec
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` ``uint8`` array with H, W >= 1."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must have at least one pixel, got {image.shape}")

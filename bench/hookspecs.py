@@ -1,0 +1,42 @@
+"""The hooks a bench plugin may implement. Built-in and third-party plugins use the same ones.
+
+A plugin is a module with functions decorated by :data:`hookimpl`::
+
+    from bench import CodecSpec, hookimpl
+
+    @hookimpl
+    def register_codecs(register):
+        register(CodecSpec(name="mycodec", factory=MyCodec, summary="...", kind="progressive"))
+
+Third-party packages expose the module under the ``bench`` entry-point group; a single file can
+be loaded with ``bench --plugin path/to/file.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from bench.registry import CodecSpec
+
+hookspec = pluggy.HookspecMarker("bench")
+hookimpl = pluggy.HookimplMarker("bench")
+
+
+@hookspec
+def register_codecs(register: Callable[[CodecSpec], None]) -> None:
+    """Call ``register(spec)`` once per codec this plugin provides.
+
+    Keep it cheap: import heavy or optional dependencies inside the codec factory, which raises
+    :class:`bench.codec.CodecUnavailable` with a reason and a fix when they are missing.
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add sub-commands to the ``bench`` command line (e.g. ``bench train``)."""

@@ -1,0 +1,1 @@
+"""Built-in codec plugins. Each sub-package registers its codecs through `bench.hookspecs`."""
