@@ -1,0 +1,382 @@
+"""The ``bench`` command line.
+
+Exit codes (for CI): 0 success; 1 the command ran but found a problem (failed units, a failed
+conformance check, a regression in ``compare``, a plugin that did not load with ``--strict``);
+2 bad usage; 3 bad input (unknown codec or dataset, checksum mismatch, missing run directory);
+130 interrupted (a run keeps what it measured: continue it with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench import datasets
+from bench.registry import load_registry
+
+EXIT_PROBLEM, EXIT_INPUT, EXIT_INTERRUPTED = 1, 3, 130
+
+app = typer.Typer(
+    help="Compare progressive image codecs from real truncated bitstreams: R-D curves, BD-rates, "
+    "model size and decode time.\n\nExit codes: 0 ok, 1 problem found (failed units, failed "
+    "check, regression), 2 usage, 3 bad input, 130 interrupted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="List, download, import and verify datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _State:
+    plugin_files: tuple[str, ...] = ()
+    entry_points: bool = True
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    plugin: Annotated[
+        Optional[list[Path]],  # noqa: UP045 - typer needs Optional here
+        typer.Option("--plugin", help="Load a plugin from a local .py file (repeatable)."),
+    ] = None,
+    no_entry_points: Annotated[
+        bool, typer.Option(help="Ignore installed third-party plugins (entry-point group bench).")
+    ] = False,
+) -> None:
+    _State.plugin_files = tuple(str(p) for p in plugin or ())
+    _State.entry_points = not no_entry_points
+
+
+def _registry():
+    return load_registry(_State.plugin_files, entry_points=_State.entry_points)
+
+
+@app.command()
+def codecs(
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any plugin failed to load.")] = False,
+) -> None:
+    """List every codec found, whether it can run here, and why not."""
+    registry = _registry()
+    table = Table(title="codecs")
+    for column in ("codec", "kind", "plugin", "status"):
+        table.add_column(column)
+    for name in sorted(registry.codecs):
+        spec = registry.codecs[name]
+        problem = registry.availability(name)
+        status = (
+            "[green]available[/]"
+            if problem is None
+            else (
+                f"[yellow]unavailable:[/] {problem.reason}"
+                + (f"\n  fix: {problem.fix}" if problem.fix else "")
+            )
+        )
+        table.add_row(name, spec.kind, spec.plugin, status)
+    out.print(table)
+    for failure in registry.failures:
+        out.print(f"[red]plugin failed to load:[/] {failure.plugin}: {failure.error}")
+    if strict and registry.failures:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Every dataset manifest, where its files are, and whether they verify."""
+    table = Table(title="datasets")
+    for column in ("dataset", "images", "where", "status"):
+        table.add_column(column)
+    for manifest in datasets.list_manifests():
+        try:
+            count = len(datasets.verify(manifest))
+            status = "[green]ready, verified[/]"
+        except datasets.DatasetError as exc:
+            count = len(datasets.expected_files(manifest)) or "?"
+            status = (
+                "[yellow]not downloaded[/]"
+                if "not downloaded" in str(exc)
+                else (f"[red]{str(exc).splitlines()[0]}[/]")
+            )
+        where = "bundled" if manifest.bundled else str(manifest.root)
+        if manifest.checksums != "published":
+            status += " (checksums pinned on first download)"
+        table.add_row(manifest.name, str(count), where, status)
+    out.print(table)
+
+
+def _manifest(name: str) -> datasets.Manifest:
+    try:
+        return datasets.load_manifest(name)
+    except datasets.DatasetError as exc:
+        raise _fail(str(exc)) from None
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str) -> None:
+    """Download a dataset into the cache ($BENCH_DATA_DIR) and verify it."""
+    try:
+        paths = datasets.fetch(_manifest(name))
+    except datasets.DatasetError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{name}: {len(paths)} images verified in {paths[0].parent}")
+
+
+@datasets_app.command("import")
+def datasets_import(
+    name: str,
+    source: Annotated[Path, typer.Option("--from", help="Folder holding the dataset's images.")],
+) -> None:
+    """Copy a dataset from a local folder into the cache, verifying checksums."""
+    try:
+        paths = datasets.import_from(_manifest(name), source)
+    except datasets.DatasetError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{name}: {len(paths)} images verified in {paths[0].parent}")
+
+
+@datasets_app.command("verify")
+def datasets_verify(name: str) -> None:
+    """Check every file of a dataset against its manifest (size and sha256)."""
+    try:
+        paths = datasets.verify(_manifest(name))
+    except datasets.DatasetError as exc:
+        raise _fail(str(exc), EXIT_PROBLEM) from None
+    out.print(f"{name}: {len(paths)} images verified")
+
+
+@app.command()
+def run(
+    codecs: Annotated[
+        str,
+        typer.Option(help="Comma-separated codecs, e.g. 'jpeg2000,spiht' or 'jpeg2000[levels=4]'."),
+    ] = "",
+    dataset: Annotated[str, typer.Option(help="Dataset name or manifest path.")] = "kodak",
+    bpp: Annotated[
+        str, typer.Option(help="Target bpp: a list '0.25,0.5,1' or 'start:stop:step'.")
+    ] = "0.1:2.0:0.1",
+    anchor: Annotated[
+        str, typer.Option(help="Codec the BD-rates are measured against (default: the first).")
+    ] = "",
+    images: Annotated[str, typer.Option(help="Comma-separated subset of image names.")] = "",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="Run directory "  # noqa: UP045
+            "(default results/<dataset>-<time>).",
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats (median).")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per codec and image.")] = 1800.0,
+    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+) -> None:
+    """Run codecs over a dataset at fixed bpp truncations and write the report."""
+    from bench.grid import parse_bpp_grid
+    from bench.runner import RunConfig, RunError, parse_codec_requests
+    from bench.runner import run as run_benchmark
+    from bench.store import RUN, RunStore
+
+    try:
+        if resume and out_dir is None:
+            raise RunError("--resume needs --out with the run directory to continue")
+        if resume and not codecs:
+            config = RunConfig.from_dict(RunStore(out_dir).read_json(RUN)["config"])
+            config = RunConfig(
+                **{
+                    **config.__dict__,
+                    "jobs": jobs,
+                    "threads": threads,
+                    "timeout": timeout,
+                    "plugin_files": _State.plugin_files,
+                }
+            )
+        else:
+            if not codecs:
+                raise RunError("--codecs is required (see `bench codecs`)")
+            config = RunConfig(
+                codecs=tuple(parse_codec_requests(codecs)),
+                dataset=dataset,
+                bpp=parse_bpp_grid(bpp),
+                images=tuple(filter(None, images.split(","))),
+                jobs=jobs,
+                threads=threads,
+                repeats=repeats,
+                timeout=timeout,
+                plugin_files=_State.plugin_files,
+                entry_points=_State.entry_points,
+            )
+        labels = [c.label for c in config.codecs]
+        if anchor and anchor not in labels:
+            raise RunError(f"--anchor {anchor!r} is not among the codecs ({', '.join(labels)})")
+        directory = (
+            out_dir or Path("results") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        err.print(f"run directory: {directory}")
+        outcome = run_benchmark(config, directory, resume=resume, console=err)
+    except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if outcome.interrupted:
+        err.print(f"[yellow]interrupted[/]; continue with: bench run --out {directory} --resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    _record_anchor(directory, anchor)
+    _render_and_summarise(directory, anchor or None, method)
+    if outcome.failures:
+        err.print(f"[red]{len(outcome.failures)} unit(s) failed[/]: see {directory}/failures.jsonl")
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _record_anchor(directory: Path, anchor: str) -> None:
+    from bench.store import RUN, RunStore
+
+    if anchor:
+        store = RunStore(directory)
+        record = store.read_json(RUN)
+        record["anchor"] = anchor
+        store.write_json(RUN, record)
+
+
+def _render_and_summarise(directory: Path, anchor: str | None, method: str) -> None:
+    import pandas as pd
+
+    from bench.report import render
+
+    try:
+        path = render(directory, anchor, method)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc), EXIT_PROBLEM) from None
+    table = (
+        pd.read_csv(directory / "bdrate.csv")
+        if (directory / "bdrate.csv").stat().st_size > 1
+        else None
+    )
+    if table is not None and not table.empty:
+        shown = Table(title=f"BD-rate vs {table['anchor'][0]} ({method})")
+        for column in ("codec", "BD-rate %", "BD-PSNR dB", "per-image mean %", "note"):
+            shown.add_column(column)
+        for _, row in table.iterrows():
+            shown.add_row(
+                row["codec"],
+                f"{row['bd_rate_pct']:.2f}",
+                f"{row['bd_psnr_db']:.3f}",
+                f"{row['bd_rate_per_image_mean_pct']:.2f}",
+                str(row["reason"] or "") if isinstance(row["reason"], str) else "",
+            )
+        out.print(shown)
+    out.print(f"report: {path}")
+
+
+@app.command()
+def report(
+    directory: Path,
+    anchor: Annotated[str, typer.Option(help="Anchor codec (default: the run's).")] = "",
+    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+) -> None:
+    """Re-render a run's report from its stored rows."""
+    if not (directory / "run.json").exists():
+        raise _fail(f"{directory} is not a bench run directory (no run.json)")
+    _render_and_summarise(directory, anchor or None, method)
+
+
+@app.command()
+def compare(
+    baseline: Path,
+    candidate: Path,
+    fail_above: Annotated[
+        Optional[float],
+        typer.Option(  # noqa: UP045
+            help="Exit 1 if a codec's BD-rate (candidate vs baseline) exceeds this many percent, "
+            "or cannot be computed."
+        ),
+    ] = None,
+    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+) -> None:
+    """Compare the same codecs across two runs (e.g. main vs a pull request)."""
+    from bench.compare import compare_runs
+
+    try:
+        result = compare_runs(baseline, candidate, method)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"{candidate.name} vs {baseline.name} ({method})")
+    for column in ("codec", "BD-rate %", "BD-PSNR dB", "mean dPSNR dB", "points", "note"):
+        table.add_column(column)
+    regressions = []
+    for row in result:
+        table.add_row(
+            row["codec"],
+            f"{row['bd_rate_pct']:.3f}",
+            f"{row['bd_psnr_db']:.4f}",
+            f"{row['mean_delta_psnr_db']:.4f}",
+            str(row["points"]),
+            row["reason"],
+        )
+        bad = row["bd_rate_pct"] != row["bd_rate_pct"] or row["bd_rate_pct"] > (fail_above or 0)
+        if fail_above is not None and bad:
+            regressions.append(row["codec"])
+    out.print(table)
+    if regressions:
+        err.print(
+            f"[red]regression[/] above {fail_above}% (or not comparable): {', '.join(regressions)}"
+        )
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@app.command()
+def check(
+    codec: Annotated[str, typer.Argument(help="Codec name, optionally name[key=value,...].")],
+) -> None:
+    """Run the conformance suite on a codec (real images, odd sizes, fresh-process decode)."""
+    from bench.conformance import run_checks
+    from bench.runner import RunError, parse_codec_requests
+
+    try:
+        (request,) = parse_codec_requests(codec)
+        spec = _registry().spec(request.name)
+    except (RunError, KeyError, ValueError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    results = run_checks(
+        request.name, request.params, plugin_files=_State.plugin_files, factory=spec.factory
+    )
+    table = Table(title=f"conformance: {codec}")
+    for column in ("check", "image", "result", "detail"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.check, r.image, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
+    out.print(table)
+    if not all(r.passed for r in results):
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _add_plugin_commands() -> None:
+    registry = _registry()
+    for impl in registry.manager.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=app)
+        except Exception as exc:  # one plugin's broken command must not break the CLI
+            warnings.warn(f"plugin {impl.plugin_name} could not add commands: {exc}", stacklevel=1)
+
+
+def main() -> None:
+    """Console entry point."""
+    _add_plugin_commands()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,241 @@
+"""Measuring one codec on one image: encode once, cut, decode, score, time.
+
+This module runs inside a worker process and knows nothing of files or progress bars: it turns
+(codec, image, target bpps) into result rows (plain dicts, one per target bpp).
+
+Timing rules (DEVELOPERS.md): the codec is warmed up on a crop before the first measurement
+(:func:`warm_up`), every time is ``time.perf_counter`` around the call with
+``codec.synchronize()`` before the clock stops, and each reported time is the median of
+``repeats`` timed calls. The first decode of each prefix gives the metrics and is not timed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from bench.codec import PrefixTooShort, ProgressiveCodec, RateLadderCodec
+from bench.grid import budget_bytes
+from bench.metrics import MS_SSIM_MIN_SIDE, ms_ssim_rgb, psnr_rgb, psnr_y
+
+T = TypeVar("T")
+
+
+class ContractViolation(Exception):
+    """A codec broke the contract of :mod:`bench.codec` (wrong output, error on a long prefix)."""
+
+
+@dataclass
+class UnitTimes:
+    """Wall-clock accounting of one (codec, image) unit, in seconds."""
+
+    codec_s: float = 0.0  # every call into the codec, timed or not
+    metrics_s: float = 0.0
+    encode_s: float = math.nan  # median encode time (progressive) or total ladder encode time
+    stream_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _timed(call: Callable[[], T], codec: Any, times: UnitTimes) -> tuple[T, float]:
+    start = time.perf_counter()
+    result = call()
+    codec.synchronize()
+    elapsed = time.perf_counter() - start
+    times.codec_s += elapsed
+    return result, elapsed
+
+
+def _median_time(call: Callable[[], Any], codec: Any, repeats: int, times: UnitTimes) -> float:
+    return statistics.median(_timed(call, codec, times)[1] for _ in range(max(1, repeats)))
+
+
+def warm_up(codec: ProgressiveCodec | RateLadderCodec, image: np.ndarray) -> None:
+    """Run the codec once on a crop of at most 64x64 pixels (JIT, caches, lazy weights)."""
+    crop = np.ascontiguousarray(image[:64, :64])
+    if isinstance(codec, ProgressiveCodec):
+        codec.decode(codec.encode(crop))
+    else:
+        settings = list(codec.settings())
+        codec.decode(codec.encode_at(crop, settings[len(settings) // 2]))
+
+
+def _check_output(reconstruction: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if not isinstance(reconstruction, np.ndarray):
+        raise ContractViolation(f"{what} returned {type(reconstruction).__name__}, not ndarray")
+    if reconstruction.shape != shape or reconstruction.dtype != np.uint8:
+        raise ContractViolation(
+            f"{what} returned {reconstruction.shape} {reconstruction.dtype}, expected {shape} uint8"
+        )
+    return reconstruction
+
+
+def _scores(image: np.ndarray, reconstruction: np.ndarray, times: UnitTimes) -> dict[str, float]:
+    start = time.perf_counter()
+    scores = {
+        "psnr_rgb": psnr_rgb(image, reconstruction),
+        "psnr_y": psnr_y(image, reconstruction),
+        "ms_ssim": ms_ssim_rgb(image, reconstruction),
+    }
+    times.metrics_s += time.perf_counter() - start
+    return scores
+
+
+_UNDECODABLE = {"psnr_rgb": math.nan, "psnr_y": math.nan, "ms_ssim": math.nan}
+
+
+def _row(image: np.ndarray, target: float, budget: int, used: int, **fields: Any) -> dict:
+    height, width = image.shape[:2]
+    return {
+        "target_bpp": target,
+        "budget_bytes": budget,
+        "bytes": used,
+        "bpp": 8.0 * used / (height * width),
+        "height": height,
+        "width": width,
+        **fields,
+    }
+
+
+def measure_progressive(
+    codec: ProgressiveCodec,
+    image: np.ndarray,
+    targets: Sequence[float],
+    repeats: int,
+    times: UnitTimes,
+) -> Iterator[dict]:
+    """Encode once, then yield one row per target bpp from the prefix cut at its budget.
+
+    Prefixes are ``stream[:floor(bpp*H*W/8)]``; a stream shorter than the budget is handed over
+    whole (the row's ``bytes`` says so). Identical prefixes are decoded once.
+    """
+    streams = []
+
+    def encode() -> bytes:
+        stream = codec.encode(image)
+        streams.append(bytes(stream))
+        return stream
+
+    times.encode_s = _median_time(encode, codec, repeats, times)
+    stream = streams[0]
+    if any(s != stream for s in streams[1:]):
+        times.notes.append("encode is not deterministic: repeated encodes differ")
+    times.stream_bytes = len(stream)
+    cache: dict[int, dict] = {}
+    for target in targets:
+        budget = budget_bytes(target, *image.shape[:2])
+        prefix = stream[:budget]
+        if len(prefix) not in cache:
+            cache[len(prefix)] = _decode_and_score(codec, image, prefix, repeats, times)
+        yield _row(
+            image,
+            target,
+            budget,
+            len(prefix),
+            stream_bytes=len(stream),
+            encode_s=times.encode_s,
+            setting=None,
+            **cache[len(prefix)],
+        )
+
+
+def _decode_and_score(
+    codec: ProgressiveCodec | RateLadderCodec,
+    image: np.ndarray,
+    data: bytes,
+    repeats: int,
+    times: UnitTimes,
+) -> dict:
+    try:
+        reconstruction, _ = _timed(lambda: codec.decode(data), codec, times)
+    except PrefixTooShort:
+        return {
+            "decodable": False,
+            "decode_s": math.nan,
+            "note": "prefix shorter than header",
+            **_UNDECODABLE,
+        }
+    except Exception as exc:
+        raise ContractViolation(
+            f"decode raised {type(exc).__name__} on a {len(data)}-byte prefix: {exc}"
+        ) from exc
+    _check_output(reconstruction, image.shape, f"decode of {len(data)} bytes")
+    decode_s = _median_time(lambda: codec.decode(data), codec, repeats, times)
+    note = (
+        ""
+        if min(image.shape[:2]) >= MS_SSIM_MIN_SIDE
+        else (f"MS-SSIM undefined below {MS_SSIM_MIN_SIDE} px")
+    )
+    return {
+        "decodable": True,
+        "decode_s": decode_s,
+        "note": note,
+        **_scores(image, reconstruction, times),
+    }
+
+
+def measure_ladder(
+    codec: RateLadderCodec,
+    image: np.ndarray,
+    targets: Sequence[float],
+    repeats: int,
+    times: UnitTimes,
+) -> Iterator[dict]:
+    """Encode the rate ladder once, then yield one row per target bpp.
+
+    Each budget gets the largest encoding that fits. Settings are encoded from lowest to highest
+    rate and the ladder stops after two encodings in a row exceed the largest budget. Encode time
+    is one measurement per setting (the whole ladder is encoded, repeats would multiply it).
+    """
+    height, width = image.shape[:2]
+    largest = max(budget_bytes(t, height, width) for t in targets)
+    encodings: list[tuple[Any, bytes, float]] = []
+    over = 0
+    for setting in codec.settings():
+        data, elapsed = _timed(
+            lambda setting=setting: codec.encode_at(image, setting), codec, times
+        )
+        encodings.append((setting, bytes(data), elapsed))
+        over = over + 1 if len(data) > largest else 0
+        if over == 2:
+            break
+    times.encode_s = sum(e[2] for e in encodings)
+    times.stream_bytes = max(len(e[1]) for e in encodings)
+    cache: dict[int, dict] = {}
+    for target in targets:
+        budget = budget_bytes(target, height, width)
+        fitting = [i for i, e in enumerate(encodings) if len(e[1]) <= budget]
+        if not fitting:
+            yield _row(
+                image,
+                target,
+                budget,
+                0,
+                stream_bytes=0,
+                encode_s=math.nan,
+                setting=None,
+                decodable=False,
+                decode_s=math.nan,
+                note="no ladder setting fits the budget",
+                **_UNDECODABLE,
+            )
+            continue
+        best = max(fitting, key=lambda i: len(encodings[i][1]))
+        setting, data, encode_s = encodings[best]
+        if best not in cache:
+            cache[best] = _decode_and_score(codec, image, data, repeats, times)
+        yield _row(
+            image,
+            target,
+            budget,
+            len(data),
+            stream_bytes=len(data),
+            encode_s=encode_s,
+            setting=setting,
+            **cache[best],
+        )

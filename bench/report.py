@@ -1,0 +1,313 @@
+"""Rendering a run directory into report files, from the stored rows alone.
+
+Writes into the run directory: ``report.md`` (Markdown), ``rd.png`` (R-D plot), ``curves.csv``
+(aggregated points), ``bdrate.csv`` (Bjontegaard table against the anchor) and one
+CompressAI-compatible ``<codec>.json`` per codec, readable by ``python -m compressai.utils.plot``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from bench.curves import aggregate, bd_table, rows_frame
+from bench.store import CODECS, RUN, RunStore, dumps
+
+
+def safe_filename(label: str) -> str:
+    """A file name for a codec label such as ``jpeg2000[levels=3]``."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "codec"
+
+
+def compressai_json(label: str, description: str, points: pd.DataFrame) -> dict:
+    """CompressAI's results format: ``{"name", "description", "results": {metric: [...]}}``.
+
+    Points sorted by bpp. ``ms-ssim-rgb`` is the raw MS-SSIM (CompressAI converts to dB when
+    plotting); times are seconds per image (decode: per point; encode: one full encode).
+    """
+    points = points.sort_values("bpp")
+
+    def column(name: str) -> list:
+        return [None if isinstance(v, float) and math.isnan(v) else v for v in points[name]]
+
+    return {
+        "name": label,
+        "description": description,
+        "results": {
+            "bpp": column("bpp"),
+            "psnr-rgb": column("psnr_rgb"),
+            "psnr-y": column("psnr_y"),
+            "ms-ssim-rgb": column("ms_ssim"),
+            "decoding_time": column("decode_s"),
+            "encoding_time": column("encode_s"),
+            "target_bpp": column("target_bpp"),
+        },
+    }
+
+
+def _plot(curves: pd.DataFrame, kinds: dict[str, str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for codec, points in curves.groupby("codec", sort=False):
+        style = "--" if kinds.get(codec) == "rate-ladder" else "-"
+        left.plot(points["bpp"], points["psnr_rgb"], style, marker="o", ms=3, label=codec)
+        msssim = points["ms_ssim"]
+        if msssim.notna().any():
+            right.plot(
+                points["bpp"],
+                -10 * (1 - msssim).apply(math.log10),
+                style,
+                marker="o",
+                ms=3,
+                label=codec,
+            )
+    left.set(xlabel="bits per pixel", ylabel="PSNR-RGB [dB]", title=title)
+    right.set(xlabel="bits per pixel", ylabel="MS-SSIM-RGB [dB]", title="MS-SSIM (-10 log10(1-x))")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, columns: dict[str, str], digits: dict[str, int]) -> str:
+    header = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [header, rule]
+    for _, row in frame.iterrows():
+        cells = [_fmt(row[c], digits.get(c, 3)) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _timing(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame:
+    units = pd.DataFrame(store.units())
+    if units.empty:
+        return units
+    units = units.drop_duplicates(subset=["codec", "image"], keep="last")
+    out = []
+    for codec, group in units.groupby("codec", sort=False):
+        decode = rows[(rows["codec"] == codec) & rows["decodable"]]["decode_s"]
+        wall, inside, metrics = (
+            group["wall_s"].sum(),
+            group["codec_s"].sum(),
+            group["metrics_s"].sum(),
+        )
+        out.append(
+            {
+                "codec": codec,
+                "encode_s": float(group["encode_s"].median()),
+                "decode_s": float(decode.median()) if len(decode) else math.nan,
+                "wall_s": float(wall),
+                "codec_s": float(inside),
+                "metrics_s": float(metrics),
+                "overhead_s": float(wall - inside - metrics),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def render(directory: str | Path, anchor: str | None = None, method: str = "pchip") -> Path:
+    """(Re)write every report file of a run from its stored rows; return the report path."""
+    store = RunStore(directory)
+    record = store.read_json(RUN)
+    infos = store.read_json(CODECS) if (store.dir / CODECS).exists() else {}
+    rows = rows_frame(store.rows())
+    if rows.empty:
+        raise ValueError(f"{store.dir} has no result rows yet")
+    labels = [c["label"] for c in record["config"]["codecs"]]
+    n_images = len(record["dataset"]["images"])
+    curves = aggregate(rows, n_images)
+    anchor = anchor or record.get("anchor") or labels[0]
+    if anchor not in set(rows["codec"]):
+        raise ValueError(f"anchor {anchor!r} has no rows in this run (codecs: {', '.join(labels)})")
+    curves.to_csv(store.dir / "curves.csv", index=False)
+    table = bd_table(rows, curves, anchor, method) if not curves.empty else pd.DataFrame()
+    table.to_csv(store.dir / "bdrate.csv", index=False)
+    for label, points in curves.groupby("codec", sort=False):
+        info = infos.get(label, {})
+        (store.dir / f"{safe_filename(label)}.json").write_text(
+            dumps(compressai_json(label, info.get("description", ""), points), indent=2) + "\n"
+        )
+    kinds = {label: info.get("kind", "") for label, info in infos.items()}
+    if not curves.empty:
+        _plot(
+            curves, kinds, store.dir / "rd.png", f"{record['dataset']['name']} ({n_images} images)"
+        )
+    path = store.dir / "report.md"
+    path.write_text(_markdown(store, record, infos, rows, curves, table, anchor, method))
+    return path
+
+
+def _markdown(store, record, infos, rows, curves, table, anchor, method) -> str:
+    config, attempt = record["config"], record["attempts"][-1]
+    git = attempt.get("git", {})
+    out = [
+        f"# bench report: {store.dir.name}",
+        "",
+        f"- dataset: **{record['dataset']['name']}**, {len(record['dataset']['images'])} images "
+        f"(manifest sha256 `{record['dataset']['manifest_sha256'][:16]}`)",
+        f"- target bpp: {', '.join(f'{b:g}' for b in config['bpp'])}; rate = 8 x bytes handed "
+        "to the decoder / (H x W)",
+        f"- status: {record['status']}; git {git.get('commit') or 'unknown'}"
+        f"{' (dirty)' if git.get('dirty') else ''}; {attempt['timestamp']}",
+        f"- host: {attempt['cpu']} ({attempt['cpu_count']} cpus), {attempt['platform']}, "
+        f"python {attempt['python']}; jobs {config['jobs']}, threads {config['threads']}, "
+        f"timing repeats {config['repeats']} (median)",
+        "",
+        "![R-D curves](rd.png)",
+        "",
+        f"## BD-rate against `{anchor}` (PSNR-RGB, {method})",
+        "",
+    ]
+    if table.empty:
+        out.append("No other codec has an aggregated curve to compare.")
+    else:
+        shown = table.assign(
+            overlap=table["overlap_psnr_db"].map(
+                lambda o: f"{o[0]:.2f}-{o[1]:.2f} dB" if isinstance(o, tuple | list) else "none"
+            )
+        )
+        out.append(
+            _table(
+                shown,
+                {
+                    "codec": "codec",
+                    "bd_rate_pct": "BD-rate %",
+                    "bd_psnr_db": "BD-PSNR dB",
+                    "overlap": "overlap",
+                    "bd_rate_per_image_mean_pct": "mean per-image BD-rate %",
+                    "images_with_bd": "images",
+                    "reason": "note",
+                },
+                {"bd_psnr_db": 3},
+            )
+        )
+        out.append("")
+        out.append(
+            "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: "
+            "undefined (see note); never extrapolated beyond the overlap."
+        )
+    out += ["", "## Codecs", ""]
+    codec_rows = []
+    for label in [c["label"] for c in config["codecs"]]:
+        info = infos.get(label, {})
+        weights = info.get("weights") or {}
+        codec_rows.append(
+            {
+                "codec": label,
+                "kind": info.get("kind", "?"),
+                "version": info.get("version", "?"),
+                "parameters": info.get("num_parameters", math.nan),
+                "weights": f"{info.get('weights_bytes', 0) / 1e6:.2f} MB" if weights else "none",
+                "source": f"{weights.get('source')} `{weights.get('sha256', '')[:12]}`"
+                if weights
+                else "-",
+                "device": info.get("device", "?"),
+                "description": info.get("description", "(did not run)"),
+            }
+        )
+    out.append(_table(pd.DataFrame(codec_rows), {k: k for k in codec_rows[0]}, {}))
+    for label in [c["label"] for c in config["codecs"]]:
+        info = infos.get(label, {})
+        if info:
+            out.append(
+                f"\n`{label}` parameters: `{dumps(info.get('parameters', {}))}`"
+                + (f"; external: `{dumps(info['external'])}`" if info.get("external") else "")
+            )
+    timing = _timing(store, rows)
+    if not timing.empty:
+        out += [
+            "",
+            "## Time",
+            "",
+            "Median encode time per image and median decode time per truncation point "
+            "(seconds, after warm-up). `in codec`/`metrics`/`overhead` split the workers' wall "
+            "time: overhead is image loading, cutting and messaging.",
+            "",
+        ]
+        out.append(
+            _table(
+                timing,
+                {
+                    "codec": "codec",
+                    "encode_s": "encode s",
+                    "decode_s": "decode s",
+                    "wall_s": "unit wall s",
+                    "codec_s": "in codec s",
+                    "metrics_s": "metrics s",
+                    "overhead_s": "overhead s",
+                },
+                {},
+            )
+        )
+        out.append(
+            f"\nRun wall time: {sum(a.get('wall_s', 0) for a in record['attempts']):.1f} s "
+            f"over {len(record['attempts'])} attempt(s)."
+        )
+    out += ["", "## Mean R-D points", ""]
+    for label, points in curves.groupby("codec", sort=False):
+        out += [
+            f"### {label}",
+            "",
+            _table(
+                points,
+                {
+                    "target_bpp": "target bpp",
+                    "bpp": "bpp",
+                    "psnr_rgb": "PSNR-RGB",
+                    "psnr_y": "PSNR-Y",
+                    "ms_ssim": "MS-SSIM",
+                    "decode_s": "decode s",
+                },
+                {
+                    "target_bpp": 2,
+                    "bpp": 4,
+                    "psnr_rgb": 3,
+                    "psnr_y": 3,
+                    "ms_ssim": 5,
+                    "decode_s": 4,
+                },
+            ),
+            "",
+        ]
+    out += _notes(store, rows)
+    return "\n".join(out) + "\n"
+
+
+def _notes(store: RunStore, rows: pd.DataFrame) -> list[str]:
+    out = ["## Notes and failures", ""]
+    undecodable = rows[~rows["decodable"]].groupby("codec").size()
+    for codec, count in undecodable.items():
+        out.append(
+            f"- `{codec}`: {count} undecodable point(s) (prefix shorter than the header or "
+            "no ladder setting fits); their targets have no aggregated point."
+        )
+    for note in sorted(set(rows["note"].dropna()) - {""}):
+        out.append(f"- {note} ({int((rows['note'] == note).sum())} rows)")
+    for unit in store.units():
+        for note in unit.get("notes", []):
+            out.append(f"- `{unit['codec']}` on {unit['image']}: {note}")
+    done = {(c, i) for c, i in rows[["codec", "image"]].itertuples(index=False)}
+    for failure in store.failures():
+        if (failure["codec"], failure["image"]) not in done:
+            out.append(f"- FAILED `{failure['codec']}` on {failure['image']}: {failure['error']}")
+    if len(out) == 2:
+        out.append("None.")
+    return out

@@ -1,0 +1,288 @@
+"""A benchmark run: every requested codec on every dataset image at every target bpp.
+
+:func:`run` verifies the dataset, plans the (codec, image) units still missing from the run
+directory, spreads them over worker processes (:mod:`bench.worker`), appends each row to disk
+the moment it arrives (:mod:`bench.store`) and shows a progress bar. Killed at any point, a run
+keeps every finished row; ``resume=True`` measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from bench import datasets
+from bench.grid import DEFAULT_BPP_GRID
+from bench.provenance import environment
+from bench.registry import load_registry
+from bench.store import CODECS, FAILURES, ROWS, RUN, UNITS, RunStore
+from bench.worker import Unit, WorkerPool
+
+
+class RunError(Exception):
+    """A run cannot start or resume as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class CodecRequest:
+    """A codec with factory parameters, written ``name`` or ``name[key=value,key=value]``.
+
+    ``label`` (the text as written) names the codec in rows and reports.
+    """
+
+    label: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+_REQUEST = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def parse_codec_requests(text: str) -> list[CodecRequest]:
+    """Parse ``"jpeg2000,spiht[levels=4]"``. Values are Python literals, else strings."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    requests = []
+    for item in (i.strip() for i in items if i.strip()):
+        match = _REQUEST.match(item)
+        if not match:
+            raise RunError(f"cannot parse codec {item!r}; write name or name[key=value,...]")
+        params: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise RunError(f"codec parameter {pair!r} in {item!r} is not key=value")
+            try:
+                params[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                params[key.strip()] = value.strip()
+        requests.append(
+            CodecRequest(label=item.replace(" ", ""), name=match.group(1), params=params)
+        )
+    labels = [r.label for r in requests]
+    if not requests or len(set(labels)) != len(labels):
+        raise RunError(f"codec list {text!r} is empty or names a codec twice")
+    return requests
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to measure. ``timeout`` is seconds per (codec, image) unit."""
+
+    codecs: tuple[CodecRequest, ...]
+    dataset: str
+    bpp: tuple[float, ...] = DEFAULT_BPP_GRID
+    images: tuple[str, ...] = ()  # empty: every image of the dataset
+    jobs: int = 1
+    threads: int = 1
+    repeats: int = 3
+    timeout: float = 1800.0
+    plugin_files: tuple[str, ...] = ()
+    entry_points: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunConfig:
+        raw = dict(raw)
+        raw["codecs"] = tuple(CodecRequest(**c) for c in raw["codecs"])
+        for key in ("bpp", "images", "plugin_files"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+    def comparable(self) -> dict:
+        """The settings that must not change between a run and its resumption."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("codecs", "dataset", "bpp", "images", "repeats")}
+
+
+@dataclass
+class RunOutcome:
+    """What happened: rows written this time, failed units, and whether it was interrupted."""
+
+    directory: Path
+    rows_written: int = 0
+    failures: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+
+def _select_images(manifest: datasets.Manifest, wanted: Sequence[str]) -> list[tuple[str, Path]]:
+    paths = datasets.verify(manifest)
+    by_name = {p.name: p for p in paths} | {p.stem: p for p in paths}
+    if not wanted:
+        return [(p.name, p) for p in paths]
+    missing = [w for w in wanted if w not in by_name]
+    if missing:
+        raise RunError(f"images not in dataset {manifest.name!r}: {', '.join(missing)}")
+    return [(by_name[w].name, by_name[w]) for w in wanted]
+
+
+def _plan(
+    request: CodecRequest, config: RunConfig, images: list[tuple[str, Path]], done: set[tuple]
+) -> list[Unit]:
+    units = []
+    for name, path in images:
+        targets = tuple(t for t in config.bpp if (request.label, name, t) not in done)
+        if targets:
+            units.append(
+                Unit(
+                    request.label,
+                    request.name,
+                    request.params,
+                    name,
+                    str(path),
+                    targets,
+                    tuple(config.bpp),
+                    config.repeats,
+                )
+            )
+    return units
+
+
+def prepare_directory(config: RunConfig, directory: Path, resume: bool) -> tuple[RunStore, set]:
+    """Create or reopen a run directory; return the store and the (codec, image, bpp) done."""
+    store = RunStore(directory)
+    if store.exists() and not resume:
+        raise RunError(
+            f"{directory} already holds a run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    if resume and store.exists():
+        stored = RunConfig.from_dict(store.read_json(RUN)["config"])
+        if stored.comparable() != config.comparable():
+            raise RunError(
+                f"{directory} was made with other settings; resume it with the same "
+                f"ones (stored: {stored.comparable()})"
+            )
+        store.repair()
+    directory.mkdir(parents=True, exist_ok=True)
+    done = {(r["codec"], r["image"], r["target_bpp"]) for r in store.rows()}
+    return store, done
+
+
+def run(
+    config: RunConfig, directory: Path, *, resume: bool = False, console: Console | None = None
+) -> RunOutcome:
+    """Measure what is missing in ``directory``; see the module docstring."""
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    manifest = datasets.load_manifest(config.dataset)
+    images = _select_images(manifest, config.images)
+    registry = load_registry(config.plugin_files, entry_points=config.entry_points)
+    for request in config.codecs:
+        try:
+            registry.spec(request.name)
+        except KeyError as exc:
+            raise RunError(str(exc.args[0])) from None
+    store, done = prepare_directory(config, directory, resume)
+    record = store.read_json(RUN) if store.exists() else {"attempts": []}
+    record.update(
+        config=config.to_dict(),
+        status="running",
+        dataset={
+            "name": manifest.name,
+            "manifest": str(manifest.path),
+            "manifest_sha256": manifest.sha256,
+            "images": [n for n, _ in images],
+        },
+    )
+    record["attempts"].append(environment() | {"threads": config.threads, "jobs": config.jobs})
+    store.write_json(RUN, record)
+
+    outcome = RunOutcome(directory=directory)
+    units = []
+    for request in config.codecs:
+        unavailable = registry.availability(request.name)
+        if unavailable is not None:
+            failure = {
+                "codec": request.label,
+                "image": "*",
+                "error": f"unavailable: {unavailable}",
+                "traceback": "",
+            }
+            store.append(FAILURES, failure)
+            outcome.failures.append(failure)
+            console.print(f"[yellow]skipping {request.label}: {unavailable}[/]")
+            continue
+        units += _plan(request, config, images, done)
+
+    infos: dict = store.read_json(CODECS) if (directory / CODECS).exists() else {}
+    total = sum(len(u.targets) for u in units)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with (
+            Progress(*columns, console=console, transient=False) as progress,
+            WorkerPool(
+                config.jobs,
+                config.threads,
+                list(config.plugin_files),
+                config.timeout,
+                config.entry_points,
+            ) as pool,
+        ):
+            task = progress.add_task("starting workers", total=total)
+            for kind, *payload in pool.run(units):
+                if kind == "row":
+                    row = payload[0]
+                    store.append(ROWS, row)
+                    outcome.rows_written += 1
+                    progress.update(
+                        task,
+                        advance=1,
+                        description=f"{row['codec']} {row['image']} {row['target_bpp']:g} bpp",
+                    )
+                elif kind == "info":
+                    label, info = payload
+                    infos[label] = info
+                    store.write_json(CODECS, infos)
+                elif kind == "done":
+                    store.append(UNITS, payload[0])
+                elif kind == "failed":
+                    failure = payload[0]
+                    store.append(FAILURES, failure)
+                    outcome.failures.append(failure)
+                    progress.console.print(
+                        f"[red]failed[/] {failure['codec']} on {failure['image']}: {failure['error']}"
+                    )
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    outcome.wall_s = time.perf_counter() - start
+    record["status"] = (
+        "interrupted"
+        if outcome.interrupted
+        else ("failed units" if outcome.failures else "complete")
+    )
+    record["attempts"][-1]["wall_s"] = outcome.wall_s
+    store.write_json(RUN, record)
+    return outcome

@@ -1,0 +1,57 @@
+"""Pytest support for codec authors: the conformance suite as a test class.
+
+In your plugin's tests::
+
+    from bench.testing import ConformanceSuite
+
+    class TestMyCodec(ConformanceSuite):
+        codec = "mycodec"                  # registry name
+        params = {"quality": 3}            # factory keyword arguments (optional)
+        plugin_files = ("my_plugin.py",)   # only for plugins not installed as entry points
+
+Each check of :mod:`bench.conformance` becomes one test; a failure names the image and detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from bench.conformance import CheckResult, run_checks
+
+CHECKS = (
+    "encode",
+    "deterministic",
+    "prefixes",
+    "monotone",
+    "fresh-process",
+    "full-quality",
+    "decode",
+    "no-exception",
+)
+
+
+class ConformanceSuite:
+    """Subclass with ``codec`` (and optionally ``params``, ``plugin_files``, ``tolerance_db``)."""
+
+    codec: ClassVar[str]
+    params: ClassVar[dict[str, Any]] = {}
+    plugin_files: ClassVar[tuple[str, ...]] = ()
+    tolerance_db: ClassVar[float] = 0.25
+
+    @pytest.fixture(scope="class")
+    def conformance_results(self) -> list[CheckResult]:
+        return run_checks(
+            self.codec,
+            dict(self.params),
+            plugin_files=self.plugin_files,
+            tolerance_db=self.tolerance_db,
+        )
+
+    @pytest.mark.parametrize("check", CHECKS)
+    def test_conformance(self, conformance_results: list[CheckResult], check: str) -> None:
+        failures = [r for r in conformance_results if r.check == check and not r.passed]
+        assert not failures, "; ".join(f"{r.image}: {r.detail}" for r in failures)
+        if check in ("prefixes", "encode", "deterministic"):
+            assert any(r.check == check for r in conformance_results), f"{check} never ran"
