@@ -173,7 +173,7 @@ def run(
     ] = "",
     images: Annotated[str, typer.Option(help="Comma-separated subset of image names.")] = "",
     out_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--out",
             help="Run directory "  # noqa: UP045
@@ -299,7 +299,7 @@ def compare(
     baseline: Path,
     candidate: Path,
     fail_above: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(  # noqa: UP045
             help="Exit 1 if a codec's BD-rate (candidate vs baseline) exceeds this many percent, "
             "or cannot be computed."

@@ -272,9 +272,8 @@ def run(
                     failure = payload[0]
                     store.append(FAILURES, failure)
                     outcome.failures.append(failure)
-                    progress.console.print(
-                        f"[red]failed[/] {failure['codec']} on {failure['image']}: {failure['error']}"
-                    )
+                    where = f"{failure['codec']} on {failure['image']}"
+                    progress.console.print(f"[red]failed[/] {where}: {failure['error']}")
     except KeyboardInterrupt:
         outcome.interrupted = True
     outcome.wall_s = time.perf_counter() - start

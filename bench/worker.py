@@ -14,6 +14,7 @@ environment before the worker imports numpy or torch.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -214,10 +215,8 @@ class WorkerPool:
     def close(self) -> None:
         """Stop every worker (politely, then by force)."""
         for slot in self._slots:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 slot.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         for slot in self._slots:
             slot.process.join(2)
             if slot.process.is_alive():
