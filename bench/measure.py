@@ -58,11 +58,16 @@ def _median_time(call: Callable[[], Any], codec: Any, repeats: int, times: UnitT
 def warm_up(codec: ProgressiveCodec | RateLadderCodec, image: np.ndarray) -> None:
     """Run the codec once on a crop of at most 64x64 pixels (JIT, caches, lazy weights)."""
     crop = np.ascontiguousarray(image[:64, :64])
-    if isinstance(codec, ProgressiveCodec):
-        codec.decode(codec.encode(crop))
-    else:
-        settings = list(codec.settings())
-        codec.decode(codec.encode_at(crop, settings[len(settings) // 2]))
+    try:
+        if isinstance(codec, ProgressiveCodec):
+            codec.decode(codec.encode(crop))
+        else:
+            settings = list(codec.settings())
+            codec.decode(codec.encode_at(crop, settings[len(settings) // 2]))
+    except Exception as exc:
+        raise ContractViolation(
+            f"warm-up on a {crop.shape[0]}x{crop.shape[1]} crop failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _check_output(reconstruction: Any, shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -1,0 +1,56 @@
+"""Shared fixtures: small real datasets made of Kodak crops, and the test plugin files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.datasets import sha256_file
+from bench.images import load_rgb, save_png
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT / "datasets" / "kodak"
+PLUGINS = Path(__file__).parent / "plugins"
+BITPLANE = str(PLUGINS / "bitplane_codec.py")
+MISBEHAVING = str(PLUGINS / "misbehaving.py")
+
+#: name -> (source, top, left, height, width)
+CROPS = {
+    "a.png": ("kodim01.png", 100, 200, 64, 96),
+    "b.png": ("kodim05.png", 50, 300, 48, 40),
+    "c.png": ("kodim23.png", 201, 99, 37, 53),
+}
+
+
+def kodak_crop(source: str, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """A crop of a bundled Kodak image as (H, W, 3) uint8."""
+    image = load_rgb(KODAK / source)
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def write_dataset(folder: Path, name: str = "crops", crops: dict | None = None) -> Path:
+    """Write crops as PNGs plus a bundled manifest ``<folder>/<name>.toml``; return its path."""
+    images = folder / name
+    images.mkdir(parents=True)
+    lines = ["[dataset]", f'name = "{name}"', 'description = "Kodak crops"', "bundled = true", ""]
+    for file, spec in (crops or CROPS).items():
+        save_png(images / file, kodak_crop(*spec))
+        path = images / file
+        lines += [
+            "[[files]]",
+            f'name = "{file}"',
+            f'sha256 = "{sha256_file(path)}"',
+            f"size = {path.stat().st_size}",
+            "",
+        ]
+    manifest = folder / f"{name}.toml"
+    manifest.write_text("\n".join(lines))
+    return manifest
+
+
+@pytest.fixture
+def crops_dataset(tmp_path: Path) -> Path:
+    """Manifest path of a three-image dataset of Kodak crops (64x96, 48x40, 37x53)."""
+    return write_dataset(tmp_path / "data")

@@ -1,0 +1,180 @@
+"""The runner on real codecs and real files: rows, budgets, failures, timeouts, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BITPLANE, MISBEHAVING, kodak_crop
+
+from bench.grid import budget_bytes
+from bench.metrics import psnr_rgb
+from bench.runner import RunConfig, RunError, parse_codec_requests, run
+from bench.store import RunStore
+
+sys.path.insert(0, str(Path(BITPLANE).parent))
+from bitplane_codec import BitplaneCodec  # noqa: E402
+
+BPP = (0.01, 1.0, 4.0, 8.0, 30.0)
+
+
+def _config(dataset: Path, codecs: str, **kwargs) -> RunConfig:
+    return RunConfig(
+        codecs=tuple(parse_codec_requests(codecs)),
+        dataset=str(dataset),
+        bpp=BPP,
+        plugin_files=(BITPLANE, MISBEHAVING),
+        entry_points=False,
+        repeats=1,
+        **kwargs,
+    )
+
+
+def test_parse_codec_requests_with_parameters():
+    requests = parse_codec_requests("jpeg2000, slow[delay=0.5,mode=fast],spiht")
+    assert [r.label for r in requests] == ["jpeg2000", "slow[delay=0.5,mode=fast]", "spiht"]
+    assert requests[1].params == {"delay": 0.5, "mode": "fast"}
+    for bad in ("", "a,a", "x[y]", "bad name"):
+        with pytest.raises(RunError):
+            parse_codec_requests(bad)
+
+
+def test_rows_are_real_truncations(crops_dataset, tmp_path):
+    outcome = run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+    assert not outcome.failures and not outcome.interrupted
+    rows = RunStore(tmp_path / "run").rows()
+    assert len(rows) == 3 * len(BPP)
+    codec = BitplaneCodec()
+    for row in rows:
+        h, w = row["height"], row["width"]
+        stream_bytes = 8 + 3 * ((h * w * 3 + 7) // 8) * 8 // 3
+        assert row["budget_bytes"] == budget_bytes(row["target_bpp"], h, w)
+        assert row["bytes"] == min(row["budget_bytes"], row["stream_bytes"])
+        assert row["stream_bytes"] == stream_bytes
+        assert row["bpp"] == pytest.approx(8 * row["bytes"] / (h * w))
+        if row["bytes"] < 8:  # shorter than the header: undecodable, recorded as such
+            assert not row["decodable"] and row["psnr_rgb"] is None
+            continue
+        assert row["decodable"]
+    # the stored PSNR is the PSNR of decoding exactly that many bytes of the stream
+    row = next(r for r in rows if r["image"] == "a.png" and r["target_bpp"] == 1.0)
+    image = kodak_crop("kodim01.png", 100, 200, 64, 96)
+    expected = psnr_rgb(image, codec.decode(codec.encode(image)[: row["bytes"]]))
+    assert row["psnr_rgb"] == pytest.approx(expected)
+    full = next(r for r in rows if r["image"] == "a.png" and r["target_bpp"] == 30.0)
+    assert full["bytes"] == full["stream_bytes"] and full["psnr_rgb"] == "inf"
+
+
+def test_a_crashing_codec_costs_only_its_own_units(crops_dataset, tmp_path):
+    outcome = run(_config(crops_dataset, "crashy,bitplane"), tmp_path / "run")
+    assert [(f["codec"], f["image"]) for f in outcome.failures] == [("crashy", "c.png")]
+    assert "refuses width 53" in outcome.failures[0]["error"]
+    rows = RunStore(tmp_path / "run").rows()
+    assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
+    assert len([r for r in rows if r["codec"] == "crashy"]) == 2 * len(BPP)
+
+
+def test_a_hanging_codec_is_killed_after_the_timeout(crops_dataset, tmp_path):
+    start = time.monotonic()
+    outcome = run(_config(crops_dataset, "sleepy,bitplane", timeout=3.0), tmp_path / "run")
+    assert time.monotonic() - start < 60
+    failed = {(f["codec"], f["image"]) for f in outcome.failures}
+    assert failed == {("sleepy", "a.png")}  # 64x96 hangs; the smaller crops finish
+    assert "timed out" in outcome.failures[0]["error"]
+    rows = RunStore(tmp_path / "run").rows()
+    assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
+
+
+def test_a_contract_violation_is_reported(crops_dataset, tmp_path):
+    outcome = run(_config(crops_dataset, "fragile"), tmp_path / "run")
+    assert outcome.failures and all("ContractViolation" in f["error"] for f in outcome.failures)
+    assert "read past its buffer" in outcome.failures[0]["error"]
+
+
+def test_jobs_spread_units_and_give_the_same_rows(crops_dataset, tmp_path):
+    run(_config(crops_dataset, "bitplane"), tmp_path / "one")
+    run(_config(crops_dataset, "bitplane", jobs=2), tmp_path / "two")
+
+    def key(rows):
+        return sorted((r["image"], r["target_bpp"], r["bytes"], r["psnr_rgb"]) for r in rows)
+
+    assert key(RunStore(tmp_path / "one").rows()) == key(RunStore(tmp_path / "two").rows())
+
+
+def test_existing_run_needs_resume_and_same_settings(crops_dataset, tmp_path):
+    run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+    with pytest.raises(RunError, match="--resume"):
+        run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+    with pytest.raises(RunError, match="other settings"):
+        run(_config(crops_dataset, "bitplane,slow"), tmp_path / "run", resume=True)
+    outcome = run(_config(crops_dataset, "bitplane"), tmp_path / "run", resume=True)
+    assert outcome.rows_written == 0
+
+
+def test_sigkill_halfway_then_resume_loses_and_duplicates_nothing(crops_dataset, tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--no-entry-points",
+        "--plugin",
+        BITPLANE,
+        "--plugin",
+        MISBEHAVING,
+        "run",
+        "--codecs",
+        "slow[delay=0.15],bitplane",
+        "--dataset",
+        str(crops_dataset),
+        "--bpp",
+        ",".join(map(str, BPP)),
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    rows_file = out / "rows.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if rows_file.exists() and rows_file.read_bytes().count(b"\n") >= 7:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = RunStore(out).rows()
+    total = 2 * 3 * len(BPP)
+    assert 7 <= len(before) < total, "the kill should land halfway"
+    with open(rows_file, "ab") as f:  # a row torn in half by the kill
+        f.write(b'{"codec": "slow[delay=0.15]", "image": "b.png", "target_')
+    resumed = subprocess.run(
+        [*command[:-2], "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = RunStore(out).rows()
+    keys = [(r["codec"], r["image"], r["target_bpp"]) for r in rows]
+    assert len(keys) == len(set(keys)) == total
+    assert keys[: len(before)] == [(r["codec"], r["image"], r["target_bpp"]) for r in before]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and len(record["attempts"]) == 2
+    assert (out / "report.md").exists()
+
+
+def test_undecodable_points_and_nan_metrics_are_explicit(crops_dataset, tmp_path):
+    run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+    rows = RunStore(tmp_path / "run").rows()
+    tiny = [r for r in rows if r["target_bpp"] == 0.01]
+    assert all(not r["decodable"] and r["note"] == "prefix shorter than header" for r in tiny)
+    small = [r for r in rows if r["decodable"]]
+    assert all(r["ms_ssim"] is None and "MS-SSIM undefined" in r["note"] for r in small)
+    assert all(math.isfinite(r["decode_s"]) for r in small)
