@@ -1,4 +1,4 @@
-"""Plugin discovery: built-ins, entry points and local files load the same way; failures stay local."""
+"""Plugin discovery: built-ins, entry points and local files load alike; failures stay local."""
 
 from __future__ import annotations
 
