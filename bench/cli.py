@@ -261,12 +261,8 @@ def _render_and_summarise(directory: Path, anchor: str | None, method: str) -> N
         path = render(directory, anchor, method)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc), EXIT_PROBLEM) from None
-    table = (
-        pd.read_csv(directory / "bdrate.csv")
-        if (directory / "bdrate.csv").stat().st_size > 1
-        else None
-    )
-    if table is not None and not table.empty:
+    table = pd.read_csv(directory / "bdrate.csv", keep_default_na=False, na_values=[""])
+    if not table.empty:
         shown = Table(title=f"BD-rate vs {table['anchor'][0]} ({method})")
         for column in ("codec", "BD-rate %", "BD-PSNR dB", "per-image mean %", "note"):
             shown.add_column(column)
@@ -276,7 +272,7 @@ def _render_and_summarise(directory: Path, anchor: str | None, method: str) -> N
                 f"{row['bd_rate_pct']:.2f}",
                 f"{row['bd_psnr_db']:.3f}",
                 f"{row['bd_rate_per_image_mean_pct']:.2f}",
-                str(row["reason"] or "") if isinstance(row["reason"], str) else "",
+                row["reason"] if isinstance(row["reason"], str) else "",
             )
         out.print(shown)
     out.print(f"report: {path}")

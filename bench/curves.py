@@ -18,6 +18,18 @@ import pandas as pd
 from bench.bdrate import bd_psnr, bd_rate, mean_finite
 
 METRICS = ("psnr_rgb", "psnr_y", "ms_ssim")
+BD_COLUMNS = (
+    "codec",
+    "anchor",
+    "method",
+    "bd_rate_pct",
+    "bd_psnr_db",
+    "overlap_psnr_db",
+    "reason",
+    "bd_rate_per_image_mean_pct",
+    "images_with_bd",
+    "images",
+)
 
 
 def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -111,4 +123,4 @@ def bd_table(
                 "images": len(images),
             }
         )
-    return pd.DataFrame(table)
+    return pd.DataFrame(table, columns=list(BD_COLUMNS))

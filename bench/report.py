@@ -72,7 +72,8 @@ def _plot(curves: pd.DataFrame, kinds: dict[str, str], path: Path, title: str) -
     right.set(xlabel="bits per pixel", ylabel="MS-SSIM-RGB [dB]", title="MS-SSIM (-10 log10(1-x))")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -138,7 +139,7 @@ def render(directory: str | Path, anchor: str | None = None, method: str = "pchi
     if anchor not in set(rows["codec"]):
         raise ValueError(f"anchor {anchor!r} has no rows in this run (codecs: {', '.join(labels)})")
     curves.to_csv(store.dir / "curves.csv", index=False)
-    table = bd_table(rows, curves, anchor, method) if not curves.empty else pd.DataFrame()
+    table = bd_table(rows, curves, anchor, method)
     table.to_csv(store.dir / "bdrate.csv", index=False)
     for label, points in curves.groupby("codec", sort=False):
         info = infos.get(label, {})

@@ -40,14 +40,20 @@ class ConformanceSuite:
     plugin_files: ClassVar[tuple[str, ...]] = ()
     tolerance_db: ClassVar[float] = 0.25
 
-    @pytest.fixture(scope="class")
+    _results: ClassVar[dict[type, list[CheckResult]]] = {}
+
+    @pytest.fixture
     def conformance_results(self) -> list[CheckResult]:
-        return run_checks(
-            self.codec,
-            dict(self.params),
-            plugin_files=self.plugin_files,
-            tolerance_db=self.tolerance_db,
-        )
+        """Run the suite once per test class; every parametrized test reads the results."""
+        cls = type(self)
+        if cls not in ConformanceSuite._results:
+            ConformanceSuite._results[cls] = run_checks(
+                cls.codec,
+                dict(cls.params),
+                plugin_files=cls.plugin_files,
+                tolerance_db=cls.tolerance_db,
+            )
+        return ConformanceSuite._results[cls]
 
     @pytest.mark.parametrize("check", CHECKS)
     def test_conformance(self, conformance_results: list[CheckResult], check: str) -> None:

@@ -2,8 +2,9 @@
 
 Raw bit-planes, most significant first: an 8-byte header (magic, height, width), then the 8
 bit-planes of the interleaved RGB samples, each packed with ``numpy.packbits``. A prefix
-reconstructs every sample from the bits it has, with the unknown low bits set to the middle of
-their interval. No entropy coding: 24 bpp for the whole stream.
+reconstructs every sample from its complete bit-planes, with the unknown low bits set to the
+middle of their interval (a partial plane is ignored: refining only part of the image can lower
+PSNR). No entropy coding: 24 bpp for the whole stream.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class BitplaneCodec(ProgressiveCodec):
         known = np.zeros(n, np.int32)  # number of known bits per sample
         for b in range(8):
             chunk = bits[b * plane_bytes * 8 : b * plane_bytes * 8 + n]
-            if len(chunk) == 0:
+            if len(chunk) < n:
                 break
             value[: len(chunk)] |= chunk.astype(np.int32) << (7 - b)
             known[: len(chunk)] += 1

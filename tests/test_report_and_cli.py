@@ -1,0 +1,155 @@
+"""Reports, CompressAI-compatible JSON, run comparison and the command line, on real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import BITPLANE, MISBEHAVING, PLUGINS
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.compare import compare_runs
+from bench.report import render
+from bench.runner import RunConfig, parse_codec_requests, run
+
+BPP = (3.1, 6.1, 9.1, 12.1, 15.1, 18.1)  # one more complete bit-plane each
+cli = CliRunner(env={"COLUMNS": "250"})
+
+
+def _run(dataset, out, codecs="bitplane,slow[delay=0]", plugins=(BITPLANE, MISBEHAVING)):
+    config = RunConfig(
+        codecs=tuple(parse_codec_requests(codecs)),
+        dataset=str(dataset),
+        bpp=BPP,
+        plugin_files=plugins,
+        entry_points=False,
+        repeats=1,
+    )
+    run(config, out)
+    return out
+
+
+@pytest.fixture
+def finished_run(crops_dataset, tmp_path):
+    return _run(crops_dataset, tmp_path / "base")
+
+
+def test_report_files_and_contents(finished_run):
+    path = render(finished_run, anchor="bitplane")
+    text = path.read_text()
+    for heading in ("## BD-rate against `bitplane`", "## Codecs", "## Time", "## Mean R-D points"):
+        assert heading in text
+    assert (finished_run / "rd.png").stat().st_size > 10_000
+    table = pd.read_csv(finished_run / "bdrate.csv")
+    row = table[table["codec"] == "slow[delay=0]"].iloc[0]
+    assert row["bd_rate_pct"] == pytest.approx(0.0, abs=1e-9)  # the same bitstream
+    # c.png's bit-plane curve dips (22.8 dB, then 21.3 dB): its BD-rate is undefined, not a number
+    assert row["images_with_bd"] == 2 and row["images"] == 3
+    curves = pd.read_csv(finished_run / "curves.csv")
+    assert list(curves[curves["codec"] == "bitplane"]["target_bpp"]) == list(BPP)
+
+
+def test_compressai_json_is_read_by_compressais_plot_utility(finished_run):
+    render(finished_run)
+    data = json.loads((finished_run / "bitplane.json").read_text())
+    assert data["name"] == "bitplane" and data["description"]
+    results = data["results"]
+    assert results["bpp"] == sorted(results["bpp"])
+    assert len(results["bpp"]) == len(results["psnr-rgb"]) == len(results["decoding_time"])
+    from plugins.learned.compat import import_compressai
+
+    import_compressai()
+    from compressai.utils.plot.__main__ import parse_json_file
+
+    parsed = parse_json_file(finished_run / "bitplane.json", "psnr")
+    assert parsed["name"] == "bitplane" and parsed["xs"] == results["bpp"]
+    assert parsed["ys"] == results["psnr-rgb"]
+
+
+def test_compare_identical_and_regressed_runs(crops_dataset, tmp_path, finished_run):
+    same = compare_runs(finished_run, finished_run)
+    assert all(r["bd_rate_pct"] == pytest.approx(0, abs=1e-9) for r in same)
+    worse = _run(
+        crops_dataset,
+        tmp_path / "worse",
+        codecs="bitplane",
+        plugins=(str(PLUGINS / "regressed_bitplane.py"),),
+    )
+    (row,) = compare_runs(finished_run, worse)
+    assert row["bd_rate_pct"] > 0 and row["mean_delta_psnr_db"] < 0
+    result = cli.invoke(app, ["compare", str(finished_run), str(worse), "--fail-above", "0.5"])
+    assert result.exit_code == 1, result.output
+    assert "regression" in result.output
+    ok = cli.invoke(app, ["compare", str(finished_run), str(finished_run), "--fail-above", "0.5"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_cli_help_codecs_and_datasets():
+    result = cli.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "Exit codes" in result.output
+    result = cli.invoke(app, ["--plugin", str(PLUGINS / "broken_import.py"), "codecs"])
+    assert result.exit_code == 0
+    assert "jpeg2000" in result.output and "plugin failed to load" in result.output
+    strict = cli.invoke(app, ["--plugin", str(PLUGINS / "broken_import.py"), "codecs", "--strict"])
+    assert strict.exit_code == 1
+    result = cli.invoke(app, ["datasets", "list"])
+    assert result.exit_code == 0
+    for name in ("kodak", "clic-2020-professional-valid", "tecnick"):
+        assert name in result.output
+
+
+def test_cli_bad_input_exit_codes(tmp_path):
+    assert (
+        cli.invoke(
+            app, ["run", "--codecs", "nope", "--dataset", "kodak", "--out", str(tmp_path / "x")]
+        ).exit_code
+        == 3
+    )
+    assert cli.invoke(app, ["run", "--codecs", "jpeg2000", "--dataset", "nope"]).exit_code == 3
+    assert cli.invoke(app, ["report", str(tmp_path)]).exit_code == 3
+    assert cli.invoke(app, ["run", "--codecs", "jpeg2000", "--bpp", "0:1"]).exit_code == 3
+    assert cli.invoke(app, ["datasets", "verify", "nope"]).exit_code == 3
+
+
+def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
+    out = tmp_path / "cli"
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--no-entry-points",
+        "--plugin",
+        BITPLANE,
+        "--plugin",
+        MISBEHAVING,
+        "run",
+        "--codecs",
+        "bitplane,crashy",
+        "--anchor",
+        "bitplane",
+        "--dataset",
+        str(crops_dataset),
+        "--bpp",
+        "3.1:18.1:3",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "1 unit(s) failed" in done.stderr
+    report = (out / "report.md").read_text()
+    assert "FAILED `crashy` on c.png" in report
+    # re-render from the stored rows alone gives the same BD table
+    before = (out / "bdrate.csv").read_text()
+    assert cli.invoke(app, ["report", str(out)]).exit_code == 0
+    assert (out / "bdrate.csv").read_text() == before
+    table = pd.read_csv(out / "bdrate.csv")
+    # crashy lacks c.png, so it has no complete aggregated points: NaN with a reason, not a number
+    assert table.empty or math.isnan(table["bd_rate_pct"].iloc[0])
