@@ -23,7 +23,12 @@ from bench import hookspecs
 from bench.codec import Codec, CodecUnavailable
 
 #: Built-in plugin modules, loaded exactly as entry points are.
-BUILTIN_PLUGINS: tuple[str, ...] = ("plugins.jpeg2000", "plugins.learned")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "plugins.jpeg2000",
+    "plugins.spiht",
+    "plugins.bpg",
+    "plugins.learned",
+)
 
 ENTRY_POINT_GROUP = "bench"
 
