@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ def _set_threads(threads: int) -> None:
 def _worker_main(
     conn: Connection, plugin_files: list[str], threads: int, entry_points: bool
 ) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _set_threads(threads)
     from bench.codec import ProgressiveCodec
     from bench.images import load_rgb

@@ -153,3 +153,12 @@ def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
     table = pd.read_csv(out / "bdrate.csv")
     # crashy lacks c.png, so it has no complete aggregated points: NaN with a reason, not a number
     assert table.empty or math.isnan(table["bd_rate_pct"].iloc[0])
+
+
+def test_cli_check_passes_a_conforming_codec_and_fails_a_leaky_one():
+    good = cli.invoke(app, ["--no-entry-points", "--plugin", BITPLANE, "check", "bitplane"])
+    assert good.exit_code == 0, good.output
+    assert "fresh-process" in good.output and "FAIL" not in good.output
+    bad = cli.invoke(app, ["--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING,
+                           "check", "leaky"])
+    assert bad.exit_code == 1 and "FAIL" in bad.output
