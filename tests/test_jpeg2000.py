@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bench import PrefixTooShort
 from bench.metrics import psnr_rgb
 from bench.registry import load_registry
+from bench.testing import ConformanceSuite
 from plugins.jpeg2000 import codestream as cs
 from plugins.jpeg2000.codec import (
     DEFAULT_LAYER_BPP,
@@ -375,3 +376,9 @@ def test_unsupported_streams(codec, crops) -> None:
         image.save(buf, format="JPEG2000", no_jp2=True, **options)
         with pytest.raises(ValueError, match=message):
             codec.decode(buf.getvalue())
+
+
+class TestJpeg2000Conformance(ConformanceSuite):
+    """The conformance suite a codec author would run, on the JPEG 2000 anchor."""
+
+    codec = "jpeg2000"
