@@ -1,0 +1,112 @@
+"""Built-in plugin for the learned codecs: for now the ``bench train`` and ``bench train-export``
+commands that train CompressAI's MeanScaleHyperprior and export its weights.
+
+Heavy modules (torch, compressai) are imported inside the commands so that ``bench --help``
+stays fast. The implementation is in :mod:`plugins.learned.train`; the torchvision/compressai
+import fix in :mod:`plugins.learned.compat`.
+"""
+
+# No ``from __future__ import annotations`` here: typer reads the option annotations at runtime.
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench import hookimpl
+
+
+def _opt(flag: str, help: str):  # noqa: A002 - typer's parameter name
+    return typer.Option(flag, help=help)
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    @cli.command("train")
+    def train_command(
+        out: Annotated[Path, _opt("--out", "Checkpoint directory (resumable state).")],
+        data: Annotated[
+            Path | None,
+            _opt("--data", "Training image folder (never Kodak); needed for a new run."),
+        ] = None,
+        N: Annotated[int | None, _opt("--N", "Channels N (default 128).")] = None,
+        M: Annotated[int | None, _opt("--M", "Latent channels M (default 192).")] = None,
+        lmbda: Annotated[
+            float | None, _opt("--lmbda", "loss = lmbda*255^2*MSE + bpp (default 0.0932).")
+        ] = None,
+        iterations: Annotated[
+            int | None, _opt("--iterations", "Total iterations to reach (default 200000).")
+        ] = None,
+        batch: Annotated[int | None, _opt("--batch", "Batch size (default 8).")] = None,
+        crop: Annotated[int | None, _opt("--crop", "Crop side (default 128).")] = None,
+        lr: Annotated[float | None, _opt("--lr", "Adam learning rate (default 1e-4).")] = None,
+        threads: Annotated[
+            int | None, _opt("--threads", "torch.set_num_threads (default 1).")
+        ] = None,
+        checkpoint_every: Annotated[
+            int | None, _opt("--checkpoint-every", "Iterations between checkpoints (default 250).")
+        ] = None,
+        eval_every: Annotated[
+            int | None,
+            _opt("--eval-every", "Iterations between Kodak-subset evals; 0: none (default 1000)."),
+        ] = None,
+        eval_images: Annotated[
+            str | None,
+            _opt("--eval-images", "Comma-separated Kodak images (default kodim01,05,15,23)."),
+        ] = None,
+        kodak: Annotated[Path | None, _opt("--kodak", "Kodak folder (evaluation only).")] = None,
+        resume: Annotated[bool, _opt("--resume", "Continue the checkpoint in --out.")] = False,
+        seed: Annotated[int | None, _opt("--seed", "Random seed (default 0).")] = None,
+    ) -> None:
+        """Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C saves)."""
+        from plugins.learned.train import CheckpointError, train
+
+        images = None
+        if eval_images is not None:
+            images = tuple(s.strip() for s in eval_images.split(",") if s.strip())
+        try:
+            summary = train(
+                out,
+                resume=resume,
+                data=str(data) if data is not None else None,
+                N=N,
+                M=M,
+                lmbda=lmbda,
+                iterations=iterations,
+                batch=batch,
+                crop=crop,
+                lr=lr,
+                threads=threads,
+                checkpoint_every=checkpoint_every,
+                eval_every=eval_every,
+                eval_images=images,
+                kodak=str(kodak) if kodak is not None else None,
+                seed=seed,
+            )
+        except (CheckpointError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        stopped = f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else ""
+        typer.echo(
+            f"iteration {summary['iteration']}{stopped}; "
+            f"checkpoint {summary['checkpoint']}; log {summary['log']}"
+        )
+
+    @cli.command("train-export")
+    def train_export_command(
+        checkpoint: Annotated[
+            Path, _opt("--checkpoint", "Checkpoint directory (or checkpoint.pt) of bench train.")
+        ],
+        out: Annotated[Path, _opt("--out", "Weights file to write (FILE.safetensors).")],
+        kodak: Annotated[Path | None, _opt("--kodak", "Kodak folder for the evaluation.")] = None,
+        threads: Annotated[int | None, _opt("--threads", "torch threads.")] = None,
+    ) -> None:
+        """Export float16 .safetensors weights + JSON sidecar, evaluated on all 24 Kodak images."""
+        from plugins.learned.train import CheckpointError, export, sidecar_path
+
+        try:
+            export(checkpoint, out, kodak=kodak, threads=threads)
+        except (CheckpointError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"wrote {out} and {sidecar_path(out)}")

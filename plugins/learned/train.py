@@ -1,0 +1,893 @@
+"""Training and export of the learned codecs' base model: CompressAI's ``MeanScaleHyperprior``.
+
+The model is Minnen et al. 2018 without the context model (mean-scale Gaussian hyperprior),
+trained on random crops with the usual CompressAI rate-distortion loss
+``lmbda * 255**2 * MSE + bpp`` (bpp from the likelihoods), Adam for the network and a separate
+Adam for the entropy bottleneck's quantiles (``model.aux_loss()``).
+
+Training is resumable: ``<out>/checkpoint.pt`` holds the model, both optimizers, the iteration,
+every RNG state and the config; it is written atomically (temporary file, then ``os.replace``)
+every ``checkpoint_every`` iterations and when the process gets Ctrl-C or SIGTERM.
+``<out>/log.jsonl`` receives one JSON object per line: ``{"type": "train", ...}`` every
+``log_every`` iterations, ``{"type": "checkpoint", ...}`` for each checkpoint, and
+``{"type": "eval", ...}`` for each evaluation on a few Kodak images with real entropy coding
+(Kodak is used for evaluation only, never for training; :func:`load_training_images` refuses a
+training folder that contains a Kodak image).
+
+:func:`export` turns a checkpoint into shippable weights: a float16 ``.safetensors`` file that
+also stores the entropy-coder tables computed by ``update()`` from the float16-rounded weights
+(so a loader gets exactly the CDFs the exporter evaluated with, without calling ``update()``),
+plus a JSON sidecar describing provenance and the Kodak rate-distortion point of the exported
+weights. :func:`load_weights` reads such a file back.
+
+Run ``python -m plugins.learned.train --help`` (or ``bench train`` once the CLI is wired).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+CONFIG_NAME = "config.json"
+CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
+WEIGHTS_FORMAT = "bench-learned-msh-weights-v1"
+DEFAULT_KODAK = os.environ.get("BENCH_KODAK", "/work/shared/datasets/kodak")
+DEFAULT_EVAL_IMAGES = ("kodim01", "kodim05", "kodim15", "kodim23")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+#: Exported weights larger than this are refused (the shipped file must stay <= 16 MB). N=128,
+#: M=192 has 7.03M parameters: about 14.1 MB in float16 plus the CDF tables (< 1 MB).
+MAX_WEIGHTS_BYTES = 16_000_000
+#: compress/decompress need sides that are multiples of 2**6 (four stride-2 analysis layers
+#: plus two in the hyper analysis).
+PAD_MULTIPLE = 64
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, corrupt, or does not match the requested config."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Stored in every checkpoint."""
+
+    data: str = ""
+    out: str = ""
+    N: int = 128
+    M: int = 192
+    lmbda: float = 0.0932
+    iterations: int = 200_000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    threads: int = 1
+    checkpoint_every: int = 250
+    eval_every: int = 1000
+    eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
+    kodak: str = DEFAULT_KODAK
+    log_every: int = 25
+    seed: int = 0
+
+    #: Fields that define the model and the optimisation; a resumed run must keep them.
+    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "lr", "aux_lr", "clip", "seed")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_images"] = list(self.eval_images)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "eval_images" in kw:
+            kw["eval_images"] = tuple(kw["eval_images"])
+        return cls(**kw)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_model(N: int, M: int):
+    """A fresh ``compressai.models.MeanScaleHyperprior(N, M)`` (imports compressai via the shim)."""
+    from plugins.learned.compat import import_compressai
+
+    compressai = import_compressai()
+    return compressai.models.MeanScaleHyperprior(N=N, M=M)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def manifest_sha256(data: str | Path) -> str:
+    """sha256 of ``MANIFEST.tsv`` at the top of the training folder, or of a listing built here.
+
+    The built listing is ``relative/path<TAB>sha256<LF>`` per image, sorted by path.
+    """
+    folder = Path(data)
+    manifest = folder / "MANIFEST.tsv"
+    if manifest.is_file():
+        return sha256_file(manifest)
+    lines = [
+        f"{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n" for p in _list_images(folder)
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _kodak_hashes(kodak: str | Path) -> set[str]:
+    folder = Path(kodak)
+    if not folder.is_dir():
+        return set()
+    return {sha256_file(p) for p in _list_images(folder)}
+
+
+def load_training_images(
+    data: str | Path,
+    crop: int,
+    kodak: str | Path = DEFAULT_KODAK,
+    log: Callable[[str], None] = print,
+) -> list[np.ndarray]:
+    """Decode every image under ``data`` once into RAM as ``(H, W, 3)`` uint8 arrays.
+
+    Images smaller than ``crop`` on either side are skipped with a note. Raises ``ValueError`` if
+    the folder is (inside) the Kodak folder or holds a file identical to a Kodak image.
+    """
+    folder = Path(data).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"training folder {folder} does not exist")
+    kodak_dir = Path(kodak).resolve()
+    if folder == kodak_dir or kodak_dir in folder.parents:
+        raise ValueError(f"refusing to train on the Kodak evaluation set ({folder})")
+    kodak_sha = _kodak_hashes(kodak_dir)
+    images: list[np.ndarray] = []
+    skipped = 0
+    for path in _list_images(folder):
+        if kodak_sha and sha256_file(path) in kodak_sha:
+            raise ValueError(f"refusing to train on a Kodak image: {path}")
+        img = _read_rgb(path)
+        if img.shape[0] < crop or img.shape[1] < crop:
+            log(f"note: skipping {path} ({img.shape[1]}x{img.shape[0]} < crop {crop})")
+            skipped += 1
+            continue
+        images.append(img)
+    if not images:
+        raise ValueError(f"no usable training image (>= {crop}x{crop}) under {folder}")
+    note = f", skipped {skipped}" if skipped else ""
+    log(f"loaded {len(images)} training images from {folder}{note}")
+    return images
+
+
+def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: int, crop: int):
+    """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1]."""
+    torch = _torch()
+    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
+    for b in range(batch):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        y0 = int(rng.integers(h - crop + 1))
+        x0 = int(rng.integers(w - crop + 1))
+        patch = img[y0 : y0 + crop, x0 : x0 + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[b] = patch
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def rd_terms(model, x, lmbda: float) -> dict[str, Any]:
+    """Forward pass and the CompressAI R-D loss ``lmbda * 255**2 * MSE + bpp``."""
+    torch = _torch()
+    out = model(x)
+    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    log_likelihood = sum(torch.log(lk).sum() for lk in out["likelihoods"].values())
+    bpp = log_likelihood / (-math.log(2) * num_pixels)
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    loss = lmbda * 255.0**2 * mse + bpp
+    return {"loss": loss, "mse": mse, "bpp": bpp}
+
+
+def _split_parameters(model):
+    main, aux = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (aux if name.endswith(".quantiles") else main).append(p)
+    return main, aux
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation with real entropy coding
+
+
+def _to_tensor(img: np.ndarray):
+    torch = _torch()
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)[None]
+
+
+def _to_uint8(x) -> np.ndarray:
+    arr = x[0].clamp(0, 1).mul(255.0).round().to(dtype=_torch().uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(arr.numpy())
+
+
+def pad_to_multiple(x, multiple: int = PAD_MULTIPLE):
+    """Pad ``(1, 3, H, W)`` right and bottom (edge replication) to multiples of ``multiple``."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def code_image(model, img: np.ndarray) -> dict[str, Any]:
+    """Compress and decompress one image with real entropy coding.
+
+    ``model`` must be in eval mode with its CDF tables built (``update()``). Returns the byte
+    count, real bpp, PSNR-RGB of the rounded, cropped reconstruction and the reconstruction.
+    """
+    from bench.metrics import psnr_rgb
+
+    torch = _torch()
+    h, w = img.shape[:2]
+    with torch.no_grad():
+        x = pad_to_multiple(_to_tensor(img))
+        enc = model.compress(x)
+        nbytes = sum(len(s) for group in enc["strings"] for s in group)
+        x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"][..., :h, :w]
+    rec = _to_uint8(x_hat)
+    return {
+        "bytes": nbytes,
+        "bpp": 8.0 * nbytes / (h * w),
+        "psnr_rgb": psnr_rgb(img, rec),
+        "reconstruction": rec,
+    }
+
+
+def evaluate(model, images: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, Any]:
+    """Real-coding evaluation on named images; means of bpp and PSNR-RGB plus per-image values.
+
+    Unless ``prepared``, works on a deep copy put in eval mode with ``update(force=True)``, so the
+    model being trained is left untouched.
+    """
+    torch = _torch()
+    t0 = time.perf_counter()
+    if not prepared:
+        model = copy.deepcopy(model).eval()
+        model.update(force=True)
+    per_image = []
+    with torch.no_grad():
+        for name, img in images.items():
+            r = code_image(model, img)
+            per_image.append(
+                {"image": name, "bytes": r["bytes"], "bpp": r["bpp"], "psnr_rgb": r["psnr_rgb"]}
+            )
+    return {
+        "images": list(images),
+        "bpp": float(np.mean([p["bpp"] for p in per_image])),
+        "psnr_rgb": float(np.mean([p["psnr_rgb"] for p in per_image])),
+        "per_image": per_image,
+        "eval_seconds": time.perf_counter() - t0,
+    }
+
+
+def load_kodak(kodak: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Kodak images by stem (``kodim01``...); all ``kodim*.png`` when ``names`` is None."""
+    folder = Path(kodak)
+    if names is None:
+        paths = sorted(folder.glob("kodim*.png"))
+        if not paths:
+            raise FileNotFoundError(f"no kodim*.png under {folder}")
+    else:
+        paths = [folder / (n if n.endswith(".png") else f"{n}.png") for n in names]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"Kodak images not found: {', '.join(missing)}")
+    return {p.stem: _read_rgb(p) for p in paths}
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to ``path.tmp``, fsync, then ``os.replace``: never a half-written file."""
+    torch = _torch()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file, or ``checkpoint.pt`` in a directory.
+
+    Raises :class:`CheckpointError` when it is missing, corrupt, or not a training checkpoint.
+    """
+    torch = _torch()
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+            "delete it to start over"
+        ) from exc
+    required = ("format", "model", "optimizer", "aux_optimizer", "iteration", "rng", "config")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a bench training checkpoint ({CHECKPOINT_FORMAT})")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a polite stop request; a second SIGINT interrupts."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig:
+    """The config of a run: ``options`` for a new run, the checkpoint's for ``resume``.
+
+    When resuming, options that define the model or optimisation (:attr:`TrainConfig.IDENTITY`)
+    must be omitted (``None``) or equal to the stored ones; operational options (iterations,
+    threads, checkpoint/eval/log intervals, eval images) may change.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if "eval_images" in options:
+        options["eval_images"] = tuple(options["eval_images"])
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if not resume:
+        if ckpt_path.exists():
+            raise CheckpointError(
+                f"{ckpt_path} already exists: pass --resume to continue it, or choose another --out"
+            )
+        cfg = TrainConfig(**options, out=str(out))
+        if not cfg.data:
+            raise ValueError("--data is required for a new training run")
+        cfg.data = str(Path(cfg.data).resolve())
+        return cfg
+    stored = TrainConfig.from_dict(load_checkpoint(ckpt_path)["config"])
+    if "data" in options:
+        options["data"] = str(Path(options["data"]).resolve())
+    conflicts = [
+        f"{k}={options[k]!r} (checkpoint has {getattr(stored, k)!r})"
+        for k in TrainConfig.IDENTITY
+        if k in options and options[k] != getattr(stored, k)
+    ]
+    if conflicts:
+        raise CheckpointError("cannot resume with a different config: " + ", ".join(conflicts))
+    return dataclasses.replace(stored, **options, out=str(out))
+
+
+def train(
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    console=None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train (or, with ``resume``, continue) a MeanScaleHyperprior; returns a summary dict.
+
+    ``options`` are :class:`TrainConfig` fields. ``on_iteration(iteration, terms)`` is called
+    after each completed iteration (tests use it). Stops after ``iterations`` or on the first
+    SIGINT/SIGTERM, writing a checkpoint either way.
+    """
+    torch = _torch()
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    cfg = resolve_config(out, resume, **options)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    log_path = out / LOG_NAME
+
+    torch.set_num_threads(cfg.threads)
+    with contextlib.suppress(RuntimeError):  # raises if already set in this process
+        torch.set_num_interop_threads(1)
+
+    images = load_training_images(cfg.data, cfg.crop, cfg.kodak, log=console.print)
+    manifest = manifest_sha256(cfg.data)
+    eval_set = {}
+    if cfg.eval_every > 0 and cfg.eval_images:
+        eval_set = load_kodak(cfg.kodak, cfg.eval_images)
+
+    # Seeded before the model is built so that a run is reproducible from its config (a resumed
+    # run then restores the RNG states saved with the checkpoint).
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(cfg.N, cfg.M)
+    main_params, aux_params = _split_parameters(model)
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model: {exc}") from exc
+        if state.get("manifest_sha256") not in (None, manifest):
+            console.print(
+                f"[yellow]warning: training data changed since the checkpoint: {cfg.data}"
+            )
+        iteration = int(state["iteration"])
+        train_seconds = float(state.get("train_seconds", 0.0))
+        last_eval = state.get("last_eval")
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_to_tuple(state["rng"]["python"]))
+        console.print(f"resuming {ckpt_path} at iteration {iteration}")
+    else:
+        iteration, train_seconds, last_eval = 0, 0.0, None
+        rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    _atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
+
+    saved_at = -1
+
+    def checkpoint(reason: str) -> None:
+        nonlocal saved_at
+        if saved_at == iteration:
+            return
+        saved_at = iteration
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "aux_optimizer": aux_optimizer.state_dict(),
+                "iteration": iteration,
+                "train_seconds": train_seconds,
+                "last_eval": last_eval,
+                "manifest_sha256": manifest,
+                "rng": {
+                    "numpy": rng.bit_generator.state,
+                    "torch": torch.get_rng_state(),
+                    "python": list(random.getstate()),
+                },
+                "config": cfg.to_dict(),
+            },
+        )
+        _append_log(log_path, {"type": "checkpoint", "iteration": iteration, "reason": reason})
+
+    model.train()
+    window: dict[str, float] = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "aux": 0.0, "n": 0, "s": 0.0}
+    stopped_by: str | None = None
+    progress = _make_progress(console)
+    task = progress.add_task("training", total=cfg.iterations, completed=iteration, status="")
+    with _StopFlag() as stop, progress:
+        while iteration < cfg.iterations:
+            t0 = time.perf_counter()
+            x = sample_batch(images, rng, cfg.batch, cfg.crop)
+            optimizer.zero_grad(set_to_none=True)
+            aux_optimizer.zero_grad(set_to_none=True)
+            terms = rd_terms(model, x, cfg.lmbda)
+            terms["loss"].backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+            optimizer.step()
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            aux_optimizer.step()
+            iteration += 1
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values["aux"] = float(aux_loss.detach())
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(
+                    f"non-finite loss at iteration {iteration}: {values}; the last checkpoint "
+                    "is intact"
+                )
+            for k in ("loss", "mse", "bpp", "aux"):
+                window[k] += values[k]
+            window["n"] += 1
+            window["s"] += dt
+            psnr_est = 10 * math.log10(1.0 / max(values["mse"], 1e-12))
+            progress.update(
+                task,
+                completed=iteration,
+                status=f"loss {values['loss']:.3f} bpp {values['bpp']:.3f} psnr~{psnr_est:.2f}",
+            )
+            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                n = window["n"]
+                record = {
+                    "type": "train",
+                    "iteration": iteration,
+                    "loss": window["loss"] / n,
+                    "mse": window["mse"] / n,
+                    "bpp": window["bpp"] / n,
+                    "aux": window["aux"] / n,
+                    "psnr_est": 10 * math.log10(1.0 / max(window["mse"] / n, 1e-12)),
+                    "seconds": window["s"] / n,
+                    "train_seconds": train_seconds,
+                    "time": time.time(),
+                }
+                _append_log(log_path, record)
+                if not progress.console.is_terminal:
+                    console.print(
+                        f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
+                        f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it"
+                    )
+                window = dict.fromkeys(window, 0.0)
+            if eval_set and (iteration % cfg.eval_every == 0 or iteration == cfg.iterations):
+                t_eval = time.perf_counter()
+                result = evaluate(model, eval_set)
+                train_seconds += time.perf_counter() - t_eval
+                last_eval = {"iteration": iteration, **result}
+                _append_log(log_path, {"type": "eval", **last_eval, "time": time.time()})
+                console.print(
+                    f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
+                    f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding)"
+                )
+            if on_iteration is not None:
+                on_iteration(iteration, values)
+            if stop.requested:
+                stopped_by = stop.requested
+                break
+            if iteration % cfg.checkpoint_every == 0:
+                checkpoint("periodic")
+        checkpoint(f"stop ({stopped_by})" if stopped_by else "end")
+    if stopped_by:
+        console.print(f"stopped by {stopped_by} at iteration {iteration}; checkpoint {ckpt_path}")
+    return {
+        "iteration": iteration,
+        "stopped_by": stopped_by,
+        "checkpoint": str(ckpt_path),
+        "log": str(log_path),
+        "train_seconds": train_seconds,
+        "last_eval": last_eval,
+        "config": cfg.to_dict(),
+    }
+
+
+def _to_tuple(obj):
+    """``random.getstate()`` round-trips through lists in the checkpoint; rebuild the tuples."""
+    if isinstance(obj, list):
+        return tuple(_to_tuple(o) for o in obj)
+    return obj
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _make_progress(console):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# export and loading of shippable weights
+
+
+def _round_to_float16_(model) -> None:
+    """Round every floating parameter and buffer to float16 precision, in place (kept float32)."""
+    torch = _torch()
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.to(torch.float16).to(t.dtype))
+
+
+def export(
+    checkpoint: str | Path,
+    out_file: str | Path,
+    *,
+    kodak: str | Path | None = None,
+    kodak_images: Sequence[str] | None = None,
+    threads: int | None = None,
+    console=None,
+) -> dict[str, Any]:
+    """Write ``out_file`` (.safetensors, float16) and its ``.json`` sidecar from a checkpoint.
+
+    The weights are rounded to float16, then ``update(force=True)`` builds the entropy-coder
+    tables from the rounded weights and those tables (int32) are stored with them, so that
+    :func:`load_weights` gives exactly the evaluated model. The file is then re-loaded and
+    evaluated on Kodak (all 24 images unless ``kodak_images`` names some) with real coding; the
+    means go into the sidecar as the non-progressive Kodak R-D point. Returns the sidecar dict.
+    """
+    torch = _torch()
+    from rich.console import Console
+    from safetensors.torch import save_file
+
+    from plugins.learned.compat import import_compressai
+
+    compressai = import_compressai()
+    console = console or Console(stderr=True)
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    torch.set_num_threads(threads or cfg.threads)
+    out_file = Path(out_file)
+    if out_file.suffix != ".safetensors":
+        raise ValueError(f"export target must end in .safetensors, got {out_file}")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(cfg.N, cfg.M)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint does not fit MeanScaleHyperprior: {exc}") from exc
+    model.eval()
+    _round_to_float16_(model)
+    model.update(force=True)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        tensors[name] = (t.to(torch.float16) if t.is_floating_point() else t).contiguous().clone()
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "model": "MeanScaleHyperprior",
+        "N": str(cfg.N),
+        "M": str(cfg.M),
+        "lmbda": repr(cfg.lmbda),
+        "iterations": str(int(state["iteration"])),
+    }
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # safetensors creates it owner-only; shipped weights are world-readable
+    size = tmp.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        tmp.unlink()
+        raise ValueError(f"exported weights are {size} bytes, over the {MAX_WEIGHTS_BYTES} limit")
+    os.replace(tmp, out_file)
+    digest = sha256_file(out_file)
+
+    console.print(f"wrote {out_file} ({size / 1e6:.2f} MB); evaluating on Kodak with real coding")
+    loaded, _ = load_weights(out_file)
+    kodak_set = load_kodak(kodak or cfg.kodak, kodak_images)
+    result = evaluate(loaded, kodak_set, prepared=True)
+    sidecar = {
+        "format": WEIGHTS_FORMAT,
+        "model": "compressai.models.MeanScaleHyperprior (Minnen 2018 without context model)",
+        "weights_file": out_file.name,
+        "weights_sha256": digest,
+        "weights_bytes": size,
+        "dtype": "float16; entropy-coder tables int32, built by update() from the float16 weights",
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "config": {
+            "N": cfg.N,
+            "M": cfg.M,
+            "lmbda": cfg.lmbda,
+            "crop": cfg.crop,
+            "batch": cfg.batch,
+            "lr": cfg.lr,
+            "aux_lr": cfg.aux_lr,
+            "clip": cfg.clip,
+            "seed": cfg.seed,
+        },
+        "iterations": int(state["iteration"]),
+        "hours_trained": float(state.get("train_seconds", 0.0)) / 3600.0,
+        "training_set": {
+            "path": cfg.data,
+            "manifest_sha256": state.get("manifest_sha256"),
+        },
+        "last_training_eval": _strip_eval(state.get("last_eval")),
+        "kodak_eval": {
+            "what": "float16 weights as shipped, real compress/decompress, non-progressive",
+            "num_images": len(kodak_set),
+            "bpp_mean": result["bpp"],
+            "psnr_rgb_mean": result["psnr_rgb"],
+            "per_image": result["per_image"],
+            "eval_seconds": result["eval_seconds"],
+        },
+        "versions": {"torch": torch.__version__, "compressai": compressai.__version__},
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _atomic_write_json(sidecar_path(out_file), sidecar)
+    console.print(
+        f"Kodak ({len(kodak_set)} images): {result['bpp']:.4f} bpp, "
+        f"{result['psnr_rgb']:.2f} dB PSNR-RGB; sidecar {sidecar_path(out_file)}"
+    )
+    return sidecar
+
+
+def _strip_eval(ev: dict[str, Any] | None) -> dict[str, Any] | None:
+    if ev is None:
+        return None
+    return {k: ev[k] for k in ("iteration", "images", "bpp", "psnr_rgb", "per_image") if k in ev}
+
+
+def sidecar_path(weights_file: str | Path) -> Path:
+    return Path(weights_file).with_suffix(".json")
+
+
+def load_weights(path: str | Path):
+    """Load exported ``.safetensors`` weights; returns ``(model, metadata)``, model in eval mode.
+
+    The stored entropy-coder tables are used as they are (no ``update()`` needed); a file without
+    them gets ``update(force=True)``, which rebuilds the same tables deterministically.
+    """
+    torch = _torch()
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path} is not a bench MeanScaleHyperprior weights file")
+    tensors = load_file(str(path))
+    state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
+    model = build_model(int(meta["N"]), int(meta["M"]))
+    model.load_state_dict(state)
+    model.eval()
+    tables = (model.entropy_bottleneck._offset, model.gaussian_conditional._offset)
+    if any(t.numel() == 0 for t in tables):
+        model.update(force=True)
+    return model, meta
+
+
+# --------------------------------------------------------------------------------------------
+# command line (``python -m plugins.learned.train``; ``bench train`` uses the same functions)
+
+
+def _parse_args(argv: Sequence[str] | None):
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m plugins.learned.train",
+        description="Train CompressAI's MeanScaleHyperprior (resumable), or export its weights.",
+    )
+    p.add_argument("--data", help="training image folder (never Kodak)")
+    p.add_argument("--out", help="checkpoint directory")
+    for name, typ in (
+        ("N", int), ("M", int), ("lmbda", float), ("iterations", int), ("batch", int),
+        ("crop", int), ("lr", float), ("threads", int), ("checkpoint-every", int),
+        ("eval-every", int), ("seed", int), ("log-every", int), ("kodak", str),
+    ):  # fmt: skip
+        p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if not args.out:
+        print("--out is required", file=sys.stderr)
+        return 2
+    try:
+        if args.export:
+            export(args.out, args.export, kodak=args.kodak, threads=args.threads)
+            return 0
+        eval_images = None
+        if args.eval_images is not None:
+            eval_images = tuple(s.strip() for s in args.eval_images.split(",") if s.strip())
+        summary = train(
+            args.out,
+            resume=args.resume,
+            data=args.data,
+            N=args.N,
+            M=args.M,
+            lmbda=args.lmbda,
+            iterations=args.iterations,
+            batch=args.batch,
+            crop=args.crop,
+            lr=args.lr,
+            threads=args.threads,
+            checkpoint_every=args.checkpoint_every,
+            eval_every=args.eval_every,
+            eval_images=eval_images,
+            kodak=args.kodak,
+            log_every=args.log_every,
+            seed=args.seed,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: summary[k] for k in ("iteration", "stopped_by", "checkpoint")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The MeanScaleHyperprior trainer: a tiny real run, stop/resume, export, and bad checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from plugins.learned import train as tr  # noqa: E402
+
+TRAIN = Path("/work/shared/datasets/train")
+KODAK = Path(os.environ.get("BENCH_KODAK", "/work/shared/datasets/kodak"))
+SOURCES = ["bsds500/test/100007.jpg", "bsds500/test/100039.jpg", "mcmaster18/01.png"]
+TINY = dict(N=8, M=8, crop=64, batch=2, log_every=1, checkpoint_every=100)
+
+pytestmark = pytest.mark.skipif(
+    not all((TRAIN / s).is_file() for s in SOURCES) or not (KODAK / "kodim01.png").is_file(),
+    reason="training images or Kodak not present",
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train-data")
+    for s in SOURCES:
+        shutil.copy(TRAIN / s, folder / s.replace("/", "_"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(data_dir, tmp_path_factory):
+    """A run stopped by SIGTERM at iteration 3, then resumed to 6; and a straight run to 6."""
+    out = tmp_path_factory.mktemp("run") / "ck"
+
+    def send_sigterm(iteration, terms):
+        if iteration == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = tr.train(
+        out, data=str(data_dir), kodak=str(KODAK), iterations=50, eval_every=2,
+        eval_images=("kodim01",), on_iteration=send_sigterm, **TINY,
+    )  # fmt: skip
+    stored_after_stop = tr.load_checkpoint(out)
+    second = tr.train(out, resume=True, iterations=6)
+    straight_out = tmp_path_factory.mktemp("straight") / "ck"
+    straight = tr.train(
+        straight_out, data=str(data_dir), kodak=str(KODAK), iterations=6, eval_every=2,
+        eval_images=("kodim01",), **TINY,
+    )  # fmt: skip
+    return out, first, stored_after_stop, second, straight_out, straight
+
+
+def test_sigterm_stops_with_checkpoint_and_resume_continues(stopped_and_resumed):
+    out, first, stored, second, straight_out, _ = stopped_and_resumed
+    assert first["stopped_by"] == "SIGTERM"
+    assert first["iteration"] == 3
+    assert stored["iteration"] == 3
+    assert second["iteration"] == 6 and second["stopped_by"] is None
+    # Identical config apart from the operational iterations target.
+    c1, c2 = dict(first["config"]), dict(second["config"])
+    assert c1.pop("iterations") == 50 and c2.pop("iterations") == 6
+    assert c1 == c2
+    records = [json.loads(line) for line in (out / tr.LOG_NAME).read_text().splitlines()]
+    train_its = [r["iteration"] for r in records if r["type"] == "train"]
+    assert train_its == [1, 2, 3, 4, 5, 6]
+    for r in records:
+        if r["type"] == "train":
+            assert {"loss", "mse", "bpp", "seconds"} <= r.keys()
+            assert np.isfinite(r["loss"]) and r["bpp"] > 0
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [e["iteration"] for e in evals] == [2, 4, 6]
+    assert evals[0]["images"] == ["kodim01"] and evals[0]["bpp"] > 0 and evals[0]["psnr_rgb"] > 0
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resumed_run_equals_uninterrupted_run(stopped_and_resumed):
+    out, _, _, _, straight_out, _ = stopped_and_resumed
+    a = tr.load_checkpoint(out)["model"]
+    b = tr.load_checkpoint(straight_out)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_other_model_config_and_new_run_refuses_existing(stopped_and_resumed):
+    out = stopped_and_resumed[0]
+    with pytest.raises(tr.CheckpointError, match="N=16"):
+        tr.train(out, resume=True, N=16, iterations=7)
+    with pytest.raises(tr.CheckpointError, match="--resume"):
+        tr.train(out, data=str(out), iterations=7, **TINY)
+
+
+def test_corrupt_checkpoint_gives_clear_error(stopped_and_resumed, tmp_path):
+    good = stopped_and_resumed[0] / tr.CHECKPOINT_NAME
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    data = good.read_bytes()
+    (bad_dir / tr.CHECKPOINT_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(tr.CheckpointError, match="corrupt"):
+        tr.load_checkpoint(bad_dir)
+    with pytest.raises(tr.CheckpointError, match="corrupt"):
+        tr.train(bad_dir, resume=True)
+    with pytest.raises(tr.CheckpointError, match="corrupt"):
+        tr.export(bad_dir, tmp_path / "w.safetensors")
+    (bad_dir / tr.CHECKPOINT_NAME).write_bytes(b"not a checkpoint at all")
+    with pytest.raises(tr.CheckpointError, match="corrupt"):
+        tr.load_checkpoint(bad_dir)
+    with pytest.raises(tr.CheckpointError, match="no checkpoint"):
+        tr.load_checkpoint(tmp_path / "missing")
+
+
+def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
+    from safetensors.torch import load_file
+
+    out = stopped_and_resumed[0]
+    weights = tmp_path / "tiny.safetensors"
+    sidecar = tr.export(out, weights, kodak=KODAK, kodak_images=["kodim01", "kodim05"])
+    assert weights.is_file() and weights.stat().st_size <= tr.MAX_WEIGHTS_BYTES
+    on_disk = json.loads(tr.sidecar_path(weights).read_text())
+    assert on_disk == json.loads(json.dumps(sidecar))
+    assert on_disk["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert on_disk["config"]["N"] == 8 and on_disk["config"]["M"] == 8
+    assert on_disk["iterations"] == 6
+    assert on_disk["training_set"]["manifest_sha256"] == tr.manifest_sha256(data_dir)
+    assert on_disk["last_training_eval"]["iteration"] == 6
+    assert on_disk["kodak_eval"]["num_images"] == 2 and on_disk["kodak_eval"]["bpp_mean"] > 0
+    assert {"torch", "compressai"} <= on_disk["versions"].keys()
+
+    tensors = load_file(str(weights))
+    assert tensors["g_a.0.weight"].dtype == torch.float16
+    assert tensors["gaussian_conditional._quantized_cdf"].numel() > 0  # CDF tables stored
+
+    model, meta = tr.load_weights(weights)
+    assert meta["N"] == "8"
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, tensors[name].to(t.dtype)), name
+
+    # A real image crop: entropy coding round trip == forward pass with rounding.
+    img = tr._read_rgb(data_dir / "mcmaster18_01.png")[100:228, 50:178]
+    x = tr._to_tensor(img)
+    with torch.no_grad():
+        enc = model.compress(x)
+        dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+        y = model.g_a(x)
+        z = model.h_a(y)
+        z_hat = model.entropy_bottleneck.quantize(
+            z, "dequantize", model.entropy_bottleneck._get_medians()
+        )
+        scales, means = model.h_s(z_hat).chunk(2, 1)
+        y_hat = model.gaussian_conditional.quantize(y, "dequantize", means)
+        ref = model.g_s(y_hat).clamp(0, 1)
+    assert sum(len(s) for g in enc["strings"] for s in g) > 0
+    assert torch.allclose(dec, ref, atol=1e-5)
+    coded = tr.code_image(model, img[:100, :90])  # padding path: not a multiple of 64
+    assert coded["reconstruction"].shape == (100, 90, 3) and coded["bpp"] > 0
+
+
+def test_training_images_skip_small_and_refuse_kodak(tmp_path, data_dir):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(data_dir / "mcmaster18_01.png", folder / "big.png")
+    Image.new("RGB", (40, 200)).save(folder / "small.png")
+    notes: list[str] = []
+    images = tr.load_training_images(folder, 64, KODAK, log=notes.append)
+    assert len(images) == 1 and images[0].dtype == np.uint8
+    assert any("skipping" in n and "small.png" in n for n in notes)
+    shutil.copy(KODAK / "kodim01.png", folder / "renamed.png")
+    with pytest.raises(ValueError, match="Kodak"):
+        tr.load_training_images(folder, 64, KODAK, log=notes.append)
+    with pytest.raises(ValueError, match="Kodak"):
+        tr.load_training_images(KODAK, 64, KODAK, log=notes.append)
