@@ -28,6 +28,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.spiht",
     "plugins.bpg",
     "plugins.learned",
+    "plugins.plonq",
+    "plugins.dzq",
 )
 
 ENTRY_POINT_GROUP = "bench"
