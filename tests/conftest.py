@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,13 @@ KODAK = ROOT / "datasets" / "kodak"
 PLUGINS = Path(__file__).parent / "plugins"
 BITPLANE = str(PLUGINS / "bitplane_codec.py")
 MISBEHAVING = str(PLUGINS / "misbehaving.py")
+
+
+def bench_command(*args: str) -> list[str]:
+    """``python -m bench`` with only the built-ins and the test plugins, then ``args``."""
+    prefix = [sys.executable, "-m", "bench", "--no-entry-points"]
+    return [*prefix, "--plugin", BITPLANE, "--plugin", MISBEHAVING, *args]
+
 
 #: name -> (source, top, left, height, width)
 CROPS = {

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from conftest import BITPLANE, MISBEHAVING, PLUGINS
+from conftest import BITPLANE, MISBEHAVING, PLUGINS, bench_command
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -118,15 +117,7 @@ def test_cli_bad_input_exit_codes(tmp_path):
 
 def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
     out = tmp_path / "cli"
-    command = [
-        sys.executable,
-        "-m",
-        "bench",
-        "--no-entry-points",
-        "--plugin",
-        BITPLANE,
-        "--plugin",
-        MISBEHAVING,
+    command = bench_command(
         "run",
         "--codecs",
         "bitplane,crashy",
@@ -140,7 +131,7 @@ def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
         "1",
         "--out",
         str(out),
-    ]
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "1 unit(s) failed" in done.stderr
@@ -159,6 +150,7 @@ def test_cli_check_passes_a_conforming_codec_and_fails_a_leaky_one():
     good = cli.invoke(app, ["--no-entry-points", "--plugin", BITPLANE, "check", "bitplane"])
     assert good.exit_code == 0, good.output
     assert "fresh-process" in good.output and "FAIL" not in good.output
-    bad = cli.invoke(app, ["--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING,
-                           "check", "leaky"])
+    bad = cli.invoke(
+        app, ["--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING, "check", "leaky"]
+    )
     assert bad.exit_code == 1 and "FAIL" in bad.output

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BITPLANE, MISBEHAVING, kodak_crop
+from conftest import BITPLANE, MISBEHAVING, bench_command, kodak_crop
 
 from bench.grid import budget_bytes
 from bench.metrics import psnr_rgb
@@ -120,15 +120,7 @@ def test_existing_run_needs_resume_and_same_settings(crops_dataset, tmp_path):
 
 def test_sigkill_halfway_then_resume_loses_and_duplicates_nothing(crops_dataset, tmp_path):
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "bench",
-        "--no-entry-points",
-        "--plugin",
-        BITPLANE,
-        "--plugin",
-        MISBEHAVING,
+    command = bench_command(
         "run",
         "--codecs",
         "slow[delay=0.15],bitplane",
@@ -140,7 +132,7 @@ def test_sigkill_halfway_then_resume_loses_and_duplicates_nothing(crops_dataset,
         "1",
         "--out",
         str(out),
-    ]
+    )
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
