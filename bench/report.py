@@ -17,6 +17,9 @@ from bench.curves import aggregate, bd_table, rows_frame
 from bench.store import CODECS, RUN, RunStore, dumps
 
 
+KIND_LABELS = {"progressive": "progressive", "rate-ladder": "non-progressive anchor (rate ladder)"}
+
+
 def safe_filename(label: str) -> str:
     """A file name for a codec label such as ``jpeg2000[levels=3]``."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "codec"
@@ -213,7 +216,7 @@ def _markdown(store, record, infos, rows, curves, table, anchor, method) -> str:
         codec_rows.append(
             {
                 "codec": label,
-                "kind": info.get("kind", "?"),
+                "kind": KIND_LABELS.get(info.get("kind", ""), "?"),
                 "version": info.get("version", "?"),
                 "parameters": info.get("num_parameters", math.nan),
                 "weights": f"{info.get('weights_bytes', 0) / 1e6:.2f} MB" if weights else "none",
