@@ -253,7 +253,7 @@ def test_bench_run_with_hevc444_as_anchor(tmp_path):
     assert anchor["kind"] == "rate-ladder"
     report = (out / "report.md").read_text()
     assert "BD-rate against `hevc444[qp_min=20,qp_max=45]`" in report
-    assert "rate-ladder" in report and "SUBSTITUTE for BPG" in report
+    assert "non-progressive anchor" in report and "SUBSTITUTE for BPG" in report
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     ladder = [r for r in rows if r["codec"].startswith("hevc444")]
     assert ladder and all(r["bytes"] <= r["budget_bytes"] for r in ladder)
