@@ -31,17 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.grid import budget_bytes  # noqa: E402
 from bench.metrics import psnr_rgb  # noqa: E402
 from plugins.jpeg2000.codec import (  # noqa: E402
     DEFAULT_LAYER_BPP,
     Jpeg2000Codec,
-    byte_budget,
     decode_j2k,
     encode_j2k,
     fit_rates,
 )
 
-KODAK = Path("/work/shared/datasets/kodak")
+KODAK = Path(__file__).resolve().parents[1] / "datasets" / "kodak"
 REQUIREMENT_DB = 0.5
 
 
@@ -76,7 +76,7 @@ def run_image(args: tuple[Path, tuple[float, ...], int]) -> dict:
     encode_s = time.perf_counter() - start
     rows = []
     for bpp in points:
-        budget = byte_budget(bpp, height, width)
+        budget = budget_bytes(bpp, height, width)
         start = time.perf_counter()
         layered = psnr_rgb(image, codec.decode(stream[:budget]))
         decode_s = time.perf_counter() - start

@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bench.codec import CodecInfo, CodecUnavailable, ProgressiveCodec, check_image
+from bench.grid import budget_bytes
 from plugins.jpeg2000 import codestream as cs
 
 #: The harness's default bpp grid: 0.1, 0.2, ..., 2.0.
@@ -100,11 +101,6 @@ def effective_levels(height: int, width: int, levels: int) -> int:
     not exceed the shorter side (measured with Pillow 13 / OpenJPEG 2.5.4: 1x1 and 1xN take 0
     levels, 2x2 and 3x5 take 1, 4x4 and 7x9 take 2, 37x53 takes 5)."""
     return max(0, min(levels, min(height, width).bit_length() - 1))
-
-
-def byte_budget(bpp: float, height: int, width: int) -> int:
-    """The harness's cut point for ``bpp``: ``floor(bpp * H * W / 8)`` bytes."""
-    return math.floor(bpp * height * width / 8)
 
 
 def strip_comments(data: bytes) -> bytes:
@@ -301,7 +297,7 @@ class Jpeg2000Codec(ProgressiveCodec):
 
     def budgets(self, height: int, width: int) -> list[int]:
         """Byte budget of each constrained layer for an image of this size."""
-        return [byte_budget(b, height, width) for b in self.layer_bpp]
+        return [budget_bytes(b, height, width) for b in self.layer_bpp]
 
     def encode(self, image: np.ndarray) -> bytes:
         check_image(image)
