@@ -17,8 +17,10 @@ pytest.importorskip("safetensors")
 
 from plugins.learned import train as tr  # noqa: E402
 
-TRAIN = Path("/work/shared/datasets/train")
-KODAK = Path(os.environ.get("BENCH_KODAK", "/work/shared/datasets/kodak"))
+ROOT = Path(__file__).resolve().parents[1]
+#: The training photos live in ../shared beside the project (never inside it).
+TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
+KODAK = ROOT / "datasets" / "kodak"
 SOURCES = ["bsds500/test/100007.jpg", "bsds500/test/100039.jpg", "mcmaster18/01.png"]
 TINY = dict(N=8, M=8, crop=64, batch=2, log_every=1, checkpoint_every=100)
 

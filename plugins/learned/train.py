@@ -49,7 +49,10 @@ LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
 WEIGHTS_FORMAT = "bench-learned-msh-weights-v1"
-DEFAULT_KODAK = os.environ.get("BENCH_KODAK", "/work/shared/datasets/kodak")
+#: Evaluation images: the project's bundled Kodak copy (never used for training).
+DEFAULT_KODAK = os.environ.get(
+    "BENCH_KODAK", str(Path(__file__).resolve().parents[2] / "datasets" / "kodak")
+)
 DEFAULT_EVAL_IMAGES = ("kodim01", "kodim05", "kodim15", "kodim23")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 #: Exported weights larger than this are refused (the shipped file must stay <= 16 MB). N=128,
