@@ -169,7 +169,11 @@ def run(
         str, typer.Option(help="Target bpp: a list '0.25,0.5,1' or 'start:stop:step'.")
     ] = "0.1:2.0:0.1",
     anchor: Annotated[
-        str, typer.Option(help="Codec the BD-rates are measured against (default: the first).")
+        str,
+        typer.Option(
+            help="Codec(s) the BD-rates are measured against, comma-separated "
+            "(default: the first codec)."
+        ),
     ] = "",
     images: Annotated[str, typer.Option(help="Comma-separated subset of image names.")] = "",
     out_dir: Annotated[
@@ -189,7 +193,7 @@ def run(
 ) -> None:
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
     from bench.grid import parse_bpp_grid
-    from bench.runner import RunConfig, RunError, parse_codec_requests
+    from bench.runner import RunConfig, RunError, parse_codec_requests, split_labels
     from bench.runner import run as run_benchmark
     from bench.store import RUN, RunStore
 
@@ -223,8 +227,10 @@ def run(
                 entry_points=_State.entry_points,
             )
         labels = [c.label for c in config.codecs]
-        if anchor and anchor not in labels:
-            raise RunError(f"--anchor {anchor!r} is not among the codecs ({', '.join(labels)})")
+        anchors = split_labels(anchor)
+        for name in anchors:
+            if name not in labels:
+                raise RunError(f"--anchor {name!r} is not among the codecs ({', '.join(labels)})")
         directory = (
             out_dir or Path("results") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
@@ -235,35 +241,35 @@ def run(
     if outcome.interrupted:
         err.print(f"[yellow]interrupted[/]; continue with: bench run --out {directory} --resume")
         raise typer.Exit(EXIT_INTERRUPTED)
-    _record_anchor(directory, anchor)
-    _render_and_summarise(directory, anchor or None, method)
+    _record_anchors(directory, anchors)
+    _render_and_summarise(directory, anchors, method)
     if outcome.failures:
         err.print(f"[red]{len(outcome.failures)} unit(s) failed[/]: see {directory}/failures.jsonl")
         raise typer.Exit(EXIT_PROBLEM)
 
 
-def _record_anchor(directory: Path, anchor: str) -> None:
+def _record_anchors(directory: Path, anchors: list[str]) -> None:
     from bench.store import RUN, RunStore
 
-    if anchor:
+    if anchors:
         store = RunStore(directory)
         record = store.read_json(RUN)
-        record["anchor"] = anchor
+        record["anchors"] = anchors
         store.write_json(RUN, record)
 
 
-def _render_and_summarise(directory: Path, anchor: str | None, method: str) -> None:
+def _render_and_summarise(directory: Path, anchors: list[str], method: str) -> None:
     import pandas as pd
 
     from bench.report import render
 
     try:
-        path = render(directory, anchor, method)
+        path = render(directory, anchors, method)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc), EXIT_PROBLEM) from None
-    table = pd.read_csv(directory / "bdrate.csv", keep_default_na=False, na_values=[""])
-    if not table.empty:
-        shown = Table(title=f"BD-rate vs {table['anchor'][0]} ({method})")
+    tables = pd.read_csv(directory / "bdrate.csv", keep_default_na=False, na_values=[""])
+    for anchor, table in tables.groupby("anchor", sort=False):
+        shown = Table(title=f"BD-rate vs {anchor} ({method})")
         for column in ("codec", "BD-rate %", "BD-PSNR dB", "per-image mean %", "note"):
             shown.add_column(column)
         for _, row in table.iterrows():
@@ -281,13 +287,17 @@ def _render_and_summarise(directory: Path, anchor: str | None, method: str) -> N
 @app.command()
 def report(
     directory: Path,
-    anchor: Annotated[str, typer.Option(help="Anchor codec (default: the run's).")] = "",
+    anchor: Annotated[
+        str, typer.Option(help="Anchor codec(s), comma-separated (default: the run's).")
+    ] = "",
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Re-render a run's report from its stored rows."""
+    from bench.runner import split_labels
+
     if not (directory / "run.json").exists():
         raise _fail(f"{directory} is not a bench run directory (no run.json)")
-    _render_and_summarise(directory, anchor or None, method)
+    _render_and_summarise(directory, split_labels(anchor), method)
 
 
 @app.command()

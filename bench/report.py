@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from bench.curves import aggregate, bd_table, rows_frame
 from bench.store import CODECS, RUN, RunStore, dumps
-
 
 KIND_LABELS = {"progressive": "progressive", "rate-ladder": "non-progressive anchor (rate ladder)"}
 
@@ -127,8 +127,12 @@ def _timing(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def render(directory: str | Path, anchor: str | None = None, method: str = "pchip") -> Path:
-    """(Re)write every report file of a run from its stored rows; return the report path."""
+def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pchip") -> Path:
+    """(Re)write every report file of a run from its stored rows; return the report path.
+
+    ``anchors``: codecs to measure BD-rates against (default: the run's, else its first codec);
+    the report has one BD table per anchor and ``bdrate.csv`` holds them all.
+    """
     store = RunStore(directory)
     record = store.read_json(RUN)
     infos = store.read_json(CODECS) if (store.dir / CODECS).exists() else {}
@@ -138,12 +142,15 @@ def render(directory: str | Path, anchor: str | None = None, method: str = "pchi
     labels = [c["label"] for c in record["config"]["codecs"]]
     n_images = len(record["dataset"]["images"])
     curves = aggregate(rows, n_images)
-    anchor = anchor or record.get("anchor") or labels[0]
-    if anchor not in set(rows["codec"]):
-        raise ValueError(f"anchor {anchor!r} has no rows in this run (codecs: {', '.join(labels)})")
+    anchors = list(anchors) or record.get("anchors") or labels[:1]
+    for anchor in anchors:
+        if anchor not in set(rows["codec"]):
+            raise ValueError(
+                f"anchor {anchor!r} has no rows in this run (codecs: {', '.join(labels)})"
+            )
     curves.to_csv(store.dir / "curves.csv", index=False)
-    table = bd_table(rows, curves, anchor, method)
-    table.to_csv(store.dir / "bdrate.csv", index=False)
+    tables = [bd_table(rows, curves, anchor, method) for anchor in anchors]
+    pd.concat(tables, ignore_index=True).to_csv(store.dir / "bdrate.csv", index=False)
     for label, points in curves.groupby("codec", sort=False):
         info = infos.get(label, {})
         (store.dir / f"{safe_filename(label)}.json").write_text(
@@ -155,11 +162,32 @@ def render(directory: str | Path, anchor: str | None = None, method: str = "pchi
             curves, kinds, store.dir / "rd.png", f"{record['dataset']['name']} ({n_images} images)"
         )
     path = store.dir / "report.md"
-    path.write_text(_markdown(store, record, infos, rows, curves, table, anchor, method))
+    path.write_text(_markdown(store, record, infos, rows, curves, tables, anchors, method))
     return path
 
 
-def _markdown(store, record, infos, rows, curves, table, anchor, method) -> str:
+def _bd_section(table: pd.DataFrame, anchor: str, method: str) -> list[str]:
+    out = [f"## BD-rate against `{anchor}` (PSNR-RGB, {method})", ""]
+    if table.empty:
+        return [*out, "No other codec has an aggregated curve to compare.", ""]
+    shown = table.assign(
+        overlap=table["overlap_psnr_db"].map(
+            lambda o: f"{o[0]:.2f}-{o[1]:.2f} dB" if isinstance(o, tuple | list) else "none"
+        )
+    )
+    columns = {
+        "codec": "codec",
+        "bd_rate_pct": "BD-rate %",
+        "bd_psnr_db": "BD-PSNR dB",
+        "overlap": "overlap",
+        "bd_rate_per_image_mean_pct": "mean per-image BD-rate %",
+        "images_with_bd": "images",
+        "reason": "note",
+    }
+    return [*out, _table(shown, columns, {"bd_psnr_db": 3}), ""]
+
+
+def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> str:
     config, attempt = record["config"], record["attempts"][-1]
     git = attempt.get("git", {})
     out = [
@@ -177,37 +205,13 @@ def _markdown(store, record, infos, rows, curves, table, anchor, method) -> str:
         "",
         "![R-D curves](rd.png)",
         "",
-        f"## BD-rate against `{anchor}` (PSNR-RGB, {method})",
-        "",
     ]
-    if table.empty:
-        out.append("No other codec has an aggregated curve to compare.")
-    else:
-        shown = table.assign(
-            overlap=table["overlap_psnr_db"].map(
-                lambda o: f"{o[0]:.2f}-{o[1]:.2f} dB" if isinstance(o, tuple | list) else "none"
-            )
-        )
-        out.append(
-            _table(
-                shown,
-                {
-                    "codec": "codec",
-                    "bd_rate_pct": "BD-rate %",
-                    "bd_psnr_db": "BD-PSNR dB",
-                    "overlap": "overlap",
-                    "bd_rate_per_image_mean_pct": "mean per-image BD-rate %",
-                    "images_with_bd": "images",
-                    "reason": "note",
-                },
-                {"bd_psnr_db": 3},
-            )
-        )
-        out.append("")
-        out.append(
-            "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: "
-            "undefined (see note); never extrapolated beyond the overlap."
-        )
+    for table, anchor in zip(tables, anchors, strict=True):
+        out += _bd_section(table, anchor, method)
+    out.append(
+        "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: undefined (see "
+        "note); never extrapolated beyond the overlap of the two curves."
+    )
     out += ["", "## Codecs", ""]
     codec_rows = []
     for label in [c["label"] for c in config["codecs"]]:

@@ -53,8 +53,8 @@ class CodecRequest:
 _REQUEST = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
 
 
-def parse_codec_requests(text: str) -> list[CodecRequest]:
-    """Parse ``"jpeg2000,spiht[levels=4]"``. Values are Python literals, else strings."""
+def split_labels(text: str) -> list[str]:
+    """Split ``"a,b[x=1,y=2]"`` at the commas outside brackets; drop empty items."""
     items, depth, current = [], 0, ""
     for char in text:
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -64,8 +64,13 @@ def parse_codec_requests(text: str) -> list[CodecRequest]:
         else:
             current += char
     items.append(current)
+    return [i.strip().replace(" ", "") for i in items if i.strip()]
+
+
+def parse_codec_requests(text: str) -> list[CodecRequest]:
+    """Parse ``"jpeg2000,spiht[levels=4]"``. Values are Python literals, else strings."""
     requests = []
-    for item in (i.strip() for i in items if i.strip()):
+    for item in split_labels(text):
         match = _REQUEST.match(item)
         if not match:
             raise RunError(f"cannot parse codec {item!r}; write name or name[key=value,...]")

@@ -39,13 +39,15 @@ def finished_run(crops_dataset, tmp_path):
 
 
 def test_report_files_and_contents(finished_run):
-    path = render(finished_run, anchor="bitplane")
+    path = render(finished_run, ["bitplane", "slow[delay=0]"])
     text = path.read_text()
     for heading in ("## BD-rate against `bitplane`", "## Codecs", "## Time", "## Mean R-D points"):
         assert heading in text
     assert (finished_run / "rd.png").stat().st_size > 10_000
+    assert "## BD-rate against `slow[delay=0]`" in text  # one table per anchor
     table = pd.read_csv(finished_run / "bdrate.csv")
-    row = table[table["codec"] == "slow[delay=0]"].iloc[0]
+    assert set(table["anchor"]) == {"bitplane", "slow[delay=0]"}
+    row = table[(table["codec"] == "slow[delay=0]") & (table["anchor"] == "bitplane")].iloc[0]
     assert row["bd_rate_pct"] == pytest.approx(0.0, abs=1e-9)  # the same bitstream
     # c.png's bit-plane curve dips (22.8 dB, then 21.3 dB): its BD-rate is undefined, not a number
     assert row["images_with_bd"] == 2 and row["images"] == 3
