@@ -1,0 +1,746 @@
+"""Progressive nested-interval coder for the main latent ``y`` of a mean-scale hyperprior.
+
+What is coded
+    For every element ``e`` of ``y`` the hyper path gives a prior mean ``mu_e`` and a scale
+    index ``i_e`` (:mod:`plugins.learned.model_io`). The base model's own (fine) symbol is
+    ``n_e = round(y_e - mu_e)``, an integer; CompressAI codes it with the integer CDF table of
+    row ``i_e`` of ``GaussianConditional._quantized_cdf`` (16-bit frequencies ``f_i(n)`` for
+    ``n`` in ``[-c_i, c_i]``, plus an overflow bin for values outside). This coder sends the
+    same ``n_e``, but coarse to fine: a *level scheme* (PLONQ's nested dead-zone grids, DZQ's
+    embedded dead-zone quantizers) defines ``L`` nested partitions of ``[-c_i, c_i]`` into runs
+    of consecutive integers ("bins", i.e. intervals ``[lo - 1/2, hi + 1/2]`` of ``y - mu``);
+    level ``L`` is the partition into single integers. At level ``l`` each element is told
+    which sub-bin (child) of its current bin holds ``n_e``, with probability
+
+        P(child | bin) = F(child) / F(bin),   F(bin) = sum of f_i(n) over n in bin,
+
+    i.e. the Gaussian prior renormalised to the current interval, in exact integers taken from
+    the model's own table. The product of the conditional probabilities over the levels is
+    ``f_i(n_e) / 2**16``, the probability CompressAI's coder uses, so the finest level costs
+    what the base model costs, plus the chunk overhead below. At level 1 the root bin's
+    children also include an *escape* child (the overflow bin's frequency); an escaped element
+    (``|n_e| > c_i``) then gets its value in the same chunk (three uniform 16-bit symbols: the
+    sign and the two halves of ``|n_e| - c_i - 1``) and is final. Bins with a single child cost
+    nothing and are skipped; a bin that is a single integer is final.
+
+Order
+    Elements are refined level by level; within a level in decreasing order of the scale
+    index (largest prior standard deviation first), ties broken by position in the ``(C, H, W)``
+    raster. The order follows from the hyper-latent alone (no side information).
+
+Chunks (what makes every prefix decodable)
+    The symbols of one level are cut into chunks, each an independent ``constriction`` range
+    coder stream (``queue.RangeEncoder``, 32-bit words, written big-endian) with its trailing
+    zero bytes dropped, then shortened further while a trial decode still gives the same
+    symbols (the decoder pads a chunk with zero bytes: constriction's decoder reads missing
+    words as zeros). Chunk boundaries are not sent: both sides compute them from the *expected*
+    cost of each symbol, an integer ``w`` = the entropy of ``P(. | bin)`` in 1/16 bit computed
+    from the integer frequencies with the exact integer table ``floor(16 * log2(x))``
+    (:func:`log_table`); a new chunk starts where the running sum of ``w`` passes a multiple
+    of ``chunk_units``. Each chunk is preceded by a varint of ``zigzag(len - expected)``, where
+    ``expected = sum(w) // 128`` bytes. The decoder decodes every complete chunk and stops at
+    the first incomplete one (or incomplete length); an element not yet refined keeps its
+    current bin and is reconstructed from it (:func:`reconstruct`). A cut therefore never
+    produces a wrong symbol: it only loses the bytes of the incomplete chunk.
+
+Determinism
+    Everything that decides how bytes are parsed (bins, children, chunk boundaries, the
+    probability rows handed to constriction) is computed from integers only: the scale
+    indexes, the int32 CDF table (shipped in the weights file for bundled weights) and the
+    level scheme's integer labels. constriction gets the integer frequencies as float64 (exact)
+    and quantises them with its own deterministic fixed-point code. Reconstruction values
+    (conditional means) are floats but only affect pixels, never parsing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from plugins.learned.model_io import put_varint, read_varint, unzigzag, zigzag
+
+#: Expected costs are integers in 1/16 bit.
+UNITS_PER_BIT = 16
+UNITS_PER_BYTE = 8 * UNITS_PER_BIT
+#: Escape payload: three uniform 16-bit symbols, the sign, then |n| - c - 1 as two halves
+#: (clamped below 2**32): 48 bits.
+ESCAPE_HALF = 1 << 16
+
+
+@functools.lru_cache(maxsize=4)
+def log_table(max_value: int = 1 << 16) -> np.ndarray:
+    """``floor(16 * log2(x))`` for ``x`` in ``0..max_value`` (0 for ``x = 0``), exact.
+
+    The float estimate is used only where it is at least 1e-6 away from an integer (any libm's
+    ``log2`` is far more accurate than that); the few others (powers of two among them) are
+    settled with Python integers, ``(x ** 16).bit_length() - 1``. The table is thus the exact
+    function on every machine; it defines the chunk boundaries.
+    """
+    x = np.arange(max_value + 1, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        estimate = UNITS_PER_BIT * np.log2(x)
+    estimate[0] = 0.0
+    out = np.floor(estimate).astype(np.int64)
+    close = np.flatnonzero(np.abs(estimate - np.rint(estimate)) < 1e-6)
+    for value in close[close > 0].tolist():
+        out[value] = (value**UNITS_PER_BIT).bit_length() - 1
+    return out
+
+
+class LevelScheme(Protocol):
+    """A family of nested partitions of the fine integers, one per level (1 = coarsest)."""
+
+    num_levels: int
+
+    def labels(self, level: int, fine: np.ndarray, scale_index: np.ndarray) -> np.ndarray:
+        """Integer bin labels of the fine indices ``fine`` (for elements of ``scale_index``) at
+        ``level``; a bin is a maximal run of equal labels among consecutive fine indices.
+        Labels must be computed deterministically (integers, or IEEE-754 basic operations)."""
+
+
+# --------------------------------------------------------------------------------------------
+# reconstruction inside an interval
+
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gaussian_interval_mean(a: np.ndarray, b: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """``E[X | a < X < b]`` for ``X ~ N(0, sigma^2)``, stable in the tails (``b`` may be inf)."""
+    from scipy.special import erfcx, ndtr
+
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    sigma = np.broadcast_to(np.asarray(sigma, np.float64), a.shape)
+    flip = b <= 0
+    lo = np.where(flip, -b, a) / sigma
+    hi = np.where(flip, -a, b) / sigma
+    out = np.empty_like(lo)
+    tail = lo >= 0
+    # both bounds on the positive side: scale numerator and denominator by exp(lo^2 / 2)
+    lt, ht = lo[tail], hi[tail]
+    with np.errstate(over="ignore", invalid="ignore"):
+        decay = np.exp(-0.5 * (ht - lt) * (ht + lt))
+        decay = np.where(np.isfinite(ht), decay, 0.0)
+        num = _INV_SQRT2PI * (1.0 - decay)
+        den = 0.5 * (erfcx(lt / _SQRT2) - decay * np.where(np.isfinite(ht), erfcx(ht / _SQRT2), 0))
+        out[tail] = num / den
+    lm, hm = lo[~tail], hi[~tail]
+    num = _INV_SQRT2PI * (np.exp(-0.5 * lm * lm) - np.exp(-0.5 * hm * hm))
+    den = ndtr(hm) - ndtr(lm)
+    out[~tail] = num / den
+    out = np.clip(np.nan_to_num(out * sigma, nan=0.0), np.where(flip, -b, a), np.where(flip, -a, b))
+    return np.where(flip, -out, out)
+
+
+def _laplace_one_sided(a: np.ndarray, w: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Centroid of ``lam * exp(-lam x)`` restricted to ``[a, a + w]``, ``a >= 0`` (``w`` may be
+    inf): ``a + 1/lam - w / (exp(lam w) - 1)`` (memoryless, independent of ``a``)."""
+    x = lam * w
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        tail = 1.0 / lam - w / np.expm1(x)
+        series = w * (0.5 - x / 12.0)
+    off = np.where(x < 1e-4, series, np.where(np.isfinite(x), tail, 1.0 / lam))
+    return a + off
+
+
+def laplace_interval_mean(a: np.ndarray, b: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``E[X | a < X < b]`` for a Laplacian ``X`` with density ``lam/2 * exp(-lam |x|)``."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    lam = np.broadcast_to(np.asarray(lam, np.float64), a.shape)
+    flip = b <= 0
+    lo = np.where(flip, -b, a)
+    hi = np.where(flip, -a, b)
+    pos = _laplace_one_sided(np.maximum(lo, 0.0), hi - np.maximum(lo, 0.0), lam)
+    # an interval around 0: mix the two one-sided centroids by their masses
+    with np.errstate(over="ignore", invalid="ignore"):
+        m_pos = -np.expm1(-lam * hi)
+        m_neg = -np.expm1(lam * np.minimum(lo, 0.0))
+        neg = -_laplace_one_sided(np.zeros_like(lo), -np.minimum(lo, 0.0), lam)
+        mixed = (m_pos * pos + m_neg * neg) / (m_pos + m_neg)
+    out = np.where(lo >= 0, pos, np.nan_to_num(mixed, nan=0.0))
+    out = np.clip(out, lo, hi)
+    return np.where(flip, -out, out)
+
+
+RECONSTRUCTIONS = ("mean", "midpoint", "laplace")
+
+
+def interval_reconstruction(
+    mode: str, lo: np.ndarray, hi: np.ndarray, sigma: np.ndarray
+) -> np.ndarray:
+    """Reconstruction of ``y - mu`` known to lie in the fine bins ``lo..hi`` (interval
+    ``[lo - 1/2, hi + 1/2]``) for a prior scale ``sigma``.
+
+    ``mean``: conditional mean of the Gaussian prior ``N(0, sigma^2)`` over the interval;
+    ``midpoint``: the interval's midpoint; ``laplace``: conditional mean of the Laplacian with
+    the same variance (``lambda = sqrt(2) / sigma``), used by DZQ.
+    """
+    a = np.asarray(lo, np.float64) - 0.5
+    b = np.asarray(hi, np.float64) + 0.5
+    if mode == "mean":
+        return gaussian_interval_mean(a, b, sigma)
+    if mode == "midpoint":
+        return 0.5 * (a + b)
+    if mode == "laplace":
+        return laplace_interval_mean(a, b, _SQRT2 / np.asarray(sigma, np.float64))
+    raise ValueError(f"unknown reconstruction {mode!r} (choose from {RECONSTRUCTIONS})")
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+@dataclass
+class CoderTables:
+    """Every bin of every level for every scale index, with its children and costs.
+
+    Bins have global ids: level 0 (the roots, one per scale index ``i``, id ``i``) first, then
+    level 1, ..., level ``L`` (``level_offset``).
+    """
+
+    num_levels: int
+    c: np.ndarray  # (S,) support half-width
+    fine_offset: np.ndarray  # (S,) flat position of fine index -c_i
+    bin_of_fine: list[np.ndarray]  # [l-1]: global level-l bin of each flat fine position
+    level_offset: np.ndarray  # (L+2,)
+    lo: np.ndarray
+    hi: np.ndarray
+    scale: np.ndarray
+    freq: np.ndarray
+    first_child: np.ndarray
+    n_children: np.ndarray  # includes the escape child of the roots
+    weight: np.ndarray  # expected cost in 1/16 bit of coding the child of this bin
+    child_freq: list[np.ndarray]  # [l-1]: (bins of level l-1, K_l) float64 frequencies
+    recon: np.ndarray  # float64 reconstruction of y - mu for an element whose bin this is
+    total: np.ndarray  # sum of the children's frequencies (roots: 2**precision)
+    overflow: np.ndarray  # (S,) frequency of the escape child of each root
+    num_bins_per_level: list[int] = field(default_factory=list)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.c)
+
+
+def build_tables(
+    cdf: np.ndarray,
+    cdf_length: np.ndarray,
+    offset: np.ndarray,
+    scheme: LevelScheme,
+    sigma: np.ndarray,
+    reconstruction: str | Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = "mean",
+    precision: int = 16,
+) -> CoderTables:
+    """Build the nested bins of ``scheme`` over CompressAI's integer CDF tables.
+
+    ``cdf``/``cdf_length``/``offset`` are ``GaussianConditional``'s ``_quantized_cdf``,
+    ``_cdf_length`` and ``_offset``; ``sigma`` the scale table (for reconstruction only).
+    Levels are made nested by construction: level ``l``'s boundaries are the union of the
+    scheme's boundaries at levels ``1..l``. The last level must be the fine integers.
+    """
+    cdf = np.asarray(cdf, np.int64)
+    cdf_length = np.asarray(cdf_length, np.int64)
+    c = -np.asarray(offset, np.int64)
+    num_scales = len(c)
+    pmf_len = cdf_length - 2
+    if np.any(pmf_len != 2 * c + 1):
+        raise ValueError("CDF table does not match the offsets (pmf length != 2c+1)")
+    sizes = 2 * c + 1
+    fine_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    total = int(sizes.sum())
+    fi = np.repeat(np.arange(num_scales, dtype=np.int64), sizes)
+    fn = np.arange(total, dtype=np.int64) - fine_offset[fi] - c[fi]
+    col = fn + c[fi]
+    f = cdf[fi, col + 1] - cdf[fi, col]
+    rows = np.arange(num_scales)
+    overflow = cdf[rows, pmf_len + 1] - cdf[rows, pmf_len]
+    if np.any(f <= 0) or np.any(overflow <= 0):
+        raise ValueError("CDF table has empty bins; expected CompressAI's quantised CDFs")
+    max_freq = 1 << precision
+    logt = log_table(max_freq)
+
+    lo_l = [-c]
+    hi_l = [c.copy()]
+    scale_l = [rows.copy()]
+    freq_l = [cdf[rows, pmf_len] - cdf[rows, 0]]
+    level_offset = [0, num_scales]
+    first_child_l: list[np.ndarray] = []
+    n_children_l: list[np.ndarray] = []
+    weight_l: list[np.ndarray] = []
+    total_l: list[np.ndarray] = []
+    child_freq: list[np.ndarray] = []
+    bin_of_fine: list[np.ndarray] = []
+    counts_per_level = [num_scales]
+
+    flags = np.zeros(total, dtype=bool)
+    flags[fine_offset] = True
+    prev_gid = fi.copy()  # global ids of the roots are the scale indexes
+    for level in range(1, scheme.num_levels + 1):
+        lab = np.asarray(scheme.labels(level, fn, fi), dtype=np.int64)
+        change = np.ones(total, dtype=bool)
+        change[1:] = lab[1:] != lab[:-1]
+        flags = flags | change
+        starts = np.flatnonzero(flags)
+        nb = len(starts)
+        local = np.cumsum(flags) - 1
+        gid = level_offset[-1] + local
+        bin_of_fine.append(gid)
+        ends = np.append(starts[1:], total)
+        lo_l.append(fn[starts])
+        hi_l.append(fn[ends - 1])
+        scale_l.append(fi[starts])
+        bfreq = np.add.reduceat(f, starts)
+        freq_l.append(bfreq)
+        # children of the level-(level-1) bins
+        parent_off = level_offset[-2]
+        num_parents = level_offset[-1] - parent_off
+        parent_loc = prev_gid[starts] - parent_off
+        counts = np.bincount(parent_loc, minlength=num_parents).astype(np.int64)
+        first_loc = np.cumsum(counts) - counts
+        pos = np.arange(nb) - first_loc[parent_loc]
+        extra = 1 if level == 1 else 0
+        width = int(counts.max()) + extra
+        table = np.zeros((num_parents, width), dtype=np.int64)
+        table[parent_loc, pos] = bfreq
+        n_ch = counts.copy()
+        if level == 1:
+            table[rows, counts] = overflow
+            n_ch = counts + 1
+        tot = table.sum(axis=1)
+        if np.any(tot > max_freq):
+            raise ValueError("frequencies exceed the coder precision")
+        weight = (table * (logt[tot][:, None] - logt[table])).sum(axis=1) // np.maximum(tot, 1)
+        weight = np.where(n_ch > 1, weight, 0)
+        first_child_l.append(level_offset[-1] + first_loc)
+        n_children_l.append(n_ch)
+        weight_l.append(weight)
+        total_l.append(tot)
+        child_freq.append(table.astype(np.float64))
+        level_offset.append(level_offset[-1] + nb)
+        counts_per_level.append(nb)
+        prev_gid = gid
+    if counts_per_level[-1] != total:
+        raise ValueError("the last level of a scheme must be the fine integer grid")
+    nb_last = counts_per_level[-1]
+    first_child_l.append(np.zeros(nb_last, np.int64))
+    n_children_l.append(np.zeros(nb_last, np.int64))
+    weight_l.append(np.zeros(nb_last, np.int64))
+    total_l.append(np.zeros(nb_last, np.int64))
+
+    lo = np.concatenate(lo_l)
+    hi = np.concatenate(hi_l)
+    scale = np.concatenate(scale_l)
+    sig = np.asarray(sigma, np.float64)[scale]
+    if callable(reconstruction):
+        recon = np.asarray(reconstruction(lo, hi, scale), np.float64)
+    else:
+        recon = interval_reconstruction(reconstruction, lo, hi, sig)
+    recon = np.where(lo == hi, lo.astype(np.float64), recon)
+    return CoderTables(
+        num_levels=scheme.num_levels,
+        c=c,
+        fine_offset=fine_offset,
+        bin_of_fine=bin_of_fine,
+        level_offset=np.asarray(level_offset, np.int64),
+        lo=lo,
+        hi=hi,
+        scale=scale,
+        freq=np.concatenate(freq_l),
+        first_child=np.concatenate(first_child_l),
+        n_children=np.concatenate(n_children_l),
+        weight=np.concatenate(weight_l),
+        child_freq=child_freq,
+        recon=recon,
+        total=np.concatenate(total_l),
+        overflow=overflow,
+        num_bins_per_level=counts_per_level,
+    )
+
+
+def refinement_order(indexes: np.ndarray) -> np.ndarray:
+    """Permutation of the flattened elements: scale index descending, then raster position."""
+    flat = np.asarray(indexes).reshape(-1).astype(np.int64)
+    return np.argsort(-flat, kind="stable")
+
+
+def bin_bits(tables: CoderTables, level: int, fine: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Ideal cost in bits of telling elements (fine index ``fine``, scale index ``idx``) down
+    to their level-``level`` bin, ``-log2(F(bin) / 2**16)``; an escape costs the overflow bin
+    plus its 48-bit payload."""
+    fine = np.asarray(fine, np.int64)
+    idx = np.asarray(idx, np.int64)
+    c = tables.c[idx]
+    inside = (fine >= -c) & (fine <= c)
+    if level == 0:
+        f = tables.freq[idx]
+    else:
+        flat = tables.fine_offset[idx] + np.clip(fine, -c, c) + c
+        f = tables.freq[tables.bin_of_fine[level - 1][flat]]
+    bits = -np.log2(f / tables.total[idx])
+    escape_bits = -np.log2(tables.overflow[idx] / tables.total[idx]) + 48.0
+    return np.where(inside, bits, escape_bits)
+
+
+@dataclass
+class FineGrid:
+    """The fine integers of every scale index, flattened, with their integer frequencies."""
+
+    c: np.ndarray  # (S,)
+    fine_offset: np.ndarray  # (S,)
+    scale: np.ndarray  # (F,) scale index of each flat position
+    fine: np.ndarray  # (F,) fine index of each flat position
+    freq: np.ndarray  # (F,) frequency of each fine integer
+    overflow: np.ndarray  # (S,)
+    total: np.ndarray  # (S,) 2**precision
+
+
+def fine_grid(cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray) -> FineGrid:
+    cdf = np.asarray(cdf, np.int64)
+    c = -np.asarray(offset, np.int64)
+    pmf_len = np.asarray(cdf_length, np.int64) - 2
+    sizes = 2 * c + 1
+    fine_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    fi = np.repeat(np.arange(len(c), dtype=np.int64), sizes)
+    fn = np.arange(int(sizes.sum()), dtype=np.int64) - fine_offset[fi] - c[fi]
+    col = fn + c[fi]
+    rows = np.arange(len(c))
+    return FineGrid(
+        c=c,
+        fine_offset=fine_offset,
+        scale=fi,
+        fine=fn,
+        freq=cdf[fi, col + 1] - cdf[fi, col],
+        overflow=cdf[rows, pmf_len + 1] - cdf[rows, pmf_len],
+        total=cdf[rows, pmf_len + 1],
+    )
+
+
+def partition_bits(
+    grid: FineGrid, scheme: LevelScheme, level: int, fine: np.ndarray, idx: np.ndarray
+) -> float:
+    """Ideal bits of sending every element down to its bin of ``scheme``'s level ``level``
+    (the common refinement of levels ``1..level``, as :func:`build_tables` builds it):
+    ``sum -log2(F(bin) / 2**16)``, escapes at the overflow cost plus 48 bits."""
+    total = len(grid.fine)
+    flags = np.zeros(total, dtype=bool)
+    flags[grid.fine_offset] = True
+    for lev in range(1, level + 1):
+        lab = np.asarray(scheme.labels(lev, grid.fine, grid.scale), dtype=np.int64)
+        flags[1:] |= lab[1:] != lab[:-1]
+    starts = np.flatnonzero(flags)
+    bin_freq = np.add.reduceat(grid.freq, starts)
+    bin_of_flat = np.cumsum(flags) - 1
+    fine = np.asarray(fine, np.int64)
+    idx = np.asarray(idx, np.int64)
+    c = grid.c[idx]
+    inside = (fine >= -c) & (fine <= c)
+    flat = grid.fine_offset[idx] + np.clip(fine, -c, c) + c
+    f = np.where(inside, bin_freq[bin_of_flat[flat]], grid.overflow[idx])
+    bits = -np.log2(f / grid.total[idx]).sum() + 48.0 * np.count_nonzero(~inside)
+    return float(bits)
+
+
+# --------------------------------------------------------------------------------------------
+# coding
+
+
+@dataclass
+class CoderStats:
+    """Counts from one encode or decode of the latent."""
+
+    symbols: int = 0
+    chunks: int = 0
+    payload_bytes: int = 0
+    length_bytes: int = 0
+    ideal_bits: float = 0.0
+    escapes: int = 0
+    entropy_seconds: float = 0.0
+    levels_complete: int = 0
+    chunks_per_level: list[int] = field(default_factory=list)
+
+    @property
+    def overhead_bytes(self) -> float:
+        """Bytes spent above the ideal code length: length prefixes plus coder flushes."""
+        return self.payload_bytes + self.length_bytes - self.ideal_bits / 8.0
+
+
+def _chunk_bounds(weights: np.ndarray, chunk_units: int) -> list[tuple[int, int]]:
+    if len(weights) == 0:
+        return []
+    before = np.cumsum(weights) - weights
+    chunk_id = before // chunk_units
+    cuts = np.flatnonzero(np.diff(chunk_id)) + 1
+    edges = [0, *cuts.tolist(), len(weights)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _constriction():
+    import constriction
+
+    return constriction.stream
+
+
+def _payload_to_words(payload: bytes) -> np.ndarray:
+    pad = (-len(payload)) % 4
+    return np.frombuffer(payload + b"\0" * pad, dtype=">u4").astype(np.uint32)
+
+
+def _decode_chunk(
+    payload: bytes, probs: np.ndarray, escape_sym: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symbols of one chunk and, at level 1, the escape values ``(sign, hi, lo)`` rows."""
+    cs = _constriction()
+    dec = cs.queue.RangeDecoder(_payload_to_words(payload))
+    syms = dec.decode(cs.model.Categorical(perfect=False), probs)
+    extra = np.zeros((0, 3), np.int64)
+    if escape_sym is not None:
+        n_esc = int(np.count_nonzero(syms == escape_sym))
+        if n_esc:
+            flat = dec.decode(_escape_model(), 3 * n_esc)
+            extra = np.asarray(flat, np.int64).reshape(n_esc, 3)
+    return np.asarray(syms, np.int64), extra
+
+
+@functools.lru_cache(maxsize=1)
+def _escape_model_cached():
+    return _constriction().model.Uniform(ESCAPE_HALF)
+
+
+def _escape_model():
+    return _escape_model_cached()
+
+
+def _escape_payload(values: np.ndarray, c: np.ndarray) -> np.ndarray:
+    mag = np.minimum(np.abs(values) - c - 1, (1 << 32) - 1)
+    out = np.stack([(values < 0).astype(np.int64), mag >> 16, mag & 0xFFFF], axis=1)
+    return out
+
+
+def _escape_values(rows: np.ndarray, c: np.ndarray) -> np.ndarray:
+    mag = (rows[:, 1] << 16) + rows[:, 2] + c + 1
+    return np.where(rows[:, 0] == 1, -mag, mag)
+
+
+def _same_chunk(payload, probs, escape_sym, syms, esc_rows) -> bool:
+    try:
+        got, extra = _decode_chunk(payload, probs, escape_sym)
+    except (AssertionError, ValueError, RuntimeError):
+        return False  # constriction rejects data that is invalid for the model
+    if not np.array_equal(got, syms):
+        return False
+    return esc_rows is None or np.array_equal(extra, esc_rows)
+
+
+def _increment(data: bytes) -> bytes | None:
+    """``data`` + 1 as a big-endian number of the same length (``None`` on overflow)."""
+    value = int.from_bytes(data, "big") + 1
+    if value >> (8 * len(data)):
+        return None
+    return value.to_bytes(len(data), "big")
+
+
+def _trim_payload(payload, probs, escape_sym, syms, esc_rows) -> bytes:
+    """Shorten a chunk while it still decodes to the same symbols.
+
+    The decoder pads a chunk with zero bytes, so a shorter payload stands for a number just
+    below or (after incrementing its last byte) just above the encoder's final point; either
+    may still lie inside the coder's final interval. Each candidate is verified by decoding.
+    """
+    while payload:
+        head = payload[:-1]
+        candidates = [head.rstrip(b"\0")]
+        up = _increment(head) if head else None
+        if up is not None:
+            candidates.append(up.rstrip(b"\0"))
+        for cand in sorted(candidates, key=len):
+            if _same_chunk(cand, probs, escape_sym, syms, esc_rows):
+                payload = cand
+                break
+        else:
+            return payload
+    return payload
+
+
+def encode_latent(
+    tables: CoderTables,
+    fine: np.ndarray,
+    idx: np.ndarray,
+    chunk_units: int,
+    *,
+    trim: bool = True,
+) -> tuple[bytes, CoderStats]:
+    """Code fine indices ``fine`` (elements already in refinement order, scale indexes
+    ``idx``) level by level in chunks (see module doc); returns the bytes and statistics."""
+    cs = _constriction()
+    family = cs.model.Categorical(perfect=False)
+    fine = np.asarray(fine, np.int64)
+    idx = np.asarray(idx, np.int64)
+    count = len(fine)
+    stats = CoderStats()
+    out = bytearray()
+    cur = idx.copy()
+    c = tables.c[idx]
+    esc = (fine < -c) | (fine > c)
+    flat = tables.fine_offset[idx] + np.clip(fine, -c, c) + c
+    for level in range(1, tables.num_levels + 1):
+        t0 = time.perf_counter()
+        if level > 1:
+            n_ch = tables.n_children[cur]
+            single = (n_ch == 1) & ~esc
+            active = np.flatnonzero((n_ch > 1) & ~esc)
+            cur[single] = tables.first_child[cur[single]]
+        else:
+            active = np.arange(count)
+        parents = cur[active]
+        child = tables.bin_of_fine[level - 1][flat[active]]
+        sym = child - tables.first_child[parents]
+        esc_a = esc[active]
+        if level == 1 and esc_a.any():
+            sym[esc_a] = tables.n_children[parents[esc_a]] - 1
+            stats.escapes += int(esc_a.sum())
+        child_f = tables.freq[child]
+        if level == 1 and esc_a.any():
+            child_f = np.where(
+                esc_a, tables.overflow[np.minimum(parents, len(tables.c) - 1)], child_f
+            )
+        stats.ideal_bits += float(-np.log2(child_f / tables.total[parents]).sum())
+        weights = tables.weight[parents]
+        bounds = _chunk_bounds(weights, chunk_units)
+        table = tables.child_freq[level - 1]
+        off = tables.level_offset[level - 1]
+        for a, b in bounds:
+            par = parents[a:b]
+            width = int(tables.n_children[par].max())
+            probs = table[par - off, :width]
+            syms = sym[a:b].astype(np.int32)
+            enc = cs.queue.RangeEncoder()
+            enc.encode(syms, family, probs)
+            escape_sym = None
+            esc_rows = None
+            if level == 1:
+                escape_sym = tables.n_children[par] - 1
+                chunk_esc = esc_a[a:b]
+                if chunk_esc.any():
+                    ids = active[a:b][chunk_esc]
+                    esc_rows = _escape_payload(fine[ids], c[ids])
+                    enc.encode(esc_rows.reshape(-1).astype(np.int32), _escape_model())
+            payload = enc.get_compressed().astype(">u4").tobytes().rstrip(b"\0")
+            if trim:
+                payload = _trim_payload(payload, probs, escape_sym, syms, esc_rows)
+            expected = int(weights[a:b].sum()) // UNITS_PER_BYTE
+            before = len(out)
+            put_varint(out, zigzag(len(payload) - expected))
+            stats.length_bytes += len(out) - before
+            out += payload
+            stats.payload_bytes += len(payload)
+            stats.chunks += 1
+        stats.chunks_per_level.append(len(bounds))
+        stats.symbols += len(active)
+        keep = ~esc_a
+        cur[active[keep]] = child[keep]
+        stats.entropy_seconds += time.perf_counter() - t0
+        stats.levels_complete = level
+    return bytes(out), stats
+
+
+@dataclass
+class LatentState:
+    """What the decoder knows about every element (refinement order) after a prefix."""
+
+    bins: np.ndarray  # current global bin id
+    escaped: np.ndarray  # bool
+    escape_value: np.ndarray  # int64, valid where escaped
+    complete: bool
+    stats: CoderStats
+    end: int  # position after the last complete chunk
+
+
+def decode_latent(
+    tables: CoderTables, data: bytes, pos: int, idx: np.ndarray, chunk_units: int
+) -> LatentState:
+    """Decode every complete chunk of ``data[pos:]``; stop at the first incomplete one."""
+    idx = np.asarray(idx, np.int64)
+    count = len(idx)
+    stats = CoderStats()
+    cur = idx.copy()
+    esc = np.zeros(count, dtype=bool)
+    esc_val = np.zeros(count, dtype=np.int64)
+    c = tables.c[idx]
+    complete = True
+    for level in range(1, tables.num_levels + 1):
+        t0 = time.perf_counter()
+        if level > 1:
+            n_ch = tables.n_children[cur]
+            single = (n_ch == 1) & ~esc
+            active = np.flatnonzero((n_ch > 1) & ~esc)
+            cur[single] = tables.first_child[cur[single]]
+        else:
+            active = np.arange(count)
+        parents = cur[active]
+        weights = tables.weight[parents]
+        bounds = _chunk_bounds(weights, chunk_units)
+        table = tables.child_freq[level - 1]
+        off = tables.level_offset[level - 1]
+        done = 0
+        for a, b in bounds:
+            got = read_varint(data, pos)
+            if got is None:
+                complete = False
+                break
+            code, p = got
+            length = int(weights[a:b].sum()) // UNITS_PER_BYTE + unzigzag(code)
+            if length < 0:
+                raise ValueError("negative chunk length: not a stream of this codec/weights")
+            if p + length > len(data):
+                complete = False
+                break
+            payload = bytes(data[p : p + length])
+            pos = p + length
+            par = parents[a:b]
+            n_ch = tables.n_children[par]
+            width = int(n_ch.max())
+            escape_sym = n_ch - 1 if level == 1 else None
+            syms, extra = _decode_chunk(payload, table[par - off, :width], escape_sym)
+            syms = np.minimum(syms, n_ch - 1)
+            ids = active[a:b]
+            if level == 1:
+                is_esc = syms == escape_sym
+                if is_esc.any():
+                    e_ids = ids[is_esc]
+                    esc[e_ids] = True
+                    esc_val[e_ids] = _escape_values(extra, c[e_ids])
+                    stats.escapes += len(e_ids)
+                keep = ~is_esc
+                cur[ids[keep]] = tables.first_child[par[keep]] + syms[keep]
+            else:
+                cur[ids] = tables.first_child[par] + syms
+            stats.chunks += 1
+            stats.payload_bytes += length
+            done = b
+        stats.symbols += done
+        stats.chunks_per_level.append(len(bounds))
+        stats.entropy_seconds += time.perf_counter() - t0
+        if not complete:
+            break
+        stats.levels_complete = level
+    return LatentState(
+        bins=cur, escaped=esc, escape_value=esc_val, complete=complete, stats=stats, end=pos
+    )
+
+
+def reconstruct(tables: CoderTables, state: LatentState) -> np.ndarray:
+    """``y - mu`` estimate of every element (refinement order): the reconstruction of its bin,
+    its exact value once escaped or down to a single integer."""
+    rel = tables.recon[state.bins]
+    if state.escaped.any():
+        rel = rel.copy()
+        rel[state.escaped] = state.escape_value[state.escaped].astype(np.float64)
+    return rel
