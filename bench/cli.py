@@ -227,7 +227,7 @@ def run(
                 entry_points=_State.entry_points,
             )
         labels = [c.label for c in config.codecs]
-        anchors = split_labels(anchor)
+        anchors = [a.replace(" ", "") for a in split_labels(anchor)]
         for name in anchors:
             if name not in labels:
                 raise RunError(f"--anchor {name!r} is not among the codecs ({', '.join(labels)})")
@@ -297,7 +297,7 @@ def report(
 
     if not (directory / "run.json").exists():
         raise _fail(f"{directory} is not a bench run directory (no run.json)")
-    _render_and_summarise(directory, split_labels(anchor), method)
+    _render_and_summarise(directory, [a.replace(" ", "") for a in split_labels(anchor)], method)
 
 
 @app.command()

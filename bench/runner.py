@@ -54,7 +54,7 @@ _REQUEST = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
 
 
 def split_labels(text: str) -> list[str]:
-    """Split ``"a,b[x=1,y=2]"`` at the commas outside brackets; drop empty items."""
+    """Split ``"a,b[x=1,y=2]"`` at the commas outside brackets; strip items, drop empty ones."""
     items, depth, current = [], 0, ""
     for char in text:
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -64,7 +64,7 @@ def split_labels(text: str) -> list[str]:
         else:
             current += char
     items.append(current)
-    return [i.strip().replace(" ", "") for i in items if i.strip()]
+    return [i.strip() for i in items if i.strip()]
 
 
 def parse_codec_requests(text: str) -> list[CodecRequest]:
