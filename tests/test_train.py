@@ -165,6 +165,16 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
     coded = tr.code_image(model, img[:100, :90])  # padding path: not a multiple of 64
     assert coded["reconstruction"].shape == (100, 90, 3) and coded["bpp"] > 0
 
+    # A later session continues from the shipped file: a new run initialised from it.
+    again = tmp_path / "continued"
+    tr.train(again, data=str(data_dir), kodak=str(KODAK), iterations=8, eval_every=0,
+             init=str(weights), **TINY)  # fmt: skip
+    continued = tr.load_checkpoint(again)
+    assert continued["iteration"] == 8  # 6 from the export, then 2 more
+    with pytest.raises(tr.CheckpointError, match="N=8, M=8"):
+        tr.train(tmp_path / "wrong", data=str(data_dir), iterations=7, eval_every=0,
+                 init=str(weights), **{**TINY, "N": 16})  # fmt: skip
+
 
 def test_training_images_skip_small_and_refuse_kodak(tmp_path, data_dir):
     from PIL import Image

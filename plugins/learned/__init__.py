@@ -57,6 +57,10 @@ def register_commands(cli: typer.Typer) -> None:
         kodak: Annotated[Path | None, _opt("--kodak", "Kodak folder (evaluation only).")] = None,
         resume: Annotated[bool, _opt("--resume", "Continue the checkpoint in --out.")] = False,
         seed: Annotated[int | None, _opt("--seed", "Random seed (default 0).")] = None,
+        init: Annotated[
+            Path | None,
+            _opt("--init", "Start a new run from exported weights (e.g. the bundled file)."),
+        ] = None,
     ) -> None:
         """Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C saves)."""
         from plugins.learned.train import CheckpointError, train
@@ -82,6 +86,7 @@ def register_commands(cli: typer.Typer) -> None:
                 eval_images=images,
                 kodak=str(kodak) if kodak is not None else None,
                 seed=seed,
+                init=str(init) if init else None,
             )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -89,6 +89,10 @@ class TrainConfig:
     kodak: str = DEFAULT_KODAK
     log_every: int = 25
     seed: int = 0
+    #: A ``bench train-export`` file to start a new run from (its iteration count carries on).
+    #: Shipped weights hold no optimiser state, so this is how a later session continues the
+    #: bundled model when the resumable checkpoint is gone.
+    init: str = ""
 
     #: Fields that define the model and the optimisation; a resumed run must keep them.
     IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "lr", "aux_lr", "clip", "seed")
@@ -513,6 +517,15 @@ def train(
     else:
         iteration, train_seconds, last_eval = 0, 0.0, None
         rng = np.random.Generator(np.random.PCG64(cfg.seed))
+        if cfg.init:
+            initial, meta = load_weights(cfg.init)
+            if (int(meta["N"]), int(meta["M"])) != (cfg.N, cfg.M):
+                raise CheckpointError(
+                    f"{cfg.init} holds N={meta['N']}, M={meta['M']}, not N={cfg.N}, M={cfg.M}"
+                )
+            model.load_state_dict(initial.state_dict())
+            iteration = int(meta.get("iterations", 0))
+            console.print(f"starting from {cfg.init} (iteration {iteration})")
     _atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
 
     saved_at = -1
@@ -850,6 +863,7 @@ def _parse_args(argv: Sequence[str] | None):
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--init", default=None, help="start a new run from exported weights")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
     return p.parse_args(argv)
 
@@ -884,6 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kodak=args.kodak,
             log_every=args.log_every,
             seed=args.seed,
+            init=args.init,
         )
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
