@@ -55,7 +55,11 @@ def main_options(
         typer.Option("--plugin", help="Load a plugin from a local .py file (repeatable)."),
     ] = None,
     no_entry_points: Annotated[
-        bool, typer.Option(help="Ignore installed third-party plugins (entry-point group bench).")
+        bool,
+        typer.Option(
+            "--no-entry-points",
+            help="Ignore installed third-party plugins (entry-point group bench).",
+        ),
     ] = False,
 ) -> None:
     _State.plugin_files = tuple(str(p) for p in plugin or ())
@@ -162,7 +166,9 @@ def datasets_verify(name: str) -> None:
 def run(
     codecs: Annotated[
         str,
-        typer.Option(help="Comma-separated codecs, e.g. 'jpeg2000,spiht' or 'jpeg2000[levels=4]'."),
+        typer.Option(
+            help="Comma-separated codecs, e.g. 'jpeg2000,spiht' or 'jpeg2000\\[levels=4]'."
+        ),
     ] = "",
     dataset: Annotated[str, typer.Option(help="Dataset name or manifest path.")] = "kodak",
     bpp: Annotated[
@@ -192,6 +198,7 @@ def run(
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
+    _check_method(method)
     from bench.grid import parse_bpp_grid
     from bench.runner import RunConfig, RunError, parse_codec_requests, split_labels
     from bench.runner import run as run_benchmark
@@ -248,6 +255,13 @@ def run(
         raise typer.Exit(EXIT_PROBLEM)
 
 
+def _check_method(method: str) -> None:
+    from bench.bdrate import METHODS
+
+    if method not in METHODS:
+        raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+
+
 def _record_anchors(directory: Path, anchors: list[str]) -> None:
     from bench.store import RUN, RunStore
 
@@ -293,6 +307,7 @@ def report(
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Re-render a run's report from its stored rows."""
+    _check_method(method)
     from bench.runner import split_labels
 
     if not (directory / "run.json").exists():
@@ -314,6 +329,7 @@ def compare(
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Compare the same codecs across two runs (e.g. main vs a pull request)."""
+    _check_method(method)
     from bench.compare import compare_runs
 
     try:
