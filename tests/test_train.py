@@ -171,6 +171,9 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
              init=str(weights), **TINY)  # fmt: skip
     continued = tr.load_checkpoint(again)
     assert continued["iteration"] == 8  # 6 from the export, then 2 more
+    # the fresh Adam state starts with a learning-rate warm-up, not full-size steps
+    lr = continued["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(tr.TrainConfig().lr * 2 / tr.WARMUP_ITERATIONS)
     with pytest.raises(tr.CheckpointError, match="N=8, M=8"):
         tr.train(tmp_path / "wrong", data=str(data_dir), iterations=7, eval_every=0,
                  init=str(weights), **{**TINY, "N": 16})  # fmt: skip

@@ -61,6 +61,8 @@ MAX_WEIGHTS_BYTES = 16_000_000
 #: compress/decompress need sides that are multiples of 2**6 (four stride-2 analysis layers
 #: plus two in the hyper analysis).
 PAD_MULTIPLE = 64
+#: Learning-rate warm-up of a run started from exported weights (``init``).
+WARMUP_ITERATIONS = 1000
 
 
 class CheckpointError(RuntimeError):
@@ -93,6 +95,10 @@ class TrainConfig:
     #: Shipped weights hold no optimiser state, so this is how a later session continues the
     #: bundled model when the resumable checkpoint is gone.
     init: str = ""
+    #: Iteration at which an ``init`` run started; its learning rate ramps up linearly over
+    #: :data:`WARMUP_ITERATIONS` from there (a fresh Adam state on trained weights otherwise
+    #: takes full-size first steps and undoes hours of training). -1: no warm-up.
+    warmup_from: int = -1
 
     #: Fields that define the model and the optimisation; a resumed run must keep them.
     IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "lr", "aux_lr", "clip", "seed")
@@ -525,6 +531,7 @@ def train(
                 )
             model.load_state_dict(initial.state_dict())
             iteration = int(meta.get("iterations", 0))
+            cfg.warmup_from = iteration
             console.print(f"starting from {cfg.init} (iteration {iteration})")
     _atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
 
@@ -569,6 +576,10 @@ def train(
             aux_optimizer.zero_grad(set_to_none=True)
             terms = rd_terms(model, x, cfg.lmbda)
             terms["loss"].backward()
+            if cfg.warmup_from >= 0:
+                ramp = min(1.0, (iteration + 1 - cfg.warmup_from) / WARMUP_ITERATIONS)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * ramp
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
             optimizer.step()
