@@ -102,6 +102,23 @@ def test_finest_level_matches_the_base_model(plonq, msh):
     assert abs(psnr_rgb(image, ours) - psnr_rgb(image, theirs)) <= 0.05
 
 
+def test_naive_scaling_at_scale_one_is_the_base_model(msh):
+    """Each table row coded with its own table: s = 1 costs what the base model's stream costs
+    (version 1 grouped rows under the wrong tables and was five times larger)."""
+    from bench.metrics import psnr_rgb
+    from plugins.learned.ladder import NaiveScalingLadder
+
+    image = kodak("kodim19.png", 200, 200, 256, 256)
+    naive = NaiveScalingLadder(weights=WEIGHTS)
+    ours, base = naive.encode_at(image, 1.0), msh.encode_at(image, "base")
+    assert abs(len(ours) - len(base)) <= 0.01 * len(base)
+    assert psnr_rgb(image, naive.decode(ours)) == pytest.approx(
+        psnr_rgb(image, msh.decode(base)), abs=0.05
+    )
+    sizes = [len(naive.encode_at(image, s)) for s in naive.settings()]
+    assert sizes == sorted(sizes)  # coarser scale, fewer bytes
+
+
 def test_prefixes_refine_from_the_prior_mean(plonq):
     from bench.metrics import psnr_rgb
 

@@ -134,7 +134,7 @@ class NaiveScalingLadder(_LadderBase):
 
     name = "plonq-naive"
     tag = 0x4E
-    version = "1"
+    version = "2"  # 2: each table row coded with its own table (grouping bug of v1 fixed)
     description = (
         "Naive Scaling (PLONQ's single-model variable rate): mu + s*round((y-mu)/s), prior "
         "N(0, sigma/s), one complete stream per scale factor s"

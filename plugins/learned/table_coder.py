@@ -36,7 +36,7 @@ def _groups(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     cuts = np.flatnonzero(np.diff(sorted_rows)) + 1
-    return [(int(sorted_rows[part[0]]), part) for part in np.split(order, cuts) if len(part)]
+    return [(int(rows[part[0]]), part) for part in np.split(order, cuts) if len(part)]
 
 
 def encode(
