@@ -239,6 +239,11 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
                 f"\n`{label}` parameters: `{dumps(info.get('parameters', {}))}`"
                 + (f"; external: `{dumps(info['external'])}`" if info.get("external") else "")
             )
+            if info.get("weights"):
+                w = info["weights"]
+                out.append(
+                    f"`{label}` weights ({w['source']}, sha256 `{w['sha256']}`): {w['description']}"
+                )
     timing = _timing(store, rows)
     if not timing.empty:
         out += [
