@@ -3,17 +3,19 @@ weights on Kodak crops."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.testing import ConformanceSuite
-from plugins.learned.testing import SKIP_REASON, dependencies_missing, test_weights_spec
+from plugins.learned.testing import (
+    SKIP_REASON,
+    assert_fresh_process_decodes_alike,
+    dependencies_missing,
+    test_weights_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = test_weights_spec()
@@ -141,32 +143,8 @@ def test_configurable_layers_and_absolute_targets(dzq):
         DzqCodec(weights=WEIGHTS, layers=3, rate_fractions=(0.5, 0.2))
 
 
-DECODE = r"""
-import json, sys
-from plugins.dzq.codec import DzqCodec
-job = json.loads(open(sys.argv[1]).read())
-codec = DzqCodec(weights=job["weights"])
-data = bytes.fromhex(job["data"])
-print(json.dumps([codec.decode(data[:c]).tolist() for c in job["cuts"]]))
-"""
-
-
 @needs_model[0]
 @needs_model[1]
 def test_decodes_identically_in_a_fresh_process(dzq, tmp_path):
     image = kodak("kodim20.png", 250, 380, 40, 56)
-    data = dzq.encode(image)
-    header = dzq.decode_full(data).header_bytes
-    cuts = [header, (header + len(data)) // 2, len(data) - 1, len(data)]
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"weights": WEIGHTS, "data": data.hex(), "cuts": cuts}))
-    done = subprocess.run(
-        [sys.executable, "-c", DECODE, str(job)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    for cut, pixels in zip(cuts, json.loads(done.stdout), strict=True):
-        assert np.array_equal(np.array(pixels, dtype=np.uint8), dzq.decode(data[:cut]))
+    assert_fresh_process_decodes_alike(dzq, "plugins.dzq.codec:DzqCodec", WEIGHTS, image, tmp_path)

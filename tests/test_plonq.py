@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,12 @@ import numpy as np
 import pytest
 
 from bench.testing import ConformanceSuite
-from plugins.learned.testing import SKIP_REASON, dependencies_missing, test_weights_spec
+from plugins.learned.testing import (
+    SKIP_REASON,
+    assert_fresh_process_decodes_alike,
+    dependencies_missing,
+    test_weights_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = test_weights_spec()
@@ -170,31 +174,8 @@ def test_other_weights_are_refused(plonq, tmp_path):
         plonq.decode(bytes(data))
 
 
-DECODE = r"""
-import json, sys
-import numpy as np
-from plugins.plonq.codec import PlonqCodec
-job = json.loads(open(sys.argv[1]).read())
-codec = PlonqCodec(weights=job["weights"])
-data = bytes.fromhex(job["data"])
-print(json.dumps([codec.decode(data[:c]).tolist() for c in job["cuts"]]))
-"""
-
-
 def test_decodes_identically_in_a_fresh_process(plonq, tmp_path):
     image = kodak("kodim15.png", 300, 100, 48, 72)
-    data = plonq.encode(image)
-    header = plonq.decode_full(data).header_bytes
-    cuts = [header, (header + len(data)) // 2, len(data) - 1, len(data)]
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"weights": WEIGHTS, "data": data.hex(), "cuts": cuts}))
-    done = subprocess.run(
-        [sys.executable, "-c", DECODE, str(job)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+    assert_fresh_process_decodes_alike(
+        plonq, "plugins.plonq.codec:PlonqCodec", WEIGHTS, image, tmp_path
     )
-    assert done.returncode == 0, done.stderr
-    for cut, pixels in zip(cuts, json.loads(done.stdout), strict=True):
-        assert np.array_equal(np.array(pixels, dtype=np.uint8), plonq.decode(data[:cut]))

@@ -49,3 +49,39 @@ def dependencies_missing() -> str | None:
     except CodecUnavailable as exc:
         return str(exc)
     return None
+
+
+_FRESH_DECODE = r"""
+import importlib, json, sys
+job = json.loads(open(sys.argv[1]).read())
+module, name = job["codec"].split(":")
+codec = getattr(importlib.import_module(module), name)(weights=job["weights"])
+data = bytes.fromhex(job["data"])
+print(json.dumps([codec.decode(data[:c]).tolist() for c in job["cuts"]]))
+"""
+
+
+def assert_fresh_process_decodes_alike(codec, codec_path: str, weights: str, image, tmp_path):
+    """Encode ``image``, decode four prefixes (header, middle, all but one byte, all) in a new
+    Python process built from ``codec_path`` (``"module:Class"``), and require identical pixels.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    data = codec.encode(image)
+    header = codec.decode_full(data).header_bytes
+    cuts = [header, (header + len(data)) // 2, len(data) - 1, len(data)]
+    job = Path(tmp_path) / "job.json"
+    job.write_text(
+        json.dumps({"codec": codec_path, "weights": weights, "data": data.hex(), "cuts": cuts})
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_DECODE, str(job)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for cut, pixels in zip(cuts, json.loads(done.stdout), strict=True):
+        assert np.array_equal(np.array(pixels, dtype=np.uint8), codec.decode(data[:cut]))
