@@ -1,7 +1,8 @@
 """The ``bench`` command line.
 
 Exit codes (for CI): 0 success; 1 the command ran but found a problem (failed units, a failed
-conformance check, a regression in ``compare``, a plugin that did not load with ``--strict``);
+conformance check, a regression in ``compare`` or ``regress``, a plugin that did not load
+with ``--strict``);
 2 bad usage; 3 bad input (unknown codec or dataset, checksum mismatch, missing run directory);
 130 interrupted (a run keeps what it measured: continue it with ``--resume``).
 """
@@ -357,6 +358,92 @@ def compare(
         err.print(
             f"[red]regression[/] above {fail_above}% (or not comparable): {', '.join(regressions)}"
         )
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+@app.command()
+def regress(
+    baseline: Annotated[Path, typer.Option(help="Committed baseline run, e.g. results/baseline.")],
+    run_dir: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Argument(
+            metavar="RUN",
+            help="Run to check; omitted: measure the baseline's subset now (into --out).",
+        ),
+    ] = None,
+    max_bd_rate: Annotated[
+        float, typer.Option(help="Fail a codec whose BD-rate against the baseline exceeds this %.")
+    ] = 0.5,
+    max_psnr_drop: Annotated[
+        float, typer.Option(help="Fail a codec losing more PSNR-RGB than this (dB) at any point.")
+    ] = 0.05,
+    update: Annotated[
+        bool,
+        typer.Option(help="Make RUN (or a fresh run of the subset) the new baseline; exit 0."),
+    ] = False,
+    codecs: Annotated[
+        str,
+        typer.Option(
+            help="With --update and no RUN: 'builtin' (every built-in codec available here) or "
+            "a codec list (default: the baseline's)."
+        ),
+    ] = "",
+    out_dir: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Option("--out", help="Directory of the fresh run (default results/regress-<time>)."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes for the fresh run.")] = 1,
+    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+) -> None:
+    """Gate a run against a baseline: exit 1 with a table of what moved when a codec got worse."""
+    _check_method(method)
+    from bench.regress import RegressError, Tolerances, adopt, markdown, measure, subset_config
+    from bench.regress import regress as regress_runs
+    from bench.runner import RunError
+
+    if codecs and (run_dir is not None or not update):
+        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", 2)
+    if not update and not (baseline / "run.json").exists():
+        raise _fail(f"{baseline} is not a bench run directory (no run.json)")
+    if run_dir is None:
+        run_dir = out_dir or Path("results") / f"regress-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            config, record = subset_config(
+                baseline,
+                codecs,
+                _registry(),
+                jobs=jobs,
+                plugin_files=_State.plugin_files,
+                entry_points=_State.entry_points,
+            )
+            err.print(f"run directory: {run_dir}")
+            outcome = measure(config, record, run_dir, err)
+        except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        if outcome.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
+        out.print(
+            f"measured the subset in {outcome.wall_s:.1f} s: {len(config.codecs)} codecs, "
+            f"{outcome.rows_written} points, jobs {config.jobs}, threads {config.threads}",
+            soft_wrap=True,
+        )
+    try:
+        if (baseline / "run.json").exists():
+            result = regress_runs(run_dir, baseline, Tolerances(max_bd_rate, max_psnr_drop), method)
+            text = markdown(result)
+            (run_dir / "regress.md").write_text(text)
+            out.print(text, markup=False, highlight=False, soft_wrap=True)
+        if update:
+            from bench.report import render
+
+            render(run_dir)
+            adopt(run_dir, baseline)
+            out.print(f"baseline updated: {baseline} now holds {run_dir}")
+            return
+    except (RegressError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"table: {run_dir / 'regress.md'}")
+    if not result.passed:
         raise typer.Exit(EXIT_PROBLEM)
 
 

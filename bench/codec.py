@@ -83,6 +83,8 @@ class CodecInfo:
     ``parameters``: the codec's settings as JSON-serialisable values.
     ``external``: versions of external binaries/libraries the codec calls, e.g.
     ``{"openjpeg": "2.5.4"}``.
+    ``parameter_groups``: optional split of ``num_parameters`` by part, e.g.
+    ``{"base": 7029443, "steps": 1344}``; the report shows what a codec adds over ``"base"``.
     """
 
     name: str
@@ -94,6 +96,7 @@ class CodecInfo:
     weights: WeightsInfo | None = None
     device: str = "cpu"
     external: dict[str, str] = field(default_factory=dict)
+    parameter_groups: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,10 @@
 This module runs inside a worker process and knows nothing of files or progress bars: it turns
 (codec, image, target bpps) into result rows (plain dicts, one per target bpp).
 
+Every row carries ``stream_sha256``: the sha256 of exactly the bytes handed to the decoder at
+that point (the prefix of a progressive stream, the chosen encoding of a rate ladder; ``None``
+when nothing was decoded). Two runs with equal hashes decoded identical streams.
+
 Timing rules (DEVELOPERS.md): the codec is warmed up on a crop before the first measurement
 (:func:`warm_up`), every time is ``time.perf_counter`` around the call with
 ``codec.synchronize()`` before the clock stops, and each reported time is the median of
@@ -11,6 +15,7 @@ Timing rules (DEVELOPERS.md): the codec is warmed up on a crop before the first 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 import time
@@ -94,12 +99,15 @@ def _scores(image: np.ndarray, reconstruction: np.ndarray, times: UnitTimes) -> 
 _UNDECODABLE = {"psnr_rgb": math.nan, "psnr_y": math.nan, "ms_ssim": math.nan}
 
 
-def _row(image: np.ndarray, target: float, budget: int, used: int, **fields: Any) -> dict:
+def _row(image: np.ndarray, target: float, budget: int, data: bytes | None, **fields: Any) -> dict:
+    """One result row; ``data`` is what the decoder was handed (``None``: nothing fitted)."""
     height, width = image.shape[:2]
+    used = 0 if data is None else len(data)
     return {
         "target_bpp": target,
         "budget_bytes": budget,
         "bytes": used,
+        "stream_sha256": None if data is None else hashlib.sha256(data).hexdigest(),
         "bpp": 8.0 * used / (height * width),
         "height": height,
         "width": width,
@@ -141,7 +149,7 @@ def measure_progressive(
             image,
             target,
             budget,
-            len(prefix),
+            prefix,
             stream_bytes=len(stream),
             encode_s=times.encode_s,
             setting=None,
@@ -220,7 +228,7 @@ def measure_ladder(
                 image,
                 target,
                 budget,
-                0,
+                None,
                 stream_bytes=0,
                 encode_s=math.nan,
                 setting=None,
@@ -238,7 +246,7 @@ def measure_ladder(
             image,
             target,
             budget,
-            len(data),
+            data,
             stream_bytes=len(data),
             encode_s=encode_s,
             setting=setting,

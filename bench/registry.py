@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.learned",
     "plugins.plonq",
     "plugins.dzq",
+    "plugins.deephq",
 )
 
 ENTRY_POINT_GROUP = "bench"

@@ -187,6 +187,18 @@ def _bd_section(table: pd.DataFrame, anchor: str, method: str) -> list[str]:
     return [*out, _table(shown, columns, {"bd_psnr_db": 3}), ""]
 
 
+def _added_parameters(info: dict) -> str:
+    """``+N (+x %)`` of the parameters a codec adds over its ``"base"`` group, else ``-``."""
+    groups = info.get("parameter_groups") or {}
+    if "base" not in groups:
+        return "-"
+    added = {k: v for k, v in groups.items() if k != "base"}
+    total = sum(added.values())
+    parts = ", ".join(f"{k} {v:,}" for k, v in added.items())
+    share = 100.0 * total / groups["base"] if groups["base"] else math.nan
+    return f"+{total:,} (+{share:.3f} %: {parts})" if added else "+0"
+
+
 def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> str:
     config, attempt = record["config"], record["attempts"][-1]
     git = attempt.get("git", {})
@@ -222,7 +234,8 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
                 "codec": label,
                 "kind": KIND_LABELS.get(info.get("kind", ""), "?"),
                 "version": info.get("version", "?"),
-                "parameters": info.get("num_parameters", math.nan),
+                "parameters": f"{info['num_parameters']:,}" if "num_parameters" in info else "n/a",
+                "added over base": _added_parameters(info),
                 "weights": f"{info.get('weights_bytes', 0) / 1e6:.2f} MB" if weights else "none",
                 "source": f"{weights.get('source')} `{weights.get('sha256', '')[:12]}`"
                 if weights
