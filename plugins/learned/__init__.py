@@ -20,11 +20,42 @@ def _opt(flag: str, help: str):  # noqa: A002 - typer's parameter name
     return typer.Option(flag, help=help)
 
 
+#: ``bench train MODEL``: models other than the base model and the module whose
+#: ``main(argv)`` trains them (argparse: ``python -m MODULE --help`` lists its options).
+TRAINERS = {"deephq": "plugins.deephq.train"}
+
+
+def _forward(model: str, ctx: typer.Context, parsed: dict) -> None:
+    """Run ``TRAINERS[model].main`` with the options typer parsed plus the ones it did not."""
+    import importlib
+
+    argv = []
+    for key, value in parsed.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    code = importlib.import_module(TRAINERS[model]).main(argv + list(ctx.args))
+    raise typer.Exit(code)
+
+
 @hookimpl
 def register_commands(cli: typer.Typer) -> None:
-    @cli.command("train")
+    @cli.command(
+        "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )
     def train_command(
+        ctx: typer.Context,
         out: Annotated[Path, _opt("--out", "Checkpoint directory (resumable state).")],
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="msh (the base MeanScaleHyperprior) or "
+                + ", ".join(TRAINERS)
+                + " (its options: `python -m plugins.deephq.train --help`)"
+            ),
+        ] = "msh",
         data: Annotated[
             Path | None,
             _opt("--data", "Training image folder (never Kodak); needed for a new run."),
@@ -62,7 +93,18 @@ def register_commands(cli: typer.Typer) -> None:
             _opt("--init", "Start a new run from exported weights (e.g. the bundled file)."),
         ] = None,
     ) -> None:
-        """Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C saves)."""
+        """Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C saves), or
+        another model with ``bench train MODEL``."""
+        if model in TRAINERS:
+            parsed = {
+                "out": out, "data": data, "iterations": iterations, "batch": batch,
+                "crop": crop, "lr": lr, "threads": threads, "checkpoint_every": checkpoint_every,
+                "seed": seed, "init": init, "resume": resume,
+            }  # fmt: skip
+            _forward(model, ctx, parsed)
+        if model != "msh" or ctx.args:
+            typer.echo(f"error: unknown model {model!r} or options {ctx.args}", err=True)
+            raise typer.Exit(2)
         from plugins.learned.train import CheckpointError, train
 
         images = None

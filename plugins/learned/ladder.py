@@ -52,7 +52,7 @@ class _LadderBase(RateLadderCodec):
         return {"weights": self.weights_spec}
 
     def info(self) -> CodecInfo:
-        from plugins.learned.progressive import _versions
+        from plugins.learned.progressive import library_versions
 
         return CodecInfo(
             name=self.name,
@@ -60,10 +60,11 @@ class _LadderBase(RateLadderCodec):
             description=self.description,
             parameters=self.parameters(),
             num_parameters=self.base.num_parameters,
+            parameter_groups={"base": self.base.num_parameters},
             weights_bytes=self.resolved.weights_bytes,
             weights=self.resolved.info(),
             device="cpu",
-            external=_versions(),
+            external=library_versions(),
         )
 
     def _header(self, height: int, width: int) -> bytearray:

@@ -472,7 +472,7 @@ class CoderStats:
         return self.payload_bytes + self.length_bytes - self.ideal_bits / 8.0
 
 
-def _chunk_bounds(weights: np.ndarray, chunk_units: int) -> list[tuple[int, int]]:
+def chunk_bounds(weights: np.ndarray, chunk_units: int) -> list[tuple[int, int]]:
     if len(weights) == 0:
         return []
     before = np.cumsum(weights) - weights
@@ -493,7 +493,7 @@ def _payload_to_words(payload: bytes) -> np.ndarray:
     return np.frombuffer(payload + b"\0" * pad, dtype=">u4").astype(np.uint32)
 
 
-def _decode_chunk(
+def decode_chunk(
     payload: bytes, probs: np.ndarray, escape_sym: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symbols of one chunk and, at level 1, the escape values ``(sign, hi, lo)`` rows."""
@@ -504,7 +504,7 @@ def _decode_chunk(
     if escape_sym is not None:
         n_esc = int(np.count_nonzero(syms == escape_sym))
         if n_esc:
-            flat = dec.decode(_escape_model(), 3 * n_esc)
+            flat = dec.decode(escape_model(), 3 * n_esc)
             extra = np.asarray(flat, np.int64).reshape(n_esc, 3)
     return np.asarray(syms, np.int64), extra
 
@@ -514,24 +514,24 @@ def _escape_model_cached():
     return _constriction().model.Uniform(ESCAPE_HALF)
 
 
-def _escape_model():
+def escape_model():
     return _escape_model_cached()
 
 
-def _escape_payload(values: np.ndarray, c: np.ndarray) -> np.ndarray:
+def escape_payload(values: np.ndarray, c: np.ndarray) -> np.ndarray:
     mag = np.minimum(np.abs(values) - c - 1, (1 << 32) - 1)
     out = np.stack([(values < 0).astype(np.int64), mag >> 16, mag & 0xFFFF], axis=1)
     return out
 
 
-def _escape_values(rows: np.ndarray, c: np.ndarray) -> np.ndarray:
+def escape_values(rows: np.ndarray, c: np.ndarray) -> np.ndarray:
     mag = (rows[:, 1] << 16) + rows[:, 2] + c + 1
     return np.where(rows[:, 0] == 1, -mag, mag)
 
 
 def _same_chunk(payload, probs, escape_sym, syms, esc_rows) -> bool:
     try:
-        got, extra = _decode_chunk(payload, probs, escape_sym)
+        got, extra = decode_chunk(payload, probs, escape_sym)
     except (AssertionError, ValueError, RuntimeError):
         return False  # constriction rejects data that is invalid for the model
     if not np.array_equal(got, syms):
@@ -547,7 +547,7 @@ def _increment(data: bytes) -> bytes | None:
     return value.to_bytes(len(data), "big")
 
 
-def _trim_payload(payload, probs, escape_sym, syms, esc_rows) -> bytes:
+def trim_payload(payload, probs, escape_sym, syms, esc_rows) -> bytes:
     """Shorten a chunk while it still decodes to the same symbols.
 
     The decoder pads a chunk with zero bytes, so a shorter payload stands for a number just
@@ -569,6 +569,56 @@ def _trim_payload(payload, probs, escape_sym, syms, esc_rows) -> bytes:
     return payload
 
 
+def encode_chunk(
+    probs: np.ndarray,
+    syms: np.ndarray,
+    escape_sym: np.ndarray | None,
+    esc_rows: np.ndarray | None,
+    *,
+    trim: bool = True,
+) -> bytes:
+    """One chunk: ``syms`` coded with one probability row each (then the escape payload rows),
+    an independent range-coder stream, trailing zeros dropped and, with ``trim``, shortened while
+    it still decodes to the same symbols."""
+    cs = _constriction()
+    enc = cs.queue.RangeEncoder()
+    syms = np.asarray(syms).astype(np.int32)
+    enc.encode(syms, cs.model.Categorical(perfect=False), probs)
+    if esc_rows is not None:
+        enc.encode(esc_rows.reshape(-1).astype(np.int32), escape_model())
+    payload = enc.get_compressed().astype(">u4").tobytes().rstrip(b"\0")
+    if trim:
+        payload = trim_payload(payload, probs, escape_sym, syms, esc_rows)
+    return payload
+
+
+def write_chunk(out: bytearray, payload: bytes, weight_units: int, stats: CoderStats) -> None:
+    """Append a chunk: varint ``zigzag(len - expected)`` (``expected`` from the chunk's summed
+    expected cost in 1/16 bit), then the payload."""
+    expected = weight_units // UNITS_PER_BYTE
+    before = len(out)
+    put_varint(out, zigzag(len(payload) - expected))
+    stats.length_bytes += len(out) - before
+    out += payload
+    stats.payload_bytes += len(payload)
+    stats.chunks += 1
+
+
+def read_chunk(data: bytes, pos: int, weight_units: int) -> tuple[bytes, int] | None:
+    """The payload of the chunk at ``pos`` and the position after it, or ``None`` when the
+    prefix ends inside it (its length or its payload)."""
+    got = read_varint(data, pos)
+    if got is None:
+        return None
+    code, p = got
+    length = weight_units // UNITS_PER_BYTE + unzigzag(code)
+    if length < 0:
+        raise ValueError("negative chunk length: not a stream of this codec/weights")
+    if p + length > len(data):
+        return None
+    return bytes(data[p : p + length]), p + length
+
+
 def encode_latent(
     tables: CoderTables,
     fine: np.ndarray,
@@ -579,8 +629,6 @@ def encode_latent(
 ) -> tuple[bytes, CoderStats]:
     """Code fine indices ``fine`` (elements already in refinement order, scale indexes
     ``idx``) level by level in chunks (see module doc); returns the bytes and statistics."""
-    cs = _constriction()
-    family = cs.model.Categorical(perfect=False)
     fine = np.asarray(fine, np.int64)
     idx = np.asarray(idx, np.int64)
     count = len(fine)
@@ -613,16 +661,13 @@ def encode_latent(
             )
         stats.ideal_bits += float(-np.log2(child_f / tables.total[parents]).sum())
         weights = tables.weight[parents]
-        bounds = _chunk_bounds(weights, chunk_units)
+        bounds = chunk_bounds(weights, chunk_units)
         table = tables.child_freq[level - 1]
         off = tables.level_offset[level - 1]
         for a, b in bounds:
             par = parents[a:b]
             width = int(tables.n_children[par].max())
             probs = table[par - off, :width]
-            syms = sym[a:b].astype(np.int32)
-            enc = cs.queue.RangeEncoder()
-            enc.encode(syms, family, probs)
             escape_sym = None
             esc_rows = None
             if level == 1:
@@ -630,18 +675,9 @@ def encode_latent(
                 chunk_esc = esc_a[a:b]
                 if chunk_esc.any():
                     ids = active[a:b][chunk_esc]
-                    esc_rows = _escape_payload(fine[ids], c[ids])
-                    enc.encode(esc_rows.reshape(-1).astype(np.int32), _escape_model())
-            payload = enc.get_compressed().astype(">u4").tobytes().rstrip(b"\0")
-            if trim:
-                payload = _trim_payload(payload, probs, escape_sym, syms, esc_rows)
-            expected = int(weights[a:b].sum()) // UNITS_PER_BYTE
-            before = len(out)
-            put_varint(out, zigzag(len(payload) - expected))
-            stats.length_bytes += len(out) - before
-            out += payload
-            stats.payload_bytes += len(payload)
-            stats.chunks += 1
+                    esc_rows = escape_payload(fine[ids], c[ids])
+            payload = encode_chunk(probs, sym[a:b], escape_sym, esc_rows, trim=trim)
+            write_chunk(out, payload, int(weights[a:b].sum()), stats)
         stats.chunks_per_level.append(len(bounds))
         stats.symbols += len(active)
         keep = ~esc_a
@@ -686,29 +722,22 @@ def decode_latent(
             active = np.arange(count)
         parents = cur[active]
         weights = tables.weight[parents]
-        bounds = _chunk_bounds(weights, chunk_units)
+        bounds = chunk_bounds(weights, chunk_units)
         table = tables.child_freq[level - 1]
         off = tables.level_offset[level - 1]
         done = 0
         for a, b in bounds:
-            got = read_varint(data, pos)
-            if got is None:
+            chunk = read_chunk(data, pos, int(weights[a:b].sum()))
+            if chunk is None:
                 complete = False
                 break
-            code, p = got
-            length = int(weights[a:b].sum()) // UNITS_PER_BYTE + unzigzag(code)
-            if length < 0:
-                raise ValueError("negative chunk length: not a stream of this codec/weights")
-            if p + length > len(data):
-                complete = False
-                break
-            payload = bytes(data[p : p + length])
-            pos = p + length
+            payload, pos = chunk
+            length = len(payload)
             par = parents[a:b]
             n_ch = tables.n_children[par]
             width = int(n_ch.max())
             escape_sym = n_ch - 1 if level == 1 else None
-            syms, extra = _decode_chunk(payload, table[par - off, :width], escape_sym)
+            syms, extra = decode_chunk(payload, table[par - off, :width], escape_sym)
             syms = np.minimum(syms, n_ch - 1)
             ids = active[a:b]
             if level == 1:
@@ -716,7 +745,7 @@ def decode_latent(
                 if is_esc.any():
                     e_ids = ids[is_esc]
                     esc[e_ids] = True
-                    esc_val[e_ids] = _escape_values(extra, c[e_ids])
+                    esc_val[e_ids] = escape_values(extra, c[e_ids])
                     stats.escapes += len(e_ids)
                 keep = ~is_esc
                 cur[ids[keep]] = tables.first_child[par[keep]] + syms[keep]

@@ -148,10 +148,11 @@ class NestedLatentCodec(ProgressiveCodec):
             description=self.description,
             parameters=self.parameters(),
             num_parameters=base.num_parameters,
+            parameter_groups={"base": base.num_parameters},
             weights_bytes=self.resolved.weights_bytes,
             weights=self.resolved.info(),
             device="cpu",
-            external=_versions(),
+            external=library_versions(),
         )
 
     def encode(self, image: np.ndarray) -> bytes:
@@ -266,7 +267,7 @@ class NestedLatentCodec(ProgressiveCodec):
             memo.popitem(last=False)
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     """Installed versions of the libraries the learned codecs use (read without importing)."""
     from importlib import metadata
 

@@ -1,0 +1,348 @@
+"""DeepHQ's hierarchical quantizer and its progressive coder (per element, per channel steps).
+
+Intervals
+    Every element ``e`` of the latent has a channel ``ch``, the prior's scale index ``i`` and the
+    base model's fine index ``n = round(y - mu)``, an integer in ``[-c_i, c_i]`` (else escaped,
+    as in :mod:`plugins.learned.latent_coder`). Its state is an interval ``[lo, hi]`` of fine
+    integers, i.e. ``[lo - 1/2, hi + 1/2]`` of ``y - mu``, starting at the root ``[-c_i, c_i]``
+    (plus an escape child) and shrinking one *level* at a time.
+
+Splitting an interval at level ``k`` (step ``D = D[k, ch] >= 1``)
+    The layer-``k`` grid cuts ``y - mu`` at ``(j + 1/2) D``: the fine integer ``n`` has the
+    label ``floor(n / D + 1/2)`` (IEEE-754 division and addition, exact on every machine), and
+    the children of ``[lo, hi]`` are its maximal runs of equal labels. A first or last child
+    narrower than ``tau * D`` fine integers (a sliver where the parent's edge falls just past a
+    grid line) is merged into its neighbour, so that no child is much narrower than the step.
+    The last level has ``D = 1``: single integers.
+
+Probabilities
+    ``P(child | parent) = F(child) / F(parent)`` with ``F`` the sums of the base model's integer
+    frequencies (CompressAI's 16-bit CDF table of row ``i``): the Gaussian prior renormalised to
+    the parent interval, in exact integers (the product over levels is the base model's own
+    probability of ``n``).
+
+Selection and order (:func:`plan`)
+    Layer ``l = 1..L`` refines the elements selected at ``l`` (``i >= T[l, ch]``, nested
+    sets). An element selected before is at level ``l - 1`` and gets one symbol (level ``l``);
+    an element newly selected at ``l`` is still at its root and goes through levels ``1..l``.
+    Layer ``l`` is sent as sub-passes ``k = 1..l``; sub-pass ``k`` holds the level-``k`` symbols
+    of the selected elements still at level ``k - 1``, in the refinement order (prior scale
+    index descending, then raster position). A child-less step (one child) costs nothing.
+    Unselected elements keep their root: the decoder puts them at the prior mean.
+
+Chunks, lengths, escapes, trimming and the stop at the first incomplete chunk are those of the
+shared coder (:func:`plugins.learned.latent_coder.encode_chunk` and friends); chunk boundaries
+come from each symbol's expected cost in 1/16 bit, computed from the integer frequencies with
+the exact integer log table, so both sides cut the same chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from plugins.learned import latent_coder as lc
+
+#: A first/last child narrower than this fraction of the step is merged into its neighbour.
+SLIVER_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class CoderContext:
+    """What both sides know before the latent: model tables and DeepHQ's parameters."""
+
+    cdf: np.ndarray  # (S, W) int64, CompressAI's _quantized_cdf
+    c: np.ndarray  # (S,) support half-width of each scale index
+    steps: np.ndarray  # (L, M) float64
+    mask_index_threshold: np.ndarray  # (L, M) int64
+    sigma: np.ndarray  # (S,) scale table (reconstruction only)
+    sliver_fraction: float = SLIVER_FRACTION
+
+    @property
+    def layers(self) -> int:
+        return int(self.steps.shape[0])
+
+
+@dataclass
+class Elements:
+    """Per element (refinement order): scale index, channel, and the interval state."""
+
+    idx: np.ndarray
+    ch: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    level: np.ndarray
+    escaped: np.ndarray
+    escape_value: np.ndarray
+
+    @classmethod
+    def at_roots(cls, ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Elements:
+        c = ctx.c[idx]
+        n = len(idx)
+        return cls(
+            idx=idx,
+            ch=ch,
+            lo=-c,
+            hi=c.copy(),
+            level=np.zeros(n, np.int64),
+            escaped=np.zeros(n, bool),
+            escape_value=np.zeros(n, np.int64),
+        )
+
+
+@dataclass
+class Split:
+    """The children of the intervals refined in one sub-pass.
+
+    Elements that share a parent interval (same channel, scale index, ``lo`` and ``hi``) share
+    one *group*; children are ragged arrays per group. ``group[e]`` maps the ``e``-th refined
+    element to its group.
+    """
+
+    ids: np.ndarray  # (P,) elements refined (refinement-order positions)
+    group: np.ndarray  # (P,) group of each element
+    first: np.ndarray  # (G,) offset of each group's first child in starts/ends/freq
+    count: np.ndarray  # (G,) number of children, escape excluded
+    starts: np.ndarray  # (K,) first fine integer of each child
+    ends: np.ndarray  # (K,) last fine integer of each child
+    freq: np.ndarray  # (K,) int64 frequency of each child
+    escape: np.ndarray | None  # (G,) frequency of the escape child (roots only)
+    total: np.ndarray  # (G,) frequency of the parent (its children and escape)
+    weight: np.ndarray  # (P,) expected cost of each element's symbol, 1/16 bit
+
+    def probs(self, a: int, b: int) -> np.ndarray:
+        """Frequency rows (float64, exact) of elements ``a:b``, escape child last at roots."""
+        groups = self.group[a:b]
+        count = self.count[groups]
+        width = int(count.max()) + (1 if self.escape is not None else 0)
+        out = np.zeros((b - a, width), np.float64)
+        rows = np.repeat(np.arange(b - a), count)
+        cols = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+        out[rows, cols] = self.freq[self.first[groups][rows] + cols]
+        if self.escape is not None:
+            out[np.arange(b - a), count] = self.escape[groups]
+        return out
+
+    def only(self, keep: np.ndarray) -> Split:
+        """The same groups for the elements ``keep`` (a boolean mask over ``ids``)."""
+        return replace(self, ids=self.ids[keep], group=self.group[keep], weight=self.weight[keep])
+
+    def escape_symbols(self, a: int, b: int) -> np.ndarray | None:
+        return None if self.escape is None else self.count[self.group[a:b]]
+
+    def symbols(self, fine: np.ndarray) -> np.ndarray:
+        """Child index holding each refined element's fine index (no escapes)."""
+        span = np.int64(1) << np.int64(32)
+        owner = np.repeat(np.arange(len(self.count), dtype=np.int64), self.count)
+        keys = owner * span + (self.starts + span // 2)
+        where = np.searchsorted(keys, self.group * span + (fine + span // 2), side="right") - 1
+        return np.clip(where - self.first[self.group], 0, self.count[self.group] - 1)
+
+
+def _labels(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    return np.floor(n / d + 0.5).astype(np.int64)
+
+
+def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split:
+    """Children at ``level`` of the current intervals of elements ``ids`` (see module doc)."""
+    bits = int(2 * ctx.c.max() + 2).bit_length()
+    ch, idx = el.ch[ids], el.idx[ids]
+    key = (ch * len(ctx.c) + idx) << (2 * bits)
+    key |= (el.lo[ids] + (1 << (bits - 1))) << bits
+    key |= el.hi[ids] + (1 << (bits - 1))
+    uniq, pick, group = np.unique(key, return_index=True, return_inverse=True)
+    src = ids[pick]
+    lo, hi = el.lo[src], el.hi[src]
+    d = ctx.steps[level - 1, el.ch[src]]
+    first_label = _labels(lo, d)
+    k0 = _labels(hi, d) - first_label + 1
+    rep = np.repeat(np.arange(len(src)), k0)
+    j = np.arange(int(k0.sum())) - np.repeat(np.cumsum(k0) - k0, k0)
+    label = first_label[rep] + j
+    dr = d[rep]
+    guess = np.ceil((label - 0.5) * dr).astype(np.int64)
+    guess = np.where(_labels(guess - 1, dr) >= label, guess - 1, guess)
+    guess = np.where(_labels(guess, dr) < label, guess + 1, guess)
+    starts = np.where(j == 0, lo[rep], guess)
+    last = j == k0[rep] - 1
+    ends = np.where(last, hi[rep], np.roll(starts, -1) - 1)
+    # merge slivers at the parent's edges into their neighbour
+    narrow = (ends - starts + 1) < ctx.sliver_fraction * dr
+    count = k0.copy()
+    drop = np.zeros(len(starts), bool)
+    head = np.flatnonzero((j == 0) & narrow & (k0[rep] >= 2))
+    drop[head + 1] = True
+    count[rep[head]] -= 1
+    tail = np.flatnonzero(last & narrow & (j >= 1))
+    tail = tail[count[rep[tail]] >= 2]
+    drop[tail] = True
+    count[rep[tail]] -= 1
+    keep = ~drop
+    rep, starts = rep[keep], starts[keep]
+    first = np.cumsum(count) - count
+    is_last = np.zeros(len(starts), bool)
+    is_last[first + count - 1] = True
+    ends = np.where(is_last, hi[rep], np.roll(starts, -1) - 1)
+    row = el.idx[src]
+    c = ctx.c[row]
+    freq = ctx.cdf[row[rep], ends + c[rep] + 1] - ctx.cdf[row[rep], starts + c[rep]]
+    total = np.add.reduceat(freq, first)
+    logt = lc.log_table()
+    weight = np.add.reduceat(freq * (logt[total[rep]] - logt[freq]), first)
+    escape = None
+    if level == 1:
+        escape = ctx.cdf[row, 2 * c + 2] - ctx.cdf[row, 2 * c + 1]
+        total = total + escape
+        weight = np.add.reduceat(freq * (logt[total[rep]] - logt[freq]), first)
+        weight = weight + escape * (logt[total] - logt[escape])
+    weight = weight // np.maximum(total, 1)
+    return Split(ids, group, first, count, starts, ends, freq, escape, total, weight[group])
+
+
+def plan(ctx: CoderContext, el: Elements, layer: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
+    """Elements of sub-pass ``sub`` of ``layer``: ``(coded, passed)``, both in refinement order.
+
+    ``coded`` need a symbol; ``passed`` have a single child and move one level down for free
+    (roots are always coded: the escape child is their alternative)."""
+    selected = el.idx >= ctx.mask_index_threshold[layer - 1, el.ch]
+    final = el.escaped | ((el.lo == el.hi) & (el.level > 0))
+    todo = np.flatnonzero(selected & (el.level == sub - 1) & ~final)
+    if sub == 1:
+        return todo, todo[:0]
+    d = ctx.steps[sub - 1, el.ch[todo]]
+    single = _labels(el.lo[todo], d) == _labels(el.hi[todo], d)
+    return todo[~single], todo[single]
+
+
+def refine(
+    ctx: CoderContext, el: Elements, layer: int, sub: int
+) -> tuple[np.ndarray, Split | None]:
+    """Plan sub-pass ``sub`` of ``layer``: move child-less elements down one level and return
+    the elements that need a symbol with their :class:`Split` (``None`` if there are none)."""
+    coded, passed = plan(ctx, el, layer, sub)
+    el.level[passed] = sub
+    if not len(coded):
+        return coded, None
+    sp = split(ctx, el, coded, sub)
+    if sub > 1:  # a parent whose sliver merged away its only boundary has one child
+        multi = sp.count[sp.group] > 1
+        if not multi.all():
+            el.level[coded[~multi]] = sub
+            coded, sp = coded[multi], sp.only(multi)
+            if not len(coded):
+                return coded, None
+    return coded, sp
+
+
+def _subpasses(layers: int):
+    for layer in range(1, layers + 1):
+        for sub in range(1, layer + 1):
+            yield layer, sub
+
+
+def encode(
+    ctx: CoderContext, fine: np.ndarray, idx: np.ndarray, ch: np.ndarray, chunk_units: int
+) -> tuple[bytes, lc.CoderStats]:
+    """Code fine indices ``fine`` (refinement order) layer by layer; returns bytes and stats."""
+    fine = np.asarray(fine, np.int64)
+    el = Elements.at_roots(ctx, np.asarray(idx, np.int64), np.asarray(ch, np.int64))
+    c = ctx.c[el.idx]
+    stats = lc.CoderStats()
+    out = bytearray()
+    for layer, sub in _subpasses(ctx.layers):
+        t0 = time.perf_counter()
+        coded, sp = refine(ctx, el, layer, sub)
+        if sp is not None:
+            n = fine[coded]
+            esc = (n < -c[coded]) | (n > c[coded]) if sub == 1 else np.zeros(len(coded), bool)
+            inner = sp.symbols(np.clip(n, -c[coded], c[coded]))
+            sym = np.where(esc, sp.count[sp.group], inner)
+            chosen = sp.first[sp.group] + inner
+            f = sp.freq[chosen]
+            if sp.escape is not None:
+                f = np.where(esc, sp.escape[sp.group], f)
+            stats.ideal_bits += float(-np.log2(f / sp.total[sp.group]).sum())
+            for a, b in lc.chunk_bounds(sp.weight, chunk_units):
+                esc_rows = None
+                if esc[a:b].any():
+                    ids = coded[a:b][esc[a:b]]
+                    esc_rows = lc.escape_payload(fine[ids], c[ids])
+                payload = lc.encode_chunk(
+                    sp.probs(a, b), sym[a:b], sp.escape_symbols(a, b), esc_rows
+                )
+                lc.write_chunk(out, payload, int(sp.weight[a:b].sum()), stats)
+            keep = ~esc
+            el.lo[coded[keep]] = sp.starts[chosen[keep]]
+            el.hi[coded[keep]] = sp.ends[chosen[keep]]
+            el.escaped[coded[esc]] = True
+            el.escape_value[coded[esc]] = fine[coded[esc]]
+            stats.escapes += int(esc.sum())
+            stats.symbols += len(coded)
+        el.level[coded] = sub
+        stats.entropy_seconds += time.perf_counter() - t0
+        if sub == layer:
+            stats.levels_complete = layer
+    return bytes(out), stats
+
+
+@dataclass
+class DecodedLatent:
+    """What the decoder knows after a prefix (refinement order)."""
+
+    elements: Elements
+    complete: bool
+    stats: lc.CoderStats
+    end: int  # position after the last complete chunk
+
+
+def decode(
+    ctx: CoderContext, data: bytes, pos: int, idx: np.ndarray, ch: np.ndarray, chunk_units: int
+) -> DecodedLatent:
+    """Decode every complete chunk of ``data[pos:]``; stop at the first incomplete one."""
+    el = Elements.at_roots(ctx, np.asarray(idx, np.int64), np.asarray(ch, np.int64))
+    c = ctx.c[el.idx]
+    stats = lc.CoderStats()
+    for layer, sub in _subpasses(ctx.layers):
+        t0 = time.perf_counter()
+        coded, sp = refine(ctx, el, layer, sub)
+        if sp is not None:
+            for a, b in lc.chunk_bounds(sp.weight, chunk_units):
+                chunk = lc.read_chunk(data, pos, int(sp.weight[a:b].sum()))
+                if chunk is None:
+                    stats.entropy_seconds += time.perf_counter() - t0
+                    return DecodedLatent(el, False, stats, pos)
+                payload, pos = chunk
+                escape_sym = sp.escape_symbols(a, b)
+                syms, extra = lc.decode_chunk(payload, sp.probs(a, b), escape_sym)
+                groups = sp.group[a:b]
+                count = sp.count[groups]
+                syms = np.minimum(syms, count - (0 if escape_sym is not None else 1))
+                ids = coded[a:b]
+                esc = syms == count if escape_sym is not None else np.zeros(b - a, bool)
+                if esc.any():
+                    el.escaped[ids[esc]] = True
+                    el.escape_value[ids[esc]] = lc.escape_values(extra, c[ids[esc]])
+                    stats.escapes += int(esc.sum())
+                chosen = sp.first[groups] + np.minimum(syms, count - 1)
+                el.lo[ids[~esc]] = sp.starts[chosen[~esc]]
+                el.hi[ids[~esc]] = sp.ends[chosen[~esc]]
+                el.level[ids] = sub
+                stats.chunks += 1
+                stats.payload_bytes += len(payload)
+                stats.symbols += b - a
+        stats.entropy_seconds += time.perf_counter() - t0
+        if sub == layer:
+            stats.levels_complete = layer
+    return DecodedLatent(el, True, stats, pos)
+
+
+def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarray:
+    """``y - mu`` estimate (refinement order): the prior mean (0) at the root, the exact value
+    once escaped or down to one integer, else the interval's reconstruction (``mode`` as in
+    :func:`plugins.learned.latent_coder.interval_reconstruction`)."""
+    rel = lc.interval_reconstruction(mode, el.lo, el.hi, ctx.sigma[el.idx])
+    rel = np.where(el.lo == el.hi, el.lo.astype(np.float64), rel)
+    rel = np.where(el.level == 0, 0.0, rel)
+    return np.where(el.escaped, el.escape_value.astype(np.float64), rel)

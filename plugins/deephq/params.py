@@ -1,0 +1,112 @@
+"""DeepHQ's learned parameters over a frozen base model, and their file format.
+
+A DeepHQ weights file (``.safetensors``) holds only what DeepHQ adds to its base
+MeanScaleHyperprior (named by the base file's sha256, checked on load):
+
+* ``steps``: float32 ``(L, M)``, the quantization step of every layer and latent channel, in
+  units of the base model's integer grid; the last layer is 1 (the base model's own grid).
+* ``mask_index_threshold``: int32 ``(L, M)``; element ``e`` of channel ``c`` is coded from
+  layer ``l`` on when its prior's scale index ``i_e >= T[l, c]``. Thresholds never rise from
+  one layer to the next, so the selected sets are nested (cumulative selection).
+
+Metadata: ``format``, ``base_sha256``, ``layers``, ``channels`` and training facts (strings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "bench-deephq-params-v1"
+
+
+@dataclass(frozen=True)
+class DeepHQParams:
+    """Steps ``(L, M)`` float64 (from float32) and mask thresholds ``(L, M)`` int64."""
+
+    steps: np.ndarray
+    mask_index_threshold: np.ndarray
+    base_sha256: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        steps = np.asarray(self.steps)
+        thr = np.asarray(self.mask_index_threshold)
+        if steps.ndim != 2 or steps.shape != thr.shape:
+            raise ValueError(f"steps {steps.shape} and thresholds {thr.shape} must be (L, M)")
+        if not np.all(np.isfinite(steps)) or np.any(steps < 1.0) or np.any(steps[-1] != 1.0):
+            raise ValueError("steps must be finite, >= 1, and 1 in the last layer")
+        if np.any(np.diff(thr, axis=0) > 0):
+            raise ValueError("mask thresholds must not rise from one layer to the next")
+
+    @property
+    def layers(self) -> int:
+        return int(self.steps.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.steps.shape[1])
+
+    def without_masks(self) -> DeepHQParams:
+        """The same steps with every element selected at every layer (the ablation)."""
+        return DeepHQParams(
+            self.steps, np.zeros_like(self.mask_index_threshold), self.base_sha256, self.meta
+        )
+
+
+def save(params: DeepHQParams, path: str | Path, extra_meta: dict[str, str] | None = None) -> None:
+    """Write ``path`` (.safetensors) atomically; world-readable."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {
+        "steps": torch.from_numpy(np.asarray(params.steps, np.float32)).contiguous(),
+        "mask_index_threshold": torch.from_numpy(
+            np.asarray(params.mask_index_threshold, np.int32)
+        ).contiguous(),
+    }
+    meta = {
+        **params.meta,
+        **(extra_meta or {}),
+        "format": FORMAT,
+        "base_sha256": params.base_sha256,
+        "layers": str(params.layers),
+        "channels": str(params.channels),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path) -> DeepHQParams:
+    """Read a DeepHQ weights file; raises ``ValueError`` naming what is wrong."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a DeepHQ weights file ({FORMAT})")
+            steps = f.get_tensor("steps").astype(np.float64)
+            thr = f.get_tensor("mask_index_threshold").astype(np.int64)
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"cannot read DeepHQ weights {path}: {exc}") from exc
+    base = meta.pop("base_sha256", "")
+    return DeepHQParams(steps, thr, base, meta)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() else None

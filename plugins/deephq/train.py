@@ -1,0 +1,502 @@
+"""Training DeepHQ's parameters on the frozen base model: the paper's steps 2 and 3 on CPU.
+
+Step 1 of the paper (training the base compression model) is the shipped MeanScaleHyperprior
+(:mod:`plugins.learned.train`); it stays frozen here. What is learned:
+
+* step 2 (``--step 2``): the quantization step ``D[l, c]`` of every layer ``l < L`` and latent
+  channel ``c`` (the last layer's step is 1, the base model's grid), with the multi-rate loss
+  ``sum_l (R_l + lambda_l * 255**2 * MSE_l)``, ``lambda_l`` geometric from ``--lmbda-first`` to
+  ``--lmbda-last`` (the base model's lambda). By default a step is a power of two,
+  ``D = 2 ** round(softplus(a))`` (straight-through rounding): power-of-two grids nest exactly
+  in one another on the integer grid, while real-valued steps cut each other's bins into
+  irregular pieces (measured worse, see the plugin's README section); ``--real-steps`` learns
+  ``D = 1 + softplus(a)`` instead;
+* step 3 (``--step 3``, ``--init`` a step-2 run): the steps again plus the mask generator, the
+  per-(layer, channel) threshold ``t[l, c]`` on the log prior scale: element ``e`` is coded from
+  layer ``l`` on when ``log sigma_e > t[l, c]``. ``t[l+1] = t[l] - softplus(g[l])`` keeps the
+  selected sets nested.
+
+The loss of one layer follows the coder's nested intervals: with the fine index
+``n = round(y - mu)``, layer ``k``'s bin of ``n`` is ``[(j - 1/2) D_k, (j + 1/2) D_k]``,
+``j = floor(n / D_k + 1/2)``, its edges snapped to half-integers (the coder's bins hold whole
+integers; straight-through, so the gradient reaches ``D_k``), and the interval after layer
+``l`` is the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)``
+(the nested coder's cumulative cost); reconstruction: ``mu`` plus its midpoint; both times the
+mask ``m`` (hard forward, ``sigmoid((log sigma - t) / 0.5)`` backward). ``sigma`` is the
+scale-table value of the element's scale index, as the coder uses it. The loss does not model
+the sliver merging. Each iteration draws
+``--layers-per-iteration`` of the trainable layers (an unbiased estimate of the multi-rate
+loss at a fraction of the cost of running the synthesis ``L`` times).
+
+Resumable like ``bench train``: ``<out>/checkpoint.pt`` (atomic, every ``--checkpoint-every``
+iterations and on SIGINT/SIGTERM) and ``<out>/log.jsonl``. ``--export FILE.safetensors`` writes
+the shippable parameters (:mod:`plugins.deephq.params`) and a JSON sidecar.
+
+Run ``bench train deephq --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins.deephq import params as dp
+
+LAYERS = 8
+MASK_TEMPERATURE = 0.5
+CHECKPOINT_FORMAT = "bench-deephq-checkpoint-v1"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+
+
+def lambdas(first: float, last: float, layers: int = LAYERS) -> list[float]:
+    """Geometric ladder of ``layers`` R-D trade-offs from ``first`` to ``last``."""
+    if layers == 1:
+        return [last]
+    return [first * (last / first) ** (k / (layers - 1)) for k in range(layers)]
+
+
+def _inv_softplus(x: float) -> float:
+    return math.log(math.expm1(x))
+
+
+def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_two: bool = True):
+    """The trainable module: steps ``(L, M)`` and nested mask thresholds ``(L, M)``.
+
+    ``power_of_two``: a step is ``2 ** e`` with the exponent ``e = softplus(a) >= 0`` rounded
+    (straight-through), so that every layer's grid nests exactly in the coarser ones on the
+    integer grid; initialised to 8, 8, 4, 4, 2, 2, 1 (then 1). Otherwise ``D = 1 + softplus(a)``,
+    initialised to ``2 ** ((L - 1 - l) / 2)``.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class LearnedQuantizer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            if power_of_two:
+                init = [_inv_softplus((layers - 1 - k) / 2.0 - 0.25) for k in range(layers - 1)]
+            else:
+                init = [
+                    _inv_softplus(2.0 ** ((layers - 1 - k) / 2.0) - 1.0) for k in range(layers - 1)
+                ]
+            raw = torch.tensor(init)[:, None]
+            self.step_raw = nn.Parameter(raw.repeat(1, channels))
+            self.mask_top = nn.Parameter(torch.full((channels,), log_sigma_min + 1.0))
+            gap = _inv_softplus(1.5 / max(layers - 1, 1))
+            self.mask_gap = nn.Parameter(torch.full((layers - 1, channels), gap))
+
+        def steps(self) -> torch.Tensor:
+            ones = torch.ones(1, channels)
+            if not power_of_two:
+                return torch.cat([1.0 + F.softplus(self.step_raw), ones])
+            e = F.softplus(self.step_raw)
+            e = e + (torch.round(e) - e).detach()
+            return torch.cat([torch.exp2(e), ones])
+
+        def thresholds(self) -> torch.Tensor:
+            drops = torch.cumsum(F.softplus(self.mask_gap), 0)
+            return torch.cat([self.mask_top[None], self.mask_top[None] - drops])
+
+        def layer(self, y, mu, sigma, layer: int, use_masks: bool):
+            """``(y_hat, bits)`` at the end of ``layer`` (0-based; see module doc)."""
+            steps = self.steps()
+            n = torch.round(y - mu).detach()
+            lower = upper = None
+            for k in range(layer + 1):
+                d = steps[k][None, :, None, None]
+                label = torch.floor(n / d + 0.5).detach()
+                lo_k, hi_k = (label - 0.5) * d, (label + 0.5) * d
+                # the coder's bins hold whole fine integers: edges snap to half-integers
+                lo_k = lo_k + (torch.ceil(lo_k) - 0.5 - lo_k).detach()
+                hi_k = hi_k + (torch.ceil(hi_k) - 0.5 - hi_k).detach()
+                lower = lo_k if lower is None else torch.maximum(lower, lo_k)
+                upper = hi_k if upper is None else torch.minimum(upper, hi_k)
+            normal = torch.distributions.Normal(0.0, 1.0)
+            # mass of [lower, upper] under N(0, sigma), computed on the side away from the mode
+            flip = (lower + upper) > 0
+            a = torch.where(flip, -upper, lower) / sigma
+            b = torch.where(flip, -lower, upper) / sigma
+            p = normal.cdf(b) - normal.cdf(a)
+            bits = -torch.log2(p.clamp_min(1e-9))
+            rel = 0.5 * (lower + upper)
+            if use_masks:
+                t = self.thresholds()[layer][None, :, None, None]
+                soft = torch.sigmoid((sigma.log() - t) / MASK_TEMPERATURE)
+                hard = (sigma.log() > t).to(soft.dtype)
+                m = hard + soft - soft.detach()
+                rel = m * rel
+                bits = m * bits
+            return mu + rel, bits.sum()
+
+    return LearnedQuantizer()
+
+
+def _prior(base, x):
+    """Frozen base: ``y``, ``mu`` and the scale-table ``sigma`` of every element of ``x``."""
+    import torch
+
+    t = base.tables
+    with torch.no_grad():
+        y = base.nets.g_a(x)
+        z = base.nets.h_a(y)
+        med = torch.from_numpy(t.z_medians)[None, :, None, None]
+        z_hat = torch.round(z - med) + med
+        scales, mu = base.nets.h_s(z_hat).chunk(2, 1)
+        table = torch.from_numpy(base.scale_table).float()
+        scales = scales.clamp_min(float(base.scale_bound))
+        idx = torch.bucketize(scales, table[:-1], right=False)
+        sigma = table[idx]
+    return y, mu, sigma
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A DeepHQ checkpoint (file, or ``checkpoint.pt`` in a directory); ``ValueError`` if not."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ValueError(f"no DeepHQ checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a DeepHQ checkpoint ({CHECKPOINT_FORMAT})")
+    return state
+
+
+def train(
+    out: str | Path,
+    *,
+    data: str | None = None,
+    step: int = 2,
+    base: str | None = None,
+    init: str | None = None,
+    iterations: int = 2000,
+    batch: int = 8,
+    crop: int = 128,
+    lr: float = 0.01,
+    threads: int = 1,
+    checkpoint_every: int = 100,
+    log_every: int = 25,
+    layers_per_iteration: int = 2,
+    lmbda_first: float = 0.008,
+    lmbda_last: float = 0.0932,
+    power_of_two: bool = True,
+    seed: int = 0,
+    resume: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Run (or resume) step 2 or 3; returns ``{"iteration", "checkpoint", "stopped_by"}``."""
+    import torch
+
+    from plugins.learned.model_io import BaseModel
+    from plugins.learned.train import _StopFlag, load_training_images, sample_batch
+    from plugins.learned.weights import DEFAULT_WEIGHTS
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_NAME
+    if resume:
+        state = load_checkpoint(ckpt)
+        cfg = dict(state["config"])
+        cfg["iterations"] = iterations or cfg["iterations"]
+        cfg["threads"] = threads
+    else:
+        if ckpt.exists():
+            raise ValueError(f"{ckpt} exists: pass --resume, or choose another --out")
+        if step not in (2, 3):
+            raise ValueError("--step must be 2 (steps) or 3 (steps + masks)")
+        if step == 3 and not init:
+            raise ValueError("step 3 starts from a step-2 run: pass --init DIR")
+        if not data:
+            raise ValueError("--data is required for a new run")
+        cfg = {
+            "step": step,
+            "base": base or DEFAULT_WEIGHTS,
+            "data": str(Path(data).resolve()),
+            "init": str(init) if init else None,
+            "iterations": iterations,
+            "batch": batch,
+            "crop": crop,
+            "lr": lr,
+            "threads": threads,
+            "layers": LAYERS,
+            "power_of_two": power_of_two,
+            "layers_per_iteration": layers_per_iteration,
+            "lambdas": lambdas(lmbda_first, lmbda_last),
+            "seed": seed,
+        }
+        state = None
+    torch.set_num_threads(int(cfg["threads"]))
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    prev = load_checkpoint(cfg["init"]) if cfg["init"] and state is None else None
+    if prev is not None:  # step 3 keeps step 2's parametrisation
+        cfg["power_of_two"] = prev["config"].get("power_of_two", False)
+    base_model = BaseModel.get(cfg["base"])
+    use_masks = cfg["step"] == 3
+    torch.manual_seed(cfg["seed"])
+    quant = build_quantizer(
+        base_model.M,
+        cfg["layers"],
+        math.log(base_model.scale_table[0]),
+        cfg.get("power_of_two", False),
+    )
+    trainable = list(range(cfg["layers"] if use_masks else cfg["layers"] - 1))
+    params = [quant.step_raw] + ([quant.mask_top, quant.mask_gap] if use_masks else [])
+    optimizer = torch.optim.Adam(params, lr=cfg["lr"])
+    history: dict[str, Any] = {}
+    if state is not None:
+        quant.load_state_dict(state["quantizer"])
+        optimizer.load_state_dict(state["optimizer"])
+        iteration, seconds = int(state["iteration"]), float(state["train_seconds"])
+        history = state.get("history", {})
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        log(f"resuming {ckpt} at iteration {iteration}")
+    else:
+        iteration, seconds = 0, 0.0
+        rng = np.random.Generator(np.random.PCG64(cfg["seed"]))
+        if prev is not None:
+            quant.load_state_dict(prev["quantizer"])
+            history = {
+                **prev.get("history", {}),
+                f"step{prev['config']['step']}": {
+                    "iterations": int(prev["iteration"]),
+                    "train_seconds": float(prev["train_seconds"]),
+                    "config": prev["config"],
+                },
+            }
+            log(f"starting step {cfg['step']} from {cfg['init']} (step {prev['config']['step']})")
+    images = load_training_images(cfg["data"], cfg["crop"], log=log)
+    lam = cfg["lambdas"]
+
+    def checkpoint() -> None:
+        _save(
+            ckpt,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": cfg,
+                "quantizer": quant.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": iteration,
+                "train_seconds": seconds,
+                "history": history,
+                "base_sha256": base_model.resolved.sha256,
+                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+            },
+        )
+
+    running: dict[int, list[float]] = {}
+    stopped_by = None
+    with _StopFlag() as stop, open(out / LOG_NAME, "a") as logf:
+        while iteration < cfg["iterations"]:
+            if stop.requested:
+                stopped_by = stop.requested
+                break
+            t0 = time.perf_counter()
+            x = sample_batch(images, rng, cfg["batch"], cfg["crop"])
+            y, mu, sigma = _prior(base_model, x)
+            chosen = rng.choice(
+                trainable, size=min(cfg["layers_per_iteration"], len(trainable)), replace=False
+            )
+            optimizer.zero_grad()
+            num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+            for layer in sorted(int(k) for k in chosen):
+                y_hat, bits = quant.layer(y, mu, sigma, layer, use_masks)
+                x_hat = base_model.nets.g_s(y_hat)
+                mse = torch.mean((x_hat - x) ** 2)
+                bpp = bits / num_pixels
+                loss = bpp + lam[layer] * 255.0**2 * mse
+                loss.backward()
+                psnr = 10 * math.log10(1.0 / max(mse.item(), 1e-12))
+                running.setdefault(layer, []).append((bpp.item(), psnr))
+            optimizer.step()
+            iteration += 1
+            seconds += time.perf_counter() - t0
+            if iteration % cfg.get("log_every", log_every) == 0:
+                rec = {"type": "train", "iteration": iteration, "train_seconds": seconds}
+                for layer, vals in sorted(running.items()):
+                    arr = np.array(vals)
+                    rec[f"layer{layer + 1}"] = {"bpp": arr[:, 0].mean(), "psnr": arr[:, 1].mean()}
+                steps = quant.steps().detach()
+                rec["step_mean"] = steps.mean(1).tolist()
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                running.clear()
+                log(
+                    f"it {iteration} {seconds / iteration:.2f} s/it; "
+                    + " ".join(
+                        f"L{k}:{v['bpp']:.3f}/{v['psnr']:.2f}"
+                        for k, v in ((key[5:], rec[key]) for key in rec if key.startswith("layer"))
+                    )
+                )
+            if iteration % cfg.get("checkpoint_every", checkpoint_every) == 0:
+                checkpoint()
+        checkpoint()
+    return {"iteration": iteration, "checkpoint": str(ckpt), "stopped_by": stopped_by}
+
+
+def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
+    """Write the parameters of a step-2 or step-3 checkpoint and a JSON sidecar."""
+    from plugins.learned.model_io import BaseModel
+
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    base = BaseModel.get(cfg["base"])
+    if base.resolved.sha256 != state["base_sha256"]:
+        raise ValueError("the checkpoint was trained on other base weights than --base resolves to")
+    quant = build_quantizer(
+        base.M, cfg["layers"], math.log(base.scale_table[0]), cfg.get("power_of_two", False)
+    )
+    quant.load_state_dict(state["quantizer"])
+    steps = quant.steps().detach().numpy().astype(np.float32).astype(np.float64)
+    if cfg["step"] == 3:
+        t = quant.thresholds().detach().numpy().astype(np.float64)
+        log_table = np.log(base.scale_table)
+        thr = np.searchsorted(log_table, t, side="right")
+        thr = np.minimum.accumulate(thr, axis=0)
+    else:
+        thr = np.zeros(steps.shape, np.int64)
+    history = {
+        **state.get("history", {}),
+        f"step{cfg['step']}": {
+            "iterations": int(state["iteration"]),
+            "train_seconds": float(state["train_seconds"]),
+            "config": cfg,
+        },
+    }
+    params = dp.DeepHQParams(steps, thr, base.resolved.sha256)
+    out_file = Path(out_file)
+    if out_file.suffix != ".safetensors":
+        raise ValueError("export target must end in .safetensors")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    dp.save(
+        params, out_file, {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"])}
+    )
+    from plugins.learned.weights import sha256_file
+
+    selected = (np.arange(len(base.scale_table))[None, None, :] >= thr[:, :, None]).mean(axis=2)
+    sidecar = {
+        "format": dp.FORMAT,
+        "what": (
+            "DeepHQ-MS parameters (learned per-layer, per-channel quantization steps and mask "
+            "thresholds) trained by this project with `bench train deephq` on its own small "
+            "base model; NOT the DeepHQ paper's weights"
+        ),
+        "weights_file": out_file.name,
+        "weights_sha256": sha256_file(out_file),
+        "weights_bytes": out_file.stat().st_size,
+        "base": {"spec": base.resolved.spec, "sha256": base.resolved.sha256},
+        "layers": int(steps.shape[0]),
+        "channels": int(steps.shape[1]),
+        "added_parameters": int(steps[:-1].size + (thr.size if cfg["step"] == 3 else 0)),
+        "steps_per_layer": {
+            "mean": steps.mean(1).tolist(),
+            "min": steps.min(1).tolist(),
+            "max": steps.max(1).tolist(),
+        },
+        "scale_indexes_selected_per_layer": selected.mean(1).tolist(),
+        "training": history,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    dp.sidecar_path(out_file).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return sidecar
+
+
+def _parse_args(argv: Sequence[str] | None):
+    p = argparse.ArgumentParser(
+        prog="bench train deephq",
+        description="Train DeepHQ's steps (step 2) and masks (step 3) on the frozen base model.",
+    )
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--data", help="training image folder (never Kodak)")
+    p.add_argument("--step", type=int, default=2, choices=(2, 3))
+    p.add_argument("--base", default=None, help="base weights (default: the bundled model)")
+    p.add_argument("--init", default=None, help="step 3: the step-2 checkpoint directory")
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--layers-per-iteration", type=int, default=2)
+    p.add_argument("--lmbda-first", type=float, default=0.008)
+    p.add_argument("--lmbda-last", type=float, default=0.0932)
+    p.add_argument(
+        "--real-steps",
+        action="store_true",
+        help="learn unconstrained real steps >= 1 instead of powers of two",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        if args.export:
+            side = export(args.out, args.export)
+            print(f"wrote {args.export} ({side['weights_bytes']} bytes) and its sidecar")
+            return 0
+        summary = train(
+            args.out,
+            data=args.data,
+            step=args.step,
+            base=args.base,
+            init=args.init,
+            iterations=args.iterations,
+            batch=args.batch,
+            crop=args.crop,
+            lr=args.lr,
+            threads=args.threads,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
+            layers_per_iteration=args.layers_per_iteration,
+            lmbda_first=args.lmbda_first,
+            lmbda_last=args.lmbda_last,
+            power_of_two=not args.real_steps,
+            seed=args.seed,
+            resume=args.resume,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    sys.exit(main())
