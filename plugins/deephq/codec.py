@@ -41,7 +41,13 @@ from plugins.deephq import coder
 from plugins.deephq import params as dp
 from plugins.learned import latent_coder as lc
 from plugins.learned.model_io import BaseModel, Reader, put_varint
-from plugins.learned.progressive import RECON_CODES, RECON_NAMES, library_versions
+from plugins.learned.progressive import (
+    RECON_CODES,
+    RECON_NAMES,
+    Decoded,
+    DecoderMemo,
+    library_versions,
+)
 from plugins.learned.weights import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -68,6 +74,16 @@ def resolve_params(spec: str) -> Path:
     if not path.is_file():
         raise CodecUnavailable(f"DeepHQ weights {spec} not found ({path})", TRAIN_FIX)
     return path
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    """A flag given as a bool or as text (``masks=false`` on the command line)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return text in ("true", "1", "yes")
+    return bool(value)
 
 
 def check_bundled() -> None:
@@ -97,6 +113,7 @@ class DeepHQCodec(ProgressiveCodec):
         masks: bool = True,
         chunk_bits: int = 1024,
         reconstruction: str = "mean",
+        memo: bool = False,
     ) -> None:
         if reconstruction not in ("mean", "midpoint"):
             raise ValueError("reconstruction must be 'mean' or 'midpoint'")
@@ -110,7 +127,10 @@ class DeepHQCodec(ProgressiveCodec):
             raise CodecUnavailable(str(exc), TRAIN_FIX) from exc
         self.sha256 = sha256_file(self.path)
         self.base_spec = self.params.meta.get("base_weights", "")
-        self.masks = bool(masks)
+        self.masks = _as_bool(masks, "masks")
+        self.memo = _as_bool(memo, "memo")
+        self._memo_hyper = DecoderMemo(self.memo)
+        self._memo_image = DecoderMemo(self.memo)
         self.chunk_bits = int(chunk_bits)
         self.reconstruction = reconstruction
         self._base: BaseModel | None = None
@@ -144,7 +164,7 @@ class DeepHQCodec(ProgressiveCodec):
         )
 
     def parameters(self) -> dict[str, Any]:
-        return {
+        out = {
             "weights": self.weights_spec,
             "masks": self.masks,
             "chunk_bits": self.chunk_bits,
@@ -152,6 +172,9 @@ class DeepHQCodec(ProgressiveCodec):
             "layers": self.params.layers,
             "sliver_fraction": coder.SLIVER_FRACTION,
         }
+        if self.memo:
+            out["memo"] = True
+        return out
 
     def added_parameters(self) -> dict[str, int]:
         """Learned values DeepHQ adds over the base: steps of the ``L - 1`` learned layers and,
@@ -228,10 +251,11 @@ class DeepHQCodec(ProgressiveCodec):
         return bytes(out) + body, stats
 
     def decode(self, prefix: bytes) -> np.ndarray:
-        return self.decode_full(prefix)[0]
+        return self.decode_full(prefix).image
 
-    def decode_full(self, prefix: bytes) -> tuple[np.ndarray, coder.DecodedLatent, dict]:
-        """The image, the decoder's latent state and a time split (seconds)."""
+    def decode_full(self, prefix: bytes) -> Decoded:
+        """The image, the decoder's latent state (:class:`coder.DecodedLatent`), the header size
+        and a time split (seconds)."""
         t0 = time.perf_counter()
         prefix = bytes(prefix)
         reader = Reader(prefix)
@@ -253,20 +277,33 @@ class DeepHQCodec(ProgressiveCodec):
         if chunk_bits <= 0:
             raise ValueError("corrupt header: chunk size 0")
         z_bytes = reader.take(reader.varint())
-        hyper = base.hyper(z_bytes, base.hyper_shape(height, width))
-        order, idx, ch = self._order(hyper)
+        header = prefix[: reader.pos]
+        cached = self._memo_hyper.get(header)
+        if cached is None:
+            hyper = base.hyper(z_bytes, base.hyper_shape(height, width))
+            cached = (hyper, *self._order(hyper))
+            self._memo_hyper.put(header, cached)
+        hyper, order, idx, ch = cached
         t1 = time.perf_counter()
         ctx = self.context(bool(flags & 1))
         state = coder.decode(ctx, prefix, reader.pos, idx, ch, chunk_bits * lc.UNITS_PER_BIT)
         t2 = time.perf_counter()
-        rel = coder.reconstruct(ctx, state.elements, recon)
-        y_hat = np.empty(rel.size, np.float64)
-        y_hat[order] = rel
-        y_hat = y_hat.reshape(hyper.means.shape) + hyper.means
-        image = base.synthesise(y_hat, height, width)
-        seconds = {
-            "header+z+hyper": t1 - t0,
-            "latent": t2 - t1,
-            "reconstruction+synthesis": time.perf_counter() - t2,
-        }
-        return image, state, seconds
+        image = self._memo_image.get(prefix[: state.end])
+        if image is None:
+            rel = coder.reconstruct(ctx, state.elements, recon)
+            y_hat = np.empty(rel.size, np.float64)
+            y_hat[order] = rel
+            y_hat = y_hat.reshape(hyper.means.shape) + hyper.means
+            image = base.synthesise(y_hat, height, width)
+            self._memo_image.put(prefix[: state.end], image)
+        return Decoded(
+            image=image,
+            state=state,
+            header_bytes=len(header),
+            fine_symbols=int(idx.size),
+            seconds={
+                "header+z+hyper": t1 - t0,
+                "latent": t2 - t1,
+                "reconstruction+synthesis": time.perf_counter() - t2,
+            },
+        )

@@ -87,7 +87,7 @@ def save(params: DeepHQParams, path: str | Path, extra_meta: dict[str, str] | No
 
 def load(path: str | Path) -> DeepHQParams:
     """Read a DeepHQ weights file; raises ``ValueError`` naming what is wrong."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
@@ -97,7 +97,7 @@ def load(path: str | Path) -> DeepHQParams:
                 raise ValueError(f"{path} is not a DeepHQ weights file ({FORMAT})")
             steps = f.get_tensor("steps").astype(np.float64)
             thr = f.get_tensor("mask_index_threshold").astype(np.int64)
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, SafetensorError) as exc:
         raise ValueError(f"cannot read DeepHQ weights {path}: {exc}") from exc
     base = meta.pop("base_sha256", "")
     return DeepHQParams(steps, thr, base, meta)

@@ -6,7 +6,9 @@ Step 1 of the paper (training the base compression model) is the shipped MeanSca
 * step 2 (``--step 2``): the quantization step ``D[l, c]`` of every layer ``l < L`` and latent
   channel ``c`` (the last layer's step is 1, the base model's grid), with the multi-rate loss
   ``sum_l (R_l + lambda_l * 255**2 * MSE_l)``, ``lambda_l`` geometric from ``--lmbda-first`` to
-  ``--lmbda-last`` (the base model's lambda). By default a step is a power of two,
+  ``--lmbda-last`` over the learned layers (defaults chosen to spread the layers' rates over
+  about 0.05-1 bpp with the shipped base; the last layer, the base model's grid, has the base
+  model's lambda ``--lmbda-base``). By default a step is a power of two,
   ``D = 2 ** round(softplus(a))`` (straight-through rounding): power-of-two grids nest exactly
   in one another on the integer grid, while real-valued steps cut each other's bins into
   irregular pieces (measured worse, see the plugin's README section); ``--real-steps`` learns
@@ -21,8 +23,9 @@ The loss of one layer follows the coder's nested intervals: with the fine index
 ``j = floor(n / D_k + 1/2)``, its edges snapped to half-integers (the coder's bins hold whole
 integers; straight-through, so the gradient reaches ``D_k``), and the interval after layer
 ``l`` is the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)``
-(the nested coder's cumulative cost); reconstruction: ``mu`` plus its midpoint; both times the
-mask ``m`` (hard forward, ``sigmoid((log sigma - t) / 0.5)`` backward). ``sigma`` is the
+(the nested coder's cumulative cost); reconstruction: ``mu`` plus its midpoint, whose gradient
+with respect to ``D_l`` is the straight-through one of ``D_l * round((y - mu) / D_l)``; both
+times the mask ``m`` (hard forward, ``sigmoid((log sigma - t) / 0.5)`` backward). ``sigma`` is the
 scale-table value of the element's scale index, as the coder uses it. The loss does not model
 the sliver merging. Each iteration draws
 ``--layers-per-iteration`` of the trainable layers (an unbiased estimate of the multi-rate
@@ -58,13 +61,16 @@ MASK_TEMPERATURE = 0.5
 CHECKPOINT_FORMAT = "bench-deephq-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
+DEFAULT_ITERATIONS = 800
 
 
-def lambdas(first: float, last: float, layers: int = LAYERS) -> list[float]:
-    """Geometric ladder of ``layers`` R-D trade-offs from ``first`` to ``last``."""
-    if layers == 1:
-        return [last]
-    return [first * (last / first) ** (k / (layers - 1)) for k in range(layers)]
+def lambdas(first: float, last: float, base: float, layers: int = LAYERS) -> list[float]:
+    """R-D trade-offs of the layers: geometric from ``first`` to ``last`` over the ``layers - 1``
+    learned layers, then ``base`` (the base model's lambda) for the last layer."""
+    learned = layers - 1
+    if learned < 2:
+        return [first] * learned + [base]
+    return [first * (last / first) ** (k / (learned - 1)) for k in range(learned)] + [base]
 
 
 def _inv_softplus(x: float) -> float:
@@ -131,7 +137,14 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             b = torch.where(flip, -lower, upper) / sigma
             p = normal.cdf(b) - normal.cdf(a)
             bits = -torch.log2(p.clamp_min(1e-9))
-            rel = 0.5 * (lower + upper)
+            # reconstruction: the interval's midpoint; its gradient with respect to the layer's
+            # step is the straight-through one of ``D * round((y - mu) / D)``, the quantization
+            # error ``round(v) - v`` (detached labels alone would hide that a larger step moves
+            # values into the zero bin, and the rate term would then grow the steps unchecked)
+            d = steps[layer][None, :, None, None]
+            v = ((y - mu) / d).detach()
+            surrogate = d * (torch.round(v) - v)
+            rel = 0.5 * (lower + upper).detach() + surrogate - surrogate.detach()
             if use_masks:
                 t = self.thresholds()[layer][None, :, None, None]
                 soft = torch.sigmoid((sigma.log() - t) / MASK_TEMPERATURE)
@@ -198,7 +211,7 @@ def train(
     step: int = 2,
     base: str | None = None,
     init: str | None = None,
-    iterations: int = 2000,
+    iterations: int | None = None,
     batch: int = 8,
     crop: int = 128,
     lr: float = 0.01,
@@ -206,8 +219,9 @@ def train(
     checkpoint_every: int = 100,
     log_every: int = 25,
     layers_per_iteration: int = 2,
-    lmbda_first: float = 0.008,
-    lmbda_last: float = 0.0932,
+    lmbda_first: float = 0.0003,
+    lmbda_last: float = 0.004,
+    lmbda_base: float = 0.0932,
     power_of_two: bool = True,
     seed: int = 0,
     resume: bool = False,
@@ -242,7 +256,9 @@ def train(
             "base": base or DEFAULT_WEIGHTS,
             "data": str(Path(data).resolve()),
             "init": str(init) if init else None,
-            "iterations": iterations,
+            "iterations": iterations or DEFAULT_ITERATIONS,
+            "log_every": log_every,
+            "checkpoint_every": checkpoint_every,
             "batch": batch,
             "crop": crop,
             "lr": lr,
@@ -250,7 +266,7 @@ def train(
             "layers": LAYERS,
             "power_of_two": power_of_two,
             "layers_per_iteration": layers_per_iteration,
-            "lambdas": lambdas(lmbda_first, lmbda_last),
+            "lambdas": lambdas(lmbda_first, lmbda_last, lmbda_base),
             "seed": seed,
         }
         state = None
@@ -261,6 +277,8 @@ def train(
     if prev is not None:  # step 3 keeps step 2's parametrisation
         cfg["power_of_two"] = prev["config"].get("power_of_two", False)
     base_model = BaseModel.get(cfg["base"])
+    if prev is not None and prev.get("base_sha256") != base_model.resolved.sha256:
+        raise ValueError(f"{cfg['init']} was trained on other base weights than {cfg['base']}")
     use_masks = cfg["step"] == 3
     torch.manual_seed(cfg["seed"])
     quant = build_quantizer(
@@ -442,7 +460,12 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--step", type=int, default=2, choices=(2, 3))
     p.add_argument("--base", default=None, help="base weights (default: the bundled model)")
     p.add_argument("--init", default=None, help="step 3: the step-2 checkpoint directory")
-    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_ITERATIONS}; on --resume: the run's",
+    )
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01)
@@ -450,8 +473,9 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--layers-per-iteration", type=int, default=2)
-    p.add_argument("--lmbda-first", type=float, default=0.008)
-    p.add_argument("--lmbda-last", type=float, default=0.0932)
+    p.add_argument("--lmbda-first", type=float, default=0.0003)
+    p.add_argument("--lmbda-last", type=float, default=0.004)
+    p.add_argument("--lmbda-base", type=float, default=0.0932)
     p.add_argument(
         "--real-steps",
         action="store_true",
@@ -486,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             layers_per_iteration=args.layers_per_iteration,
             lmbda_first=args.lmbda_first,
             lmbda_last=args.lmbda_last,
+            lmbda_base=args.lmbda_base,
             power_of_two=not args.real_steps,
             seed=args.seed,
             resume=args.resume,

@@ -96,6 +96,12 @@ def register_commands(cli: typer.Typer) -> None:
         """Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C saves), or
         another model with ``bench train MODEL``."""
         if model in TRAINERS:
+            base_only = {"--N": N, "--M": M, "--lmbda": lmbda, "--eval-every": eval_every,
+                         "--eval-images": eval_images, "--kodak": kodak}  # fmt: skip
+            given = [flag for flag, value in base_only.items() if value is not None]
+            if given:
+                typer.echo(f"error: {', '.join(given)} apply to the base model only", err=True)
+                raise typer.Exit(2)
             parsed = {
                 "out": out, "data": data, "iterations": iterations, "batch": batch,
                 "crop": crop, "lr": lr, "threads": threads, "checkpoint_every": checkpoint_every,

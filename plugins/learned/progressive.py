@@ -48,7 +48,7 @@ class Decoded:
     """A decoded prefix with what the decoder learned on the way (for benchmarks and tests)."""
 
     image: np.ndarray
-    state: lc.LatentState
+    state: Any  # the latent coder's state (lc.LatentState for PLONQ and DZQ)
     header_bytes: int
     fine_symbols: int
     seconds: dict[str, float]
@@ -106,8 +106,8 @@ class NestedLatentCodec(ProgressiveCodec):
         self.chunk_bits = int(chunk_bits)
         self.reconstruction = reconstruction
         self.memo = bool(memo)
-        self._memo_hyper: OrderedDict[bytes, tuple] = OrderedDict()
-        self._memo_image: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._memo_hyper = DecoderMemo(self.memo)
+        self._memo_image = DecoderMemo(self.memo)
         self._base: BaseModel | None = None
 
     # -- subclass hooks -------------------------------------------------------------------
@@ -214,26 +214,26 @@ class NestedLatentCodec(ProgressiveCodec):
         z_bytes = reader.take(z_len)
         header_end = reader.pos
         header = prefix[:header_end]
-        cached = self._memo_get(self._memo_hyper, header)
+        cached = self._memo_hyper.get(header)
         if cached is None:
             hyper = base.hyper(z_bytes, base.hyper_shape(height, width))
             order = lc.refinement_order(hyper.indexes)
             idx = hyper.indexes.reshape(-1).astype(np.int64)[order]
             cached = (hyper, order, idx)
-            self._memo_put(self._memo_hyper, header, cached)
+            self._memo_hyper.put(header, cached)
         hyper, order, idx = cached
         t_hyper = time.perf_counter()
         tables = cached_tables(base, scheme, RECON_NAMES[recon_code])
         state = lc.decode_latent(tables, prefix, header_end, idx, chunk_bits * lc.UNITS_PER_BIT)
         t_latent = time.perf_counter()
-        image = self._memo_get(self._memo_image, prefix[: state.end])
+        image = self._memo_image.get(prefix[: state.end])
         if image is None:
             rel = lc.reconstruct(tables, state)
             y_hat = np.empty(rel.size, dtype=np.float64)
             y_hat[order] = rel
             y_hat = y_hat.reshape(hyper.means.shape) + hyper.means
             image = base.synthesise(y_hat, height, width)
-            self._memo_put(self._memo_image, prefix[: state.end], image)
+            self._memo_image.put(prefix[: state.end], image)
         return Decoded(
             image=image,
             state=state,
@@ -246,25 +246,31 @@ class NestedLatentCodec(ProgressiveCodec):
             },
         )
 
-    # -- decoder memo (tests / interactive use only) ----------------------------------------
 
-    def _memo_get(self, memo: OrderedDict, key: bytes):
-        """With ``memo=True``, the decoder reuses the outputs of its last few decodes, keyed by
-        the exact bytes they depend on (the header for the hyper path, the header plus all
-        complete chunks for the image), so a prefix that adds no complete chunk costs no
-        network run. Off by default: with it on, repeated decodes are not timed honestly."""
-        if not self.memo or key not in memo:
+class DecoderMemo:
+    """With ``enabled``, a decoder reuses the outputs of its last few decodes, keyed by the exact
+    bytes they depend on (the header for the hyper path, the header plus all complete chunks for
+    the image), so a prefix that adds no complete chunk costs no network run. Off by default:
+    with it on, repeated decodes are not timed honestly (tests and interactive use only)."""
+
+    def __init__(self, enabled: bool, size: int = 4) -> None:
+        self.enabled = enabled
+        self.size = size
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+
+    def get(self, key: bytes):
+        if not self.enabled or key not in self._items:
             return None
-        memo.move_to_end(key)
-        value = memo[key]
+        self._items.move_to_end(key)
+        value = self._items[key]
         return value.copy() if isinstance(value, np.ndarray) else value
 
-    def _memo_put(self, memo: OrderedDict, key: bytes, value) -> None:
-        if not self.memo:
+    def put(self, key: bytes, value) -> None:
+        if not self.enabled:
             return
-        memo[key] = value.copy() if isinstance(value, np.ndarray) else value
-        while len(memo) > 4:
-            memo.popitem(last=False)
+        self._items[key] = value.copy() if isinstance(value, np.ndarray) else value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
 
 
 def library_versions() -> dict[str, str]:
