@@ -1,5 +1,5 @@
 """The learned step sizes of a DeepHQ weights file, per layer and channel (the paper's Fig. 9
-view), and the mask thresholds as prior scales.
+view), and its mask thresholds as prior scales.
 
 ``python -m plugins.deephq.figures WEIGHTS.safetensors OUT.png``
 """
@@ -15,8 +15,9 @@ from plugins.deephq import params as dp
 
 
 def plot_steps(weights: str | Path, out: str | Path) -> Path:
-    """Write ``out`` (PNG): left, every channel's step at each layer (channels sorted by their
-    layer-1 step); right, the prior scale from which an element is coded at each layer."""
+    """Write ``out`` (PNG): the step of every layer and channel as a map (channels sorted by
+    their mean log step), the number of channels at each step per layer, and the prior scale
+    from which an element is coded at each layer (mask thresholds per channel)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,27 +27,41 @@ def plot_steps(weights: str | Path, out: str | Path) -> Path:
 
     p = dp.load(weights)
     base = BaseModel.get(p.meta.get("base_weights") or None)
-    order = np.argsort(-p.steps[0], kind="stable")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = plt.cm.viridis(np.linspace(0, 0.9, p.layers))
-    for layer in range(p.layers):
-        left.plot(p.steps[layer, order], color=colours[layer], lw=1.2, label=f"layer {layer + 1}")
-    left.set_yscale("log")
-    left.set_xlabel("latent channel (sorted by its layer-1 step)")
-    left.set_ylabel("quantization step (base model's integer grid)")
-    left.set_title("learned step sizes per layer and channel")
-    left.legend(fontsize=7, ncol=2)
-    left.grid(alpha=0.3, which="both")
+    log_steps = np.log2(p.steps)
+    order = np.lexsort((np.arange(p.channels), -log_steps.mean(axis=0)))
+    fig, (left, middle, right) = plt.subplots(
+        1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [2.2, 1, 1]}
+    )
+    shown = left.imshow(log_steps[:, order], aspect="auto", cmap="viridis", interpolation="nearest")
+    left.set_yticks(range(p.layers), [str(k + 1) for k in range(p.layers)])
+    left.set_ylabel("layer")
+    left.set_xlabel("latent channel (sorted by mean log step)")
+    left.set_title("learned step per layer and channel (log2)")
+    fig.colorbar(shown, ax=left, label="log2 step (base model's integer grid)")
+    values = np.unique(p.steps)
+    bottom = np.zeros(p.layers)
+    colours = plt.cm.viridis(np.linspace(0, 1, len(values)))
+    for value, colour in zip(values, colours, strict=True):
+        count = (p.steps == value).sum(axis=1)
+        middle.bar(range(1, p.layers + 1), count, bottom=bottom, color=colour, label=f"{value:g}")
+        bottom += count
+    middle.set_xlabel("layer")
+    middle.set_ylabel("channels")
+    middle.set_title("channels at each step")
+    middle.legend(title="step", fontsize=7)
     sigma = np.append(base.scale_table, np.inf)
     thr = sigma[np.minimum(p.mask_index_threshold, len(sigma) - 1)]
-    shown = np.where(p.mask_index_threshold == 0, base.scale_table[0], thr)
-    right.boxplot([shown[layer] for layer in range(p.layers)], showfliers=False)
+    thr = np.where(p.mask_index_threshold == 0, base.scale_table[0], thr)
+    right.boxplot([thr[layer] for layer in range(p.layers)], showfliers=False)
     right.set_yscale("log")
     right.set_xlabel("layer")
-    right.set_ylabel("smallest prior scale coded (per channel)")
-    right.set_title("selective compression: mask thresholds")
+    right.set_ylabel("smallest prior scale coded")
+    right.set_title("selective compression: thresholds")
     right.grid(alpha=0.3, which="both")
-    fig.suptitle(f"DeepHQ parameters {Path(weights).name} (trained by this project)", fontsize=10)
+    fig.suptitle(
+        f"DeepHQ parameters {Path(weights).name} (trained by this project, not the paper's)",
+        fontsize=10,
+    )
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)
