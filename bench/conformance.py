@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,18 @@ def _prefix_lengths(size: int) -> list[int]:
     return sorted(set(range(257)) | set(spread))
 
 
+def fresh_process_environment() -> dict[str, str]:
+    """The environment for a fresh decoding process: this one's, plus this process's torch
+    thread count when torch is loaded (``OMP_NUM_THREADS``). Float kernels may round differently
+    with another number of threads; the fresh-process check is about state travelling outside
+    the bytes, not about thread counts."""
+    env = dict(os.environ)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    return env
+
+
 def _decode_in_fresh_process(
     name: str, params: dict, data: bytes, plugin_files: Sequence[str]
 ) -> np.ndarray | str:
@@ -88,7 +101,9 @@ def _decode_in_fresh_process(
         ]
         for plugin in plugin_files:
             command += ["--plugin", str(plugin)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, env=fresh_process_environment()
+        )
         if done.returncode != 0:
             return f"fresh process failed: {done.stderr.strip().splitlines()[-1:]}"
         return np.load(dst)

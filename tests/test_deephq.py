@@ -89,6 +89,17 @@ def save_params(params, path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The trainers set torch's thread count for the whole process: put it back after each test
+    (later tests compare decodes across processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def header_length(data: bytes) -> int:
     """Bytes of the DeepHQ header (tag, H, W, 2 x 4 sha bytes, flags, chunk, len(z), z)."""
     from plugins.learned.model_io import Reader

@@ -78,9 +78,11 @@ def assert_fresh_process_decodes_alike(codec, codec_path: str, weights: str, ima
     job.write_text(
         json.dumps({"codec": codec_path, "weights": weights, "data": data.hex(), "cuts": cuts})
     )
+    from bench.conformance import fresh_process_environment
+
     done = subprocess.run(
         [sys.executable, "-c", _FRESH_DECODE, str(job)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
+        capture_output=True, text=True, cwd=REPO, timeout=600, env=fresh_process_environment(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     for cut, pixels in zip(cuts, json.loads(done.stdout), strict=True):
