@@ -46,11 +46,16 @@ from plugins.deephq import params as dp
 from plugins.learned import latent_coder as lc
 from plugins.learned.model_io import BaseModel, Reader, put_varint
 from plugins.learned.progressive import (
+    CHUNK_UNIT_BITS,
     RECON_CODES,
     RECON_NAMES,
     Decoded,
     DecoderMemo,
+    check_chunk_bits,
     library_versions,
+    read_chunk_bits,
+    read_image_header,
+    write_image_header,
 )
 from plugins.learned.weights import sha256_file
 
@@ -61,7 +66,6 @@ TRAIN_FIX = (
     "train and export DeepHQ's parameters: `bench train deephq --step 2 ...`, then "
     "`--step 3 --init ...` and `--export FILE.safetensors` (see plugins/deephq/train.py)"
 )
-CHUNK_UNIT_BITS = 64
 TAG = 0x48
 
 
@@ -121,8 +125,6 @@ class DeepHQCodec(ProgressiveCodec):
     ) -> None:
         if reconstruction not in ("mean", "midpoint"):
             raise ValueError("reconstruction must be 'mean' or 'midpoint'")
-        if chunk_bits < CHUNK_UNIT_BITS or chunk_bits % CHUNK_UNIT_BITS:
-            raise ValueError(f"chunk_bits must be a positive multiple of {CHUNK_UNIT_BITS}")
         self.weights_spec = str(weights)
         self.path = resolve_params(self.weights_spec)
         try:
@@ -135,7 +137,7 @@ class DeepHQCodec(ProgressiveCodec):
         self.memo = _as_bool(memo, "memo")
         self._memo_hyper = DecoderMemo(self.memo)
         self._memo_image = DecoderMemo(self.memo)
-        self.chunk_bits = int(chunk_bits)
+        self.chunk_bits = check_chunk_bits(chunk_bits)
         self.reconstruction = reconstruction
         self._base: BaseModel | None = None
         self._ctx: coder.CoderContext | None = None
@@ -243,10 +245,7 @@ class DeepHQCodec(ProgressiveCodec):
         body, stats = coder.encode(
             self.context(self.masks), fine, idx, ch, self.chunk_bits * lc.UNITS_PER_BIT
         )
-        out = bytearray([TAG])
-        put_varint(out, height)
-        put_varint(out, width)
-        out += base.sha_prefix
+        out = write_image_header(TAG, height, width, base)
         out += bytes.fromhex(self.sha256[:8])
         out.append(int(self.masks) | RECON_CODES[self.reconstruction] << 1)
         put_varint(out, self.chunk_bits // CHUNK_UNIT_BITS)
@@ -263,23 +262,15 @@ class DeepHQCodec(ProgressiveCodec):
         t0 = time.perf_counter()
         prefix = bytes(prefix)
         reader = Reader(prefix)
-        if reader.byte() != TAG:
-            raise ValueError("not a deephq stream")
-        height, width = reader.varint(), reader.varint()
-        if height < 1 or width < 1:
-            raise ValueError(f"corrupt header: image size {height}x{width}")
         base = self.base
-        if reader.take(4) != base.sha_prefix:
-            raise ValueError("stream made with other base weights; decode with the same weights")
+        height, width = read_image_header(reader, TAG, self.name, base)
         if reader.take(4).hex() != self.sha256[:8]:
             raise ValueError("stream made with other DeepHQ weights; decode with the same weights")
         flags = reader.byte()
         recon = RECON_NAMES.get(flags >> 1)
         if recon not in ("mean", "midpoint") or flags >> 3:
             raise ValueError(f"corrupt header: flags {flags:#x}")
-        chunk_bits = reader.varint() * CHUNK_UNIT_BITS
-        if chunk_bits <= 0:
-            raise ValueError("corrupt header: chunk size 0")
+        chunk_bits = read_chunk_bits(reader)
         z_bytes = reader.take(reader.varint())
         header = prefix[: reader.pos]
         cached = self._memo_hyper.get(header)

@@ -569,6 +569,17 @@ def trim_payload(payload, probs, escape_sym, syms, esc_rows) -> bytes:
     return payload
 
 
+def _enter_level(tables: CoderTables, cur: np.ndarray, esc: np.ndarray, level: int) -> np.ndarray:
+    """Elements that need a symbol at ``level`` (all of them at level 1); single-child bins move
+    down to their child in place (``cur``), at no cost. Same on both sides."""
+    if level == 1:
+        return np.arange(len(cur))
+    n_ch = tables.n_children[cur]
+    single = (n_ch == 1) & ~esc
+    cur[single] = tables.first_child[cur[single]]
+    return np.flatnonzero((n_ch > 1) & ~esc)
+
+
 def encode_chunk(
     probs: np.ndarray,
     syms: np.ndarray,
@@ -631,7 +642,6 @@ def encode_latent(
     ``idx``) level by level in chunks (see module doc); returns the bytes and statistics."""
     fine = np.asarray(fine, np.int64)
     idx = np.asarray(idx, np.int64)
-    count = len(fine)
     stats = CoderStats()
     out = bytearray()
     cur = idx.copy()
@@ -640,13 +650,7 @@ def encode_latent(
     flat = tables.fine_offset[idx] + np.clip(fine, -c, c) + c
     for level in range(1, tables.num_levels + 1):
         t0 = time.perf_counter()
-        if level > 1:
-            n_ch = tables.n_children[cur]
-            single = (n_ch == 1) & ~esc
-            active = np.flatnonzero((n_ch > 1) & ~esc)
-            cur[single] = tables.first_child[cur[single]]
-        else:
-            active = np.arange(count)
+        active = _enter_level(tables, cur, esc, level)
         parents = cur[active]
         child = tables.bin_of_fine[level - 1][flat[active]]
         sym = child - tables.first_child[parents]
@@ -713,13 +717,7 @@ def decode_latent(
     complete = True
     for level in range(1, tables.num_levels + 1):
         t0 = time.perf_counter()
-        if level > 1:
-            n_ch = tables.n_children[cur]
-            single = (n_ch == 1) & ~esc
-            active = np.flatnonzero((n_ch > 1) & ~esc)
-            cur[single] = tables.first_child[cur[single]]
-        else:
-            active = np.arange(count)
+        active = _enter_level(tables, cur, esc, level)
         parents = cur[active]
         weights = tables.weight[parents]
         bounds = chunk_bounds(weights, chunk_units)

@@ -54,6 +54,50 @@ class Decoded:
     seconds: dict[str, float]
 
 
+def check_chunk_bits(chunk_bits: int) -> int:
+    """``chunk_bits`` as an int, or ``ValueError`` unless it is a positive multiple of 64."""
+    chunk_bits = int(chunk_bits)
+    if chunk_bits < CHUNK_UNIT_BITS or chunk_bits % CHUNK_UNIT_BITS:
+        raise ValueError(f"chunk_bits must be a positive multiple of {CHUNK_UNIT_BITS}")
+    return chunk_bits
+
+
+def write_image_header(tag: int, height: int, width: int, base: BaseModel) -> bytearray:
+    """The start every learned progressive stream shares: tag byte, H, W varints, and the first
+    4 bytes of the base weights' sha256."""
+    out = bytearray([tag])
+    put_varint(out, height)
+    put_varint(out, width)
+    out += base.sha_prefix
+    return out
+
+
+def read_image_header(reader: Reader, tag: int, name: str, base: BaseModel) -> tuple[int, int]:
+    """Read what :func:`write_image_header` wrote; ``(height, width)``. ``ValueError`` for
+    another codec's stream, a corrupt size or a stream made with other base weights."""
+    got = reader.byte()
+    if got != tag:
+        raise ValueError(f"not a {name} stream (tag {got:#x}, expected {tag:#x})")
+    height, width = reader.varint(), reader.varint()
+    if height < 1 or width < 1:
+        raise ValueError(f"corrupt header: image size {height}x{width}")
+    sha = reader.take(4)
+    if sha != base.sha_prefix:
+        raise ValueError(
+            f"stream made with base weights sha256 {sha.hex()}..., this codec has "
+            f"{base.sha_prefix.hex()}... ({base.resolved.spec}); decode with the same weights"
+        )
+    return height, width
+
+
+def read_chunk_bits(reader: Reader) -> int:
+    """The chunk size field (in units of 64 bits) as bits."""
+    chunk_bits = reader.varint() * CHUNK_UNIT_BITS
+    if chunk_bits <= 0:
+        raise ValueError("corrupt header: chunk size 0")
+    return chunk_bits
+
+
 _TABLES: OrderedDict[tuple, lc.CoderTables] = OrderedDict()
 _TABLES_LOCK = threading.Lock()
 
@@ -99,11 +143,9 @@ class NestedLatentCodec(ProgressiveCodec):
         reconstruction = reconstruction or self.default_reconstruction
         if reconstruction not in RECON_CODES:
             raise ValueError(f"reconstruction must be one of {sorted(RECON_CODES)}")
-        if chunk_bits < CHUNK_UNIT_BITS or chunk_bits % CHUNK_UNIT_BITS:
-            raise ValueError(f"chunk_bits must be a positive multiple of {CHUNK_UNIT_BITS}")
         self.weights_spec = str(weights)
         self.resolved = resolve(self.weights_spec)  # raises CodecUnavailable with a fix
-        self.chunk_bits = int(chunk_bits)
+        self.chunk_bits = check_chunk_bits(chunk_bits)
         self.reconstruction = reconstruction
         self.memo = bool(memo)
         self._memo_hyper = DecoderMemo(self.memo)
@@ -171,10 +213,7 @@ class NestedLatentCodec(ProgressiveCodec):
         scheme, scheme_bytes = self.choose_scheme(base, analysis, fine, idx)
         tables = cached_tables(base, scheme, self.reconstruction)
         body, stats = lc.encode_latent(tables, fine, idx, self.chunk_bits * lc.UNITS_PER_BIT)
-        out = bytearray([self.tag])
-        put_varint(out, height)
-        put_varint(out, width)
-        out += base.sha_prefix
+        out = write_image_header(self.tag, height, width, base)
         out.append(RECON_CODES[self.reconstruction])
         put_varint(out, self.chunk_bits // CHUNK_UNIT_BITS)
         out += scheme_bytes
@@ -189,26 +228,12 @@ class NestedLatentCodec(ProgressiveCodec):
         t_start = time.perf_counter()
         prefix = bytes(prefix)
         reader = Reader(prefix)
-        tag = reader.byte()
-        if tag != self.tag:
-            raise ValueError(f"not a {self.name} stream (tag {tag:#x}, expected {self.tag:#x})")
-        height = reader.varint()
-        width = reader.varint()
-        if height < 1 or width < 1:
-            raise ValueError(f"corrupt header: image size {height}x{width}")
-        sha = reader.take(4)
         base = self.base
-        if sha != base.sha_prefix:
-            raise ValueError(
-                f"stream made with weights sha256 {sha.hex()}..., this codec has "
-                f"{base.sha_prefix.hex()}... ({self.weights_spec}); decode with the same weights"
-            )
+        height, width = read_image_header(reader, self.tag, self.name, base)
         recon_code = reader.byte()
         if recon_code not in RECON_NAMES:
             raise ValueError(f"corrupt header: reconstruction code {recon_code}")
-        chunk_bits = reader.varint() * CHUNK_UNIT_BITS
-        if chunk_bits <= 0:
-            raise ValueError("corrupt header: chunk size 0")
+        chunk_bits = read_chunk_bits(reader)
         scheme = self.read_scheme(reader)
         z_len = reader.varint()
         z_bytes = reader.take(z_len)
