@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
 KODAK = ROOT / "datasets" / "kodak"
 SOURCES = ["bsds500/test/100007.jpg", "bsds500/test/100039.jpg", "mcmaster18/01.png"]
-TINY = dict(N=8, M=8, crop=64, batch=2, log_every=1, checkpoint_every=100)
+TINY = dict(N=8, M=8, crop=64, batch=2, log_every=1, checkpoint_every=100, precision="fp32",
+            channels_last=False)  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
     not all((TRAIN / s).is_file() for s in SOURCES) or not (KODAK / "kodim01.png").is_file(),
@@ -173,7 +174,7 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
     assert continued["iteration"] == 8  # 6 from the export, then 2 more
     # the fresh Adam state starts with a learning-rate warm-up, not full-size steps
     lr = continued["optimizer"]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(tr.TrainConfig().lr * 2 / tr.WARMUP_ITERATIONS)
+    assert lr == pytest.approx(tr.TrainConfig().lr * 2 / tr.TrainConfig().warmup)
     with pytest.raises(tr.CheckpointError, match="N=8, M=8"):
         tr.train(tmp_path / "wrong", data=str(data_dir), iterations=7, eval_every=0,
                  init=str(weights), **{**TINY, "N": 16})  # fmt: skip

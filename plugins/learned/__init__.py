@@ -47,7 +47,15 @@ def register_commands(cli: typer.Typer) -> None:
     )
     def train_command(
         ctx: typer.Context,
-        out: Annotated[Path, _opt("--out", "Checkpoint directory (resumable state).")],
+        out: Annotated[
+            Path | None,
+            _opt(
+                "--out",
+                "Checkpoint directory (resumable state). msh default: the relay directory "
+                "$BENCH_TRAIN_DIR/msh-nN-mM-lLAMBDA (~/.cache/bench/train/...), continued when "
+                "it holds a checkpoint, else started from the shipped base weights.",
+            ),
+        ] = None,
         model: Annotated[
             str,
             typer.Argument(
@@ -63,16 +71,49 @@ def register_commands(cli: typer.Typer) -> None:
         N: Annotated[int | None, _opt("--N", "Channels N (default 128).")] = None,
         M: Annotated[int | None, _opt("--M", "Latent channels M (default 192).")] = None,
         lmbda: Annotated[
-            float | None, _opt("--lmbda", "loss = lmbda*255^2*MSE + bpp (default 0.0932).")
+            float | None, _opt("--lmbda", "loss = lmbda*255^2*MSE + bpp (default 0.18).")
         ] = None,
         iterations: Annotated[
-            int | None, _opt("--iterations", "Total iterations to reach (default 200000).")
+            int | None,
+            _opt(
+                "--iterations",
+                "Planned last iteration: the schedule decays to --lr-min there (default 400000).",
+            ),
         ] = None,
         batch: Annotated[int | None, _opt("--batch", "Batch size (default 8).")] = None,
         crop: Annotated[int | None, _opt("--crop", "Crop side (default 128).")] = None,
-        lr: Annotated[float | None, _opt("--lr", "Adam learning rate (default 1e-4).")] = None,
+        lr: Annotated[float | None, _opt("--lr", "Peak Adam learning rate (default 1e-4).")] = None,
+        lr_min: Annotated[
+            float | None,
+            _opt("--lr-min", "Learning rate at the planned end (--iterations); cosine decay."),
+        ] = None,
+        warmup: Annotated[
+            int | None, _opt("--warmup", "Linear warm-up iterations (default 1000).")
+        ] = None,
         threads: Annotated[
-            int | None, _opt("--threads", "torch.set_num_threads (default 1).")
+            int | None,
+            _opt("--threads", "torch threads (default 1); 0 adapts to the machine's load."),
+        ] = None,
+        stop_at: Annotated[
+            int | None,
+            _opt("--stop-at", "Stop at this iteration, keeping the planned end (--iterations)."),
+        ] = None,
+        device: Annotated[
+            str | None, _opt("--device", "cpu or cuda (cuda trains with bf16 autocast).")
+        ] = None,
+        precision: Annotated[
+            str | None,
+            _opt(
+                "--precision",
+                "fp32, bf16 (autocast of the transforms) or auto: the fastest mode whose A/B "
+                "against fp32 passed, timed at start (default).",
+            ),
+        ] = None,
+        channels_last: Annotated[
+            bool | None,
+            typer.Option(
+                "--channels-last/--no-channels-last", help="Memory format (default channels_last)."
+            ),
         ] = None,
         checkpoint_every: Annotated[
             int | None, _opt("--checkpoint-every", "Iterations between checkpoints (default 250).")
@@ -97,10 +138,15 @@ def register_commands(cli: typer.Typer) -> None:
         another model with ``bench train MODEL``."""
         if model in TRAINERS:
             base_only = {"--N": N, "--M": M, "--lmbda": lmbda, "--eval-every": eval_every,
-                         "--eval-images": eval_images, "--kodak": kodak}  # fmt: skip
+                         "--eval-images": eval_images, "--kodak": kodak, "--lr-min": lr_min,
+                         "--warmup": warmup, "--device": device, "--precision": precision,
+                         "--channels-last": channels_last}  # fmt: skip
             given = [flag for flag, value in base_only.items() if value is not None]
             if given:
                 typer.echo(f"error: {', '.join(given)} apply to the base model only", err=True)
+                raise typer.Exit(2)
+            if out is None:
+                typer.echo(f"error: bench train {model} needs --out", err=True)
                 raise typer.Exit(2)
             parsed = {
                 "out": out, "data": data, "iterations": iterations, "batch": batch,
@@ -111,8 +157,25 @@ def register_commands(cli: typer.Typer) -> None:
         if model != "msh" or ctx.args:
             typer.echo(f"error: unknown model {model!r} or options {ctx.args}", err=True)
             raise typer.Exit(2)
-        from plugins.learned.train import CheckpointError, train
+        from plugins.learned.train import CheckpointError, TrainConfig, train
+        from plugins.learned.training import relay
+        from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME
 
+        defaults = TrainConfig()
+        try:
+            out, resume, init_spec, what = relay.plan(
+                out,
+                resume,
+                str(init) if init else None,
+                N or defaults.N,
+                M or defaults.M,
+                lmbda if lmbda is not None else defaults.lmbda,
+                BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors",
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(what, err=True)
         images = None
         if eval_images is not None:
             images = tuple(s.strip() for s in eval_images.split(",") if s.strip())
@@ -128,13 +191,19 @@ def register_commands(cli: typer.Typer) -> None:
                 batch=batch,
                 crop=crop,
                 lr=lr,
+                lr_min=lr_min,
+                warmup=warmup,
                 threads=threads,
+                stop_at=stop_at,
+                device=device,
+                precision=precision,
+                channels_last=channels_last,
                 checkpoint_every=checkpoint_every,
                 eval_every=eval_every,
                 eval_images=images,
                 kodak=str(kodak) if kodak is not None else None,
                 seed=seed,
-                init=str(init) if init else None,
+                init=init_spec,
             )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -44,10 +44,22 @@ from typing import Any
 
 import numpy as np
 
+from bench.published import MBT2018_MEAN_KODAK
+from plugins.learned.training.precision import (
+    TrainMode,
+    device_name,
+    rd_forward,
+    time_step,
+    validated_modes,
+)
+from plugins.learned.training.schedule import CosineSchedule
+from plugins.learned.training.threads import AdaptiveThreads
+
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
 WEIGHTS_FORMAT = "bench-learned-msh-weights-v1"
 #: Evaluation images: the project's bundled Kodak copy (never used for training).
 DEFAULT_KODAK = os.environ.get(
@@ -61,8 +73,7 @@ MAX_WEIGHTS_BYTES = 16_000_000
 #: compress/decompress need sides that are multiples of 2**6 (four stride-2 analysis layers
 #: plus two in the hyper analysis).
 PAD_MULTIPLE = 64
-#: Learning-rate warm-up of a run started from exported weights (``init``).
-WARMUP_ITERATIONS = 1000
+#: Newest checkpoint format; v1 checkpoints (no schedule, mode or legs) still resume.
 
 
 class CheckpointError(RuntimeError):
@@ -77,14 +88,28 @@ class TrainConfig:
     out: str = ""
     N: int = 128
     M: int = 192
-    lmbda: float = 0.0932
-    iterations: int = 200_000
+    #: 0.18 is CompressAI's quality 8 (about 1.6 bpp on Kodak when well trained).
+    lmbda: float = 0.18
+    iterations: int = 400_000
     batch: int = 8
     crop: int = 128
+    #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over
+    #: ``warmup`` iterations from ``start_iteration``, cosine decay to ``lr_min`` at
+    #: ``iterations`` (the planned end; a relay may move it).
     lr: float = 1e-4
+    lr_min: float = 1e-5
+    warmup: int = 1000
     aux_lr: float = 1e-3
     clip: float = 1.0
+    #: torch threads; 0 adapts to the machine's load (:class:`AdaptiveThreads`).
     threads: int = 1
+    #: Stop this process at this iteration without moving the planned end (0: run to the end).
+    stop_at: int = 0
+    #: ``cpu`` or ``cuda``; ``fp32``, ``bf16`` (autocast of the transforms) or ``auto`` (the
+    #: fastest of the validated modes, timed at start); channels_last memory format.
+    device: str = "cpu"
+    precision: str = "auto"
+    channels_last: bool = True
     checkpoint_every: int = 250
     eval_every: int = 1000
     eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
@@ -95,13 +120,15 @@ class TrainConfig:
     #: Shipped weights hold no optimiser state, so this is how a later session continues the
     #: bundled model when the resumable checkpoint is gone.
     init: str = ""
-    #: Iteration at which an ``init`` run started; its learning rate ramps up linearly over
-    #: :data:`WARMUP_ITERATIONS` from there (a fresh Adam state on trained weights otherwise
-    #: takes full-size first steps and undoes hours of training). -1: no warm-up.
-    warmup_from: int = -1
+    #: Iteration the run started at: 0, or the iteration count of the ``init`` weights. The
+    #: schedule's warm-up starts here (a fresh Adam state on trained weights otherwise takes
+    #: full-size first steps and undoes hours of training).
+    start_iteration: int = 0
 
-    #: Fields that define the model and the optimisation; a resumed run must keep them.
-    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "lr", "aux_lr", "clip", "seed")
+    #: Fields that define the model and the objective; a resumed run must keep them. The
+    #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
+    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
+    SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -111,6 +138,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "warmup_from" in d:  # v1 checkpoints (constant lr): the schedule starts when resumed
+            d.setdefault("start_iteration", max(0, d.pop("warmup_from")))
         kw = {k: v for k, v in d.items() if k in names}
         if "eval_images" in kw:
             kw["eval_images"] = tuple(kw["eval_images"])
@@ -241,16 +271,9 @@ def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: 
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def rd_terms(model, x, lmbda: float) -> dict[str, Any]:
-    """Forward pass and the CompressAI R-D loss ``lmbda * 255**2 * MSE + bpp``."""
-    torch = _torch()
-    out = model(x)
-    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-    log_likelihood = sum(torch.log(lk).sum() for lk in out["likelihoods"].values())
-    bpp = log_likelihood / (-math.log(2) * num_pixels)
-    mse = torch.mean((out["x_hat"] - x) ** 2)
-    loss = lmbda * 255.0**2 * mse + bpp
-    return {"loss": loss, "mse": mse, "bpp": bpp}
+def rd_terms(model, x, lmbda: float, mode: TrainMode | None = None) -> dict[str, Any]:
+    """Forward pass and the CompressAI R-D loss ``lmbda * 255**2 * MSE + bpp`` (fp32 default)."""
+    return rd_forward(model, x, lmbda, mode or TrainMode())
 
 
 def _split_parameters(model):
@@ -314,13 +337,15 @@ def code_image(model, img: np.ndarray) -> dict[str, Any]:
 def evaluate(model, images: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, Any]:
     """Real-coding evaluation on named images; means of bpp and PSNR-RGB plus per-image values.
 
-    Unless ``prepared``, works on a deep copy put in eval mode with ``update(force=True)``, so the
-    model being trained is left untouched.
+    Unless ``prepared``, works on a deep copy (CPU, contiguous, eval mode, ``update(force=True)``),
+    so the model being trained is left untouched. ``published_gap`` is the mean point's distance
+    below CompressAI's published mbt2018-mean curve at the same bpp (:mod:`bench.published`);
+    a subset's mean is not comparable with the 24-image figure.
     """
     torch = _torch()
     t0 = time.perf_counter()
     if not prepared:
-        model = copy.deepcopy(model).eval()
+        model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
         model.update(force=True)
     per_image = []
     with torch.no_grad():
@@ -329,10 +354,13 @@ def evaluate(model, images: dict[str, np.ndarray], *, prepared: bool = False) ->
             per_image.append(
                 {"image": name, "bytes": r["bytes"], "bpp": r["bpp"], "psnr_rgb": r["psnr_rgb"]}
             )
+    bpp = float(np.mean([p["bpp"] for p in per_image]))
+    psnr = float(np.mean([p["psnr_rgb"] for p in per_image]))
     return {
         "images": list(images),
-        "bpp": float(np.mean([p["bpp"] for p in per_image])),
-        "psnr_rgb": float(np.mean([p["psnr_rgb"] for p in per_image])),
+        "bpp": bpp,
+        "psnr_rgb": psnr,
+        "published_gap": MBT2018_MEAN_KODAK.gap_db(bpp, psnr).to_dict(),
         "per_image": per_image,
         "eval_seconds": time.perf_counter() - t0,
     }
@@ -469,7 +497,8 @@ def train(
 
     ``options`` are :class:`TrainConfig` fields. ``on_iteration(iteration, terms)`` is called
     after each completed iteration (tests use it). Stops after ``iterations`` or on the first
-    SIGINT/SIGTERM, writing a checkpoint either way.
+    SIGINT/SIGTERM, writing a checkpoint either way. Each process's stretch of training is a
+    *leg* (mode, device, threads, iterations/s), kept in the checkpoint and the weights' sidecar.
     """
     torch = _torch()
     from rich.console import Console
@@ -481,7 +510,9 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     log_path = out / LOG_NAME
 
-    torch.set_num_threads(cfg.threads)
+    adaptive = AdaptiveThreads() if cfg.threads == 0 else None
+    if adaptive is None:
+        torch.set_num_threads(cfg.threads)
     with contextlib.suppress(RuntimeError):  # raises if already set in this process
         torch.set_num_interop_threads(1)
 
@@ -496,16 +527,11 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(cfg.N, cfg.M)
-    main_params, aux_params = _split_parameters(model)
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-
+    legs: list[dict[str, Any]] = []
     if resume:
         state = load_checkpoint(ckpt_path)
         try:
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            aux_optimizer.load_state_dict(state["aux_optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model: {exc}") from exc
         if state.get("manifest_sha256") not in (None, manifest):
@@ -515,6 +541,7 @@ def train(
         iteration = int(state["iteration"])
         train_seconds = float(state.get("train_seconds", 0.0))
         last_eval = state.get("last_eval")
+        legs = list(state.get("legs", []))
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -531,9 +558,53 @@ def train(
                 )
             model.load_state_dict(initial.state_dict())
             iteration = int(meta.get("iterations", 0))
-            cfg.warmup_from = iteration
+            cfg.start_iteration = iteration
+            legs = _legs_of_weights(cfg.init)
+            train_seconds = sum(leg["seconds"] for leg in legs)
             console.print(f"starting from {cfg.init} (iteration {iteration})")
+    if resume:
+        before = TrainConfig.from_dict(state["config"])
+        changed = {
+            k: [getattr(before, k), getattr(cfg, k)]
+            for k in TrainConfig.SCHEDULE
+            if getattr(before, k) != getattr(cfg, k)
+        }
+        if changed:
+            _append_log(log_path, {"type": "schedule", "iteration": iteration, "changed": changed})
+            console.print(f"schedule changed at iteration {iteration}: {changed}")
     _atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
+
+    mode = resolve_mode(cfg, model, images, rng, console)
+    mode.prepare_model(model)
+    main_params, aux_params = _split_parameters(model)
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    if resume:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model: {exc}") from exc
+    schedule = CosineSchedule(
+        peak=cfg.lr,
+        floor=cfg.lr_min,
+        start=cfg.start_iteration,
+        end=max(cfg.iterations, cfg.start_iteration + 1),
+        warmup=cfg.warmup,
+    )
+    leg = {
+        "mode": mode.label,
+        "device": device_name(mode),
+        "threads": "adaptive" if adaptive else cfg.threads,
+        "from_iteration": iteration,
+        "to_iteration": iteration,
+        "seconds": 0.0,
+        "iterations_per_second": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    legs.append(leg)
+    _append_log(log_path, {"type": "leg", **leg, "planned_end": cfg.iterations})
+    console.print(f"training mode {mode.label} on {leg['device']}, threads {leg['threads']}")
 
     saved_at = -1
 
@@ -546,12 +617,13 @@ def train(
             ckpt_path,
             {
                 "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
+                "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
                 "iteration": iteration,
                 "train_seconds": train_seconds,
                 "last_eval": last_eval,
+                "legs": legs,
                 "manifest_sha256": manifest,
                 "rng": {
                     "numpy": rng.bit_generator.state,
@@ -569,28 +641,32 @@ def train(
     progress = _make_progress(console)
     task = progress.add_task("training", total=cfg.iterations, completed=iteration, status="")
     with _StopFlag() as stop, progress:
-        while iteration < cfg.iterations:
+        last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
+        while iteration < last:
+            threads = adaptive.update(iteration) if adaptive else cfg.threads
             t0 = time.perf_counter()
-            x = sample_batch(images, rng, cfg.batch, cfg.crop)
+            x = mode.prepare_batch(sample_batch(images, rng, cfg.batch, cfg.crop))
             optimizer.zero_grad(set_to_none=True)
             aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_terms(model, x, cfg.lmbda)
+            terms = rd_terms(model, x, cfg.lmbda, mode)
             terms["loss"].backward()
-            if cfg.warmup_from >= 0:
-                ramp = min(1.0, (iteration + 1 - cfg.warmup_from) / WARMUP_ITERATIONS)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * ramp
+            lr = schedule(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
             optimizer.step()
             aux_loss = model.aux_loss()
             aux_loss.backward()
             aux_optimizer.step()
+            values = {k: float(v.detach()) for k, v in terms.items()}  # synchronises the device
+            values["aux"] = float(aux_loss.detach())
             iteration += 1
             dt = time.perf_counter() - t0
             train_seconds += dt
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            values["aux"] = float(aux_loss.detach())
+            leg["seconds"] += dt
+            leg["to_iteration"] = iteration
+            leg["iterations_per_second"] = (iteration - leg["from_iteration"]) / leg["seconds"]
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(
                     f"non-finite loss at iteration {iteration}: {values}; the last checkpoint "
@@ -606,7 +682,7 @@ def train(
                 completed=iteration,
                 status=f"loss {values['loss']:.3f} bpp {values['bpp']:.3f} psnr~{psnr_est:.2f}",
             )
-            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+            if iteration % cfg.log_every == 0 or iteration == last:
                 n = window["n"]
                 record = {
                     "type": "train",
@@ -617,6 +693,9 @@ def train(
                     "aux": window["aux"] / n,
                     "psnr_est": 10 * math.log10(1.0 / max(window["mse"] / n, 1e-12)),
                     "seconds": window["s"] / n,
+                    "lr": lr,
+                    "mode": mode.label,
+                    "threads": threads,
                     "train_seconds": train_seconds,
                     "time": time.time(),
                 }
@@ -624,10 +703,11 @@ def train(
                 if not progress.console.is_terminal:
                     console.print(
                         f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
-                        f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it"
+                        f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it "
+                        f"lr {lr:.2e} {threads} thr"
                     )
                 window = dict.fromkeys(window, 0.0)
-            if eval_set and (iteration % cfg.eval_every == 0 or iteration == cfg.iterations):
+            if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
                 t_eval = time.perf_counter()
                 result = evaluate(model, eval_set)
                 train_seconds += time.perf_counter() - t_eval
@@ -635,7 +715,8 @@ def train(
                 _append_log(log_path, {"type": "eval", **last_eval, "time": time.time()})
                 console.print(
                     f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
-                    f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding)"
+                    f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding); "
+                    f"{result['published_gap']['gap_db']:.2f} dB below mbt2018-mean"
                 )
             if on_iteration is not None:
                 on_iteration(iteration, values)
@@ -654,8 +735,53 @@ def train(
         "log": str(log_path),
         "train_seconds": train_seconds,
         "last_eval": last_eval,
+        "legs": legs,
         "config": cfg.to_dict(),
     }
+
+
+def _legs_of_weights(path: str | Path) -> list[dict[str, Any]]:
+    """The training legs recorded in a weights sidecar; one summary leg for older sidecars."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return []
+    record = json.loads(side.read_text())
+    if record.get("legs"):
+        return list(record["legs"])
+    iterations = int(record.get("iterations", 0))
+    seconds = float(record.get("hours_trained", 0.0)) * 3600.0
+    return [
+        {
+            "mode": "cpu-fp32",
+            "device": "unrecorded (trained before modes were recorded)",
+            "threads": "unrecorded",
+            "from_iteration": 0,
+            "to_iteration": iterations,
+            "seconds": seconds,
+            "iterations_per_second": iterations / seconds if seconds > 0 else None,
+            "started": "unrecorded",
+        }
+    ]
+
+
+def resolve_mode(cfg: TrainConfig, model, images, rng, console) -> TrainMode:
+    """The run's :class:`TrainMode`: as configured, or for ``precision="auto"`` the fastest of
+    :func:`validated_modes` timed on one batch here (the training RNGs are left untouched)."""
+    if cfg.precision != "auto":
+        return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
+    candidates = validated_modes(cfg.device)
+    if len(candidates) == 1:
+        return candidates[0]
+    probe = np.random.Generator(np.random.PCG64(cfg.seed + 1))
+    x = sample_batch(images, probe, cfg.batch, cfg.crop)
+    timings = {m: time_step(model, x, cfg.lmbda, m, repeats=2) for m in candidates}
+    chosen = min(timings, key=timings.get)
+    console.print(
+        "precision auto: "
+        + ", ".join(f"{m.label} {t:.2f} s/step" for m, t in timings.items())
+        + f" -> {chosen.label}"
+    )
+    return chosen
 
 
 def _to_tuple(obj):
@@ -757,6 +883,8 @@ def export(
         "M": str(cfg.M),
         "lmbda": repr(cfg.lmbda),
         "iterations": str(int(state["iteration"])),
+        "hours_trained": f"{float(state.get('train_seconds', 0.0)) / 3600.0:.3f}",
+        "modes": ",".join(sorted({leg["mode"] for leg in state.get("legs", [])})),
     }
     tmp = out_file.with_name(out_file.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -787,12 +915,16 @@ def export(
             "crop": cfg.crop,
             "batch": cfg.batch,
             "lr": cfg.lr,
+            "lr_min": cfg.lr_min,
+            "warmup": cfg.warmup,
+            "planned_iterations": cfg.iterations,
             "aux_lr": cfg.aux_lr,
             "clip": cfg.clip,
             "seed": cfg.seed,
         },
         "iterations": int(state["iteration"]),
         "hours_trained": float(state.get("train_seconds", 0.0)) / 3600.0,
+        "legs": state.get("legs", []),
         "training_set": {
             "path": cfg.data,
             "manifest_sha256": state.get("manifest_sha256"),
@@ -803,6 +935,7 @@ def export(
             "num_images": len(kodak_set),
             "bpp_mean": result["bpp"],
             "psnr_rgb_mean": result["psnr_rgb"],
+            "published_gap": result["published_gap"],
             "per_image": result["per_image"],
             "eval_seconds": result["eval_seconds"],
         },
@@ -810,9 +943,10 @@ def export(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _atomic_write_json(sidecar_path(out_file), sidecar)
+    gap = MBT2018_MEAN_KODAK.gap_db(result["bpp"], result["psnr_rgb"])
     console.print(
         f"Kodak ({len(kodak_set)} images): {result['bpp']:.4f} bpp, "
-        f"{result['psnr_rgb']:.2f} dB PSNR-RGB; sidecar {sidecar_path(out_file)}"
+        f"{result['psnr_rgb']:.2f} dB PSNR-RGB, {gap.describe()}; sidecar {sidecar_path(out_file)}"
     )
     return sidecar
 
@@ -868,11 +1002,14 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--out", help="checkpoint directory")
     for name, typ in (
         ("N", int), ("M", int), ("lmbda", float), ("iterations", int), ("batch", int),
-        ("crop", int), ("lr", float), ("threads", int), ("checkpoint-every", int),
-        ("eval-every", int), ("seed", int), ("log-every", int), ("kodak", str),
+        ("crop", int), ("lr", float), ("lr-min", float), ("warmup", int), ("threads", int),
+        ("stop-at", int),
+        ("checkpoint-every", int), ("eval-every", int), ("seed", int), ("log-every", int),
+        ("kodak", str), ("device", str), ("precision", str),
     ):  # fmt: skip
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--init", default=None, help="start a new run from exported weights")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
@@ -902,7 +1039,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch=args.batch,
             crop=args.crop,
             lr=args.lr,
+            lr_min=args.lr_min,
+            warmup=args.warmup,
             threads=args.threads,
+            stop_at=args.stop_at,
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
             checkpoint_every=args.checkpoint_every,
             eval_every=args.eval_every,
             eval_images=eval_images,

@@ -1,0 +1,158 @@
+"""Training step time of each precision mode, side by side in one run; and the bf16 A/B.
+
+Speed (default): one MeanScaleHyperprior (N=128, M=192 unless told) from the shipped weights,
+one batch of random training crops (batch 8 of 128 px), forward + backward of the R-D loss in
+every mode: cpu-fp32, cpu-fp32-cl, cpu-bf16, cpu-bf16-cl (and cuda-bf16 when a GPU is present).
+Each mode gets one warm-up step, then the median of ``--repeats`` timed steps
+(``time.perf_counter``, device synchronised, torch threads fixed). The table gives seconds per
+step and the ratio to cpu-fp32; the CPU model is printed beside it, because ratios, not times,
+carry over between machines.
+
+A/B (``--ab DIR_FP32 DIR_BF16``): compares two runs of ``bench train`` resumed from copies of one
+checkpoint (same weights, optimiser state and RNG, so the same batches and noise), one with
+``--precision fp32`` and one with ``--precision bf16``. It pairs their logged training windows
+(mean loss per window of ``log_every`` iterations), reports the mean and standard error of the
+paired loss difference and the Kodak-subset evaluations at the same iterations, and gives the
+verdict: bf16 passes when the mean paired loss difference over the last half is within 2
+standard errors of zero or below 1 % of the loss, and every paired Kodak-subset PSNR is within
+0.1 dB. ``--record`` writes the verdict to ``plugins/learned/training/precision_ab.json``, which
+``bench train --precision auto`` reads.
+
+    python benchmarks/train_speed.py --threads 1
+    python benchmarks/train_speed.py --ab runs/ab-fp32 runs/ab-bf16 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from plugins.learned import train as tr  # noqa: E402
+from plugins.learned.training.precision import (  # noqa: E402
+    AB_RECORD,
+    TrainMode,
+    cpu_model,
+    time_step,
+)
+from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME  # noqa: E402
+
+TRAIN = ROOT.parent / "shared" / "datasets" / "train"
+
+
+def speed(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    weights = BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"
+    model, _ = tr.load_weights(weights)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    images = tr.load_training_images(args.data, args.crop, log=lambda _m: None)
+    x = tr.sample_batch(images, np.random.default_rng(0), args.batch, args.crop)
+    modes = [
+        TrainMode("cpu", "fp32", False),
+        TrainMode("cpu", "fp32", True),
+        TrainMode("cpu", "bf16", False),
+        TrainMode("cpu", "bf16", True),
+    ]
+    if torch.cuda.is_available():
+        modes.append(TrainMode("cuda", "bf16", True))
+    print(
+        f"CPU: {cpu_model()}; torch {torch.__version__}, {args.threads} thread(s); "
+        f"N=128 M=192 from {weights.name}, batch {args.batch} of {args.crop} px, "
+        f"forward+backward, median of {args.repeats} after 1 warm-up"
+    )
+    times = {}
+    for mode in modes:
+        times[mode.label] = time_step(model, x, tr.TrainConfig().lmbda, mode, args.repeats)
+    base = times["cpu-fp32"]
+    print(f"{'mode':<14}{'s/step':>10}{'vs cpu-fp32':>14}")
+    for label, t in times.items():
+        print(f"{label:<14}{t:>10.3f}{base / t:>13.2f}x")
+
+
+def _windows(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / tr.LOG_NAME).read_text().splitlines()]
+    return {r["iteration"]: r for r in rows if r["type"] in ("train", "eval")} | {
+        -r["iteration"]: r for r in rows if r["type"] == "eval"
+    }
+
+
+def ab(args) -> None:
+    fp32_dir, bf16_dir = (Path(d) for d in args.ab)
+    a, b = _windows(fp32_dir), _windows(bf16_dir)
+    train_its = sorted(k for k in a if k > 0 and k in b and a[k]["type"] == "train")
+    if len(train_its) < 4:
+        sys.exit("error: fewer than 4 paired training windows; run the two arms longer")
+    half = train_its[len(train_its) // 2 :]
+    diffs = [b[k]["loss"] - a[k]["loss"] for k in half]
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    loss_a = statistics.fmean(a[k]["loss"] for k in half)
+    evals = sorted(-k for k in a if k < 0 and k in b)
+    psnr_pairs = [(k, a[-k]["psnr_rgb"], b[-k]["psnr_rgb"]) for k in evals]
+    speed_a = statistics.median(a[k]["seconds"] for k in train_its)
+    speed_b = statistics.median(b[k]["seconds"] for k in train_its)
+    loss_ok = abs(mean) <= 2 * se or abs(mean) <= 0.01 * loss_a
+    psnr_ok = all(abs(pb - pa) <= 0.1 for _, pa, pb in psnr_pairs)
+    verdict = "pass" if loss_ok and psnr_ok and psnr_pairs else "fail"
+    mode_b = b[train_its[-1]].get("mode", "cpu-bf16-cl")
+    print(
+        f"A/B {fp32_dir} (fp32) vs {bf16_dir} ({mode_b}), "
+        f"iterations {train_its[0]}..{train_its[-1]}"
+    )
+    print(
+        f"last half ({len(half)} windows): mean loss fp32 {loss_a:.4f}, paired bf16 - fp32 "
+        f"{mean:+.4f} +- {se:.4f} (s.e.)"
+    )
+    for k, pa, pb in psnr_pairs:
+        print(f"Kodak subset at {k}: fp32 {pa:.3f} dB, bf16 {pb:.3f} dB ({pb - pa:+.3f})")
+    print(f"median s/iteration: fp32 {speed_a:.3f}, bf16 {speed_b:.3f} ({speed_a / speed_b:.2f}x)")
+    print(f"verdict: {verdict}")
+    if args.record:
+        record = {
+            "mode": mode_b,
+            "verdict": verdict,
+            "against": a[train_its[-1]].get("mode", "cpu-fp32"),
+            "iterations": [train_its[0], train_its[-1]],
+            "paired_loss_difference": {"mean": mean, "standard_error": se, "windows": len(half)},
+            "mean_loss_fp32": loss_a,
+            "kodak_subset_psnr": [
+                {"iteration": k, "fp32": pa, "bf16": pb} for k, pa, pb in psnr_pairs
+            ],
+            "seconds_per_iteration": {"fp32": speed_a, "bf16": speed_b},
+            "cpu": cpu_model(),
+            "date": time.strftime("%Y-%m-%d"),
+            "rule": "mean paired loss difference (last half) within 2 s.e. or 1 %; "
+            "Kodak-subset PSNR within 0.1 dB at every paired evaluation",
+        }
+        AB_RECORD.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {AB_RECORD}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--data", default=str(TRAIN))
+    p.add_argument("--ab", nargs=2, metavar=("FP32_RUN", "BF16_RUN"))
+    p.add_argument("--record", action="store_true", help="write the A/B verdict for auto")
+    args = p.parse_args()
+    ab(args) if args.ab else speed(args)
+
+
+if __name__ == "__main__":
+    main()

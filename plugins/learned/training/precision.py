@@ -1,0 +1,190 @@
+"""Training precision modes and the rate-distortion forward pass that honours them.
+
+A mode is a device (``cpu`` or ``cuda``), a precision (``fp32`` or ``bf16``) and a memory format
+(``channels_last`` or not). In ``bf16`` only the four convolutional transforms (``g_a``, ``h_a``,
+``h_s``, ``g_s``) run under ``torch.autocast(dtype=bfloat16)``; their outputs are cast back to
+float32 before the entropy bottleneck, the Gaussian conditional (likelihoods) and the loss, which
+stay in float32 (bf16's 8-bit mantissa would quantise likelihoods and the MSE too coarsely).
+Parameters and optimiser state are always float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainMode:
+    """How training steps are computed; never changes the model being trained."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+
+    @property
+    def label(self) -> str:
+        """``cpu-bf16-cl``-style name used in logs, sidecars and benchmark tables."""
+        return f"{self.device}-{self.precision}" + ("-cl" if self.channels_last else "")
+
+    @classmethod
+    def parse(cls, label: str) -> TrainMode:
+        """Inverse of :attr:`label` (``cpu-fp32``, ``cpu-bf16-cl``, ``cuda-bf16``...)."""
+        parts = label.split("-")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "cl"):
+            raise ValueError(f"training mode {label!r} is not DEVICE-PRECISION[-cl]")
+        return cls(device=parts[0], precision=parts[1], channels_last=len(parts) == 3)
+
+    def autocast(self):
+        """Context for the transforms: bf16 autocast, or nothing in fp32."""
+        import torch
+
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fp32_region(self):
+        """Context that switches autocast off (entropy models and loss)."""
+        import torch
+
+        return torch.autocast(device_type=self.device, enabled=False)
+
+    def prepare_model(self, model):
+        """Move ``model`` to the device and memory format, in place; returns it."""
+        import torch
+
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return model.to(self.device).to(memory_format=fmt)
+
+    def prepare_batch(self, x):
+        """``(B, 3, H, W)`` float32 batch on the device, in the mode's memory format."""
+        import torch
+
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on CPU); call before reading a timer."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+
+def rd_forward(model, x, lmbda: float, mode: TrainMode) -> dict[str, Any]:
+    """CompressAI's R-D loss ``lmbda * 255**2 * MSE + bpp`` for a ``MeanScaleHyperprior``.
+
+    ``x``: ``(B, 3, H, W)`` in [0, 1], already prepared by ``mode``. Same operations in the same
+    order as ``MeanScaleHyperprior.forward``, with autocast only around the transforms. Returns
+    float32 scalars ``loss``, ``mse`` and ``bpp`` (rate from the likelihoods, bits per pixel).
+    """
+    import torch
+
+    with mode.autocast():
+        y = model.g_a(x)
+    y = y.float()
+    with mode.autocast():
+        z = model.h_a(y)
+    with mode.fp32_region():
+        z_hat, z_likelihoods = model.entropy_bottleneck(z.float())
+    with mode.autocast():
+        gaussian_params = model.h_s(z_hat)
+    with mode.fp32_region():
+        scales_hat, means_hat = gaussian_params.float().chunk(2, 1)
+        y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
+    with mode.autocast():
+        x_hat = model.g_s(y_hat)
+    with mode.fp32_region():
+        x_hat = x_hat.float()
+        num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        log_likelihood = torch.log(y_likelihoods).sum() + torch.log(z_likelihoods).sum()
+        bpp = log_likelihood / (-math.log(2) * num_pixels)
+        mse = torch.mean((x_hat - x) ** 2)
+        loss = lmbda * 255.0**2 * mse + bpp
+    return {"loss": loss, "mse": mse, "bpp": bpp}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), with its bf16 matrix features when present."""
+    name = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    features = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return name + (f" ({', '.join(features)})" if features else "")
+
+
+def device_name(mode: TrainMode) -> str:
+    """The device a mode computes on, in words (GPU name or CPU model)."""
+    if mode.device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return cpu_model()
+
+
+#: The A/B verdicts that let ``--precision auto`` use bf16 (written by
+#: ``benchmarks/train_speed.py --ab``): a mode is a candidate only if its A/B against fp32 passed.
+AB_RECORD = Path(__file__).with_name("precision_ab.json")
+
+
+def validated_modes(device: str) -> list[TrainMode]:
+    """Modes ``auto`` may choose from on ``device``: fp32 always, bf16 when its A/B passed."""
+    import json
+
+    if device == "cuda":
+        return [TrainMode("cuda", "bf16", False)]
+    modes = [TrainMode("cpu", "fp32", False), TrainMode("cpu", "fp32", True)]
+    if AB_RECORD.is_file():
+        record = json.loads(AB_RECORD.read_text())
+        if record.get("verdict") == "pass":
+            modes.append(TrainMode.parse(record["mode"]))
+    return modes
+
+
+def time_step(model, x, lmbda: float, mode: TrainMode, repeats: int = 3) -> float:
+    """Median seconds of one forward + backward pass (after one warm-up) in ``mode``.
+
+    ``model`` is converted to the mode's device and memory format in place; gradients are
+    cleared afterwards and no optimiser step is taken, so the weights do not change. The torch
+    RNG (training noise) is forked, so timing leaves a run's random stream untouched.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    mode.prepare_model(model)
+    x = mode.prepare_batch(x)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for i in range(repeats + 1):
+            mode.synchronize()
+            t0 = time.perf_counter()
+            rd_forward(model, x, lmbda, mode)["loss"].backward()
+            mode.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+    return statistics.median(times)

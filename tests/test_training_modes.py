@@ -1,0 +1,239 @@
+"""Training speed-ups and the relay: precision modes, the schedule, the thread policy, the relay
+directory, and the published-curve gap that evaluations and reports state."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bench.published import MBT2018_MEAN_KODAK  # noqa: E402
+from plugins.learned import train as tr  # noqa: E402
+from plugins.learned.training import relay  # noqa: E402
+from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
+from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
+from plugins.learned.training.threads import AdaptiveThreads, free_cores  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
+SHIPPED = ROOT / "plugins" / "learned" / "weights"
+
+
+# ------------------------------------------------------------------ published curve and gap
+
+
+def test_published_curve_interpolates_on_log_bpp():
+    curve = MBT2018_MEAN_KODAK
+    for b, p in zip(curve.bpp, curve.psnr_rgb, strict=True):
+        assert curve.psnr_at(b) == (pytest.approx(p), False)
+    # halfway between q7 and q8 on log(bpp)
+    mid = math.sqrt(1.2342 * 1.6191)
+    assert curve.psnr_at(mid)[0] == pytest.approx((38.84 + 40.63) / 2)
+    # the shipped base's point (1.480 bpp / 28.40 dB) is about 11.6 dB below the curve
+    gap = curve.gap_db(1.480034722222222, 28.400853021440117)
+    assert gap.gap_db == pytest.approx(11.64, abs=0.01) and not gap.extrapolated
+    assert gap.describe().startswith("11.64 dB below mbt2018-mean")
+    beyond = curve.gap_db(2.0, 41.0)
+    assert beyond.extrapolated and "extrapolated" in beyond.describe()
+    assert beyond.reference_psnr_rgb > 40.63
+    with pytest.raises(ValueError):
+        curve.psnr_at(0.0)
+
+
+# ------------------------------------------------------------------ schedule
+
+
+def test_cosine_schedule_warms_up_then_decays_to_floor():
+    s = CosineSchedule(peak=1e-4, floor=1e-5, start=100, end=1100, warmup=100)
+    assert s(100) == pytest.approx(1e-6)  # first step of the run: peak / warmup
+    assert s(199) == pytest.approx(1e-4)  # end of warm-up
+    assert s(650) == pytest.approx(5.5e-5)  # halfway through the decay (200..1100)
+    assert s(1100) == pytest.approx(1e-5) and s(5000) == pytest.approx(1e-5)
+    rates = [s(i) for i in range(199, 1101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    with pytest.raises(ValueError):
+        CosineSchedule(peak=1e-5, floor=1e-4, start=0, end=10, warmup=0)
+    with pytest.raises(ValueError):
+        CosineSchedule(peak=1e-4, floor=1e-5, start=10, end=10, warmup=0)
+
+
+# ------------------------------------------------------------------ threads
+
+
+def test_free_cores_leaves_room_for_other_load():
+    assert free_cores(load=1.0, own_threads=1, cores=2) == 2  # only us: take both
+    assert free_cores(load=2.1, own_threads=1, cores=2) == 1  # someone else busy
+    assert free_cores(load=9.0, own_threads=2, cores=2) == 1  # never below one
+    loads = iter([1.0, 3.0])
+    adaptive = AdaptiveThreads(interval=10, cores=2, load=lambda: next(loads))
+    assert adaptive.update(10) == 2 and torch.get_num_threads() == 2
+    assert adaptive.update(15) == 2  # between intervals nothing is read
+    assert adaptive.update(20) == 1 and torch.get_num_threads() == 1
+
+
+# ------------------------------------------------------------------ precision modes
+
+
+def test_mode_labels_round_trip_and_bad_modes_are_refused():
+    for label in ("cpu-fp32", "cpu-fp32-cl", "cpu-bf16-cl", "cuda-bf16"):
+        assert TrainMode.parse(label).label == label
+    for bad in ("cpu", "tpu-fp32", "cpu-fp16", "cpu-bf16-nhwc"):
+        with pytest.raises(ValueError):
+            TrainMode.parse(bad)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    model = tr.build_model(16, 24)
+    model.train()
+    return model
+
+
+def test_fp32_forward_equals_compressai_forward(small_model):
+    """The mode-aware forward is CompressAI's ``forward`` + the R-D loss, bit for bit in fp32."""
+    x = torch.rand(2, 3, 64, 64)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        out = small_model(x)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        bpp = sum(torch.log(v).sum() for v in out["likelihoods"].values()) / (-math.log(2) * n)
+        mse = torch.mean((out["x_hat"] - x) ** 2)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        terms = rd_forward(small_model, x, 0.18, TrainMode())
+    assert torch.equal(terms["bpp"], bpp) and torch.equal(terms["mse"], mse)
+    assert torch.equal(terms["loss"], 0.18 * 255.0**2 * mse + bpp)
+
+
+@pytest.mark.parametrize("label", ["cpu-fp32-cl", "cpu-bf16", "cpu-bf16-cl"])
+def test_other_modes_agree_with_fp32_and_keep_fp32_outside_transforms(small_model, label):
+    """Eval mode (rounding instead of noise: the noise tensor follows the memory format, so
+    training-mode outputs of channels_last and contiguous runs differ by their noise draws)."""
+    mode = TrainMode.parse(label)
+    x = torch.rand(2, 3, 64, 64)
+    results = {}
+    small_model.eval()
+    for m in (TrainMode(), mode):
+        m.prepare_model(small_model)
+        results[m.label] = rd_forward(small_model, m.prepare_batch(x), 0.18, m)
+    TrainMode().prepare_model(small_model)
+    small_model.train()
+    ref = {k: v.detach() for k, v in results["cpu-fp32"].items()}
+    got = results[label]
+    for k in ("loss", "mse", "bpp"):
+        assert got[k].dtype == torch.float32
+    got = {k: v.detach() if k != "loss" else v for k, v in got.items()}
+    tol = 1e-4 if mode.precision == "fp32" else 5e-2  # bf16 has an 8-bit mantissa
+    assert float(got["bpp"]) == pytest.approx(float(ref["bpp"]), rel=tol)
+    assert float(got["mse"]) == pytest.approx(float(ref["mse"]), rel=tol)
+    got["loss"].backward()  # gradients reach the fp32 parameters
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in small_model.parameters())
+    small_model.zero_grad(set_to_none=True)
+
+
+def test_time_step_leaves_weights_and_rng_untouched(small_model):
+    before = {k: v.clone() for k, v in small_model.state_dict().items()}
+    x = torch.rand(2, 3, 64, 64)
+    rng_before = torch.get_rng_state()
+    seconds = time_step(small_model, x, 0.18, TrainMode("cpu", "bf16", True))
+    TrainMode().prepare_model(small_model)
+    assert seconds > 0
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    for k, v in small_model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in small_model.parameters())
+
+
+def test_cuda_mode_is_described_without_a_gpu():
+    """What runs on CPU of the CUDA path: its mode, autocast context and device string."""
+    mode = TrainMode("cuda", "bf16", False)
+    assert mode.label == "cuda-bf16"
+    assert mode.autocast().fast_dtype == torch.bfloat16
+    if not torch.cuda.is_available():
+        with pytest.raises((AssertionError, RuntimeError)):
+            mode.prepare_batch(torch.zeros(1, 3, 8, 8))
+
+
+# ------------------------------------------------------------------ relay directory
+
+
+def test_relay_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCH_TRAIN_DIR", str(tmp_path / "t"))
+    assert relay.relay_dir(128, 192, 0.18) == tmp_path / "t" / "msh-n128-m192-l1800"
+    monkeypatch.delenv("BENCH_TRAIN_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert relay.train_root() == tmp_path / "c" / "bench" / "train"
+    assert relay.lambda_tag(0.0932) == "0932"
+    with pytest.raises(ValueError):
+        relay.lambda_tag(0.00001)
+
+
+def test_relay_plan(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCH_TRAIN_DIR", str(tmp_path))
+    shipped = tmp_path / "base.safetensors"
+    with pytest.raises(FileNotFoundError, match="no shipped weights"):
+        relay.plan(None, False, None, 8, 8, 0.18, shipped)
+    shipped.write_bytes(b"x")
+    out, resume, init, what = relay.plan(None, False, None, 8, 8, 0.18, shipped)
+    assert (out, resume, init) == (tmp_path / "msh-n8-m8-l1800", False, str(shipped))
+    assert "starting from" in what
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        relay.plan(None, True, None, 8, 8, 0.18, shipped)
+    out.mkdir()
+    (out / tr.CHECKPOINT_NAME).write_bytes(b"x")
+    assert relay.plan(None, False, None, 8, 8, 0.18, shipped)[:3] == (out, True, None)
+    explicit = tmp_path / "mine"
+    assert relay.plan(explicit, False, None, 8, 8, 0.18, shipped)[:3] == (explicit, False, None)
+
+
+@pytest.mark.skipif(not (TRAIN / "mcmaster18" / "01.png").is_file(), reason="no training photos")
+def test_bench_train_relay_starts_from_shipped_weights_then_continues(tmp_path):
+    """Two real ``bench train`` processes on the shipped base: the first starts the relay from
+    the shipped file, the second continues its checkpoint; modes and legs are recorded."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(TRAIN / "mcmaster18" / "01.png", data / "01.png")
+    sidecar = json.loads((SHIPPED / "msh-n128-m192-l0932.json").read_text())
+    start = int(sidecar["iterations"])
+    env = {**os.environ, "BENCH_TRAIN_DIR": str(tmp_path / "relay")}
+    common = ["--data", str(data), "--eval-every", "0", "--threads", "1", "--lmbda", "0.18",
+              "--precision", "bf16", "--checkpoint-every", "1"]  # fmt: skip
+    for stop in (start + 1, start + 2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "--no-entry-points", "train", "msh",
+             "--stop-at", str(stop), *common],  # fmt: skip
+            env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert "starting from" in proc.stderr or "continuing" in proc.stderr
+    run = tmp_path / "relay" / "msh-n128-m192-l1800"
+    state = tr.load_checkpoint(run)
+    assert state["iteration"] == start + 2
+    legs = state["legs"]
+    assert [leg["mode"] for leg in legs] == ["cpu-fp32", "cpu-bf16-cl", "cpu-bf16-cl"]
+    assert legs[0]["to_iteration"] == start  # the shipped weights' own training
+    assert [leg["to_iteration"] for leg in legs[1:]] == [start + 1, start + 2]
+    assert all(leg["iterations_per_second"] > 0 for leg in legs[1:])
+    log = [json.loads(line) for line in (run / tr.LOG_NAME).read_text().splitlines()]
+    assert [r["iteration"] for r in log if r["type"] == "train"] == [start + 1, start + 2]
+    assert all(r["mode"] == "cpu-bf16-cl" and r["lr"] > 0 for r in log if r["type"] == "train")
+
+
+def test_evaluation_states_the_published_gap(small_model):
+    img = np.asarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3)), dtype=np.uint8)
+    result = tr.evaluate(small_model, {"noise": img})
+    gap = result["published_gap"]
+    assert gap["curve"] == "mbt2018-mean"
+    assert gap["gap_db"] == pytest.approx(
+        MBT2018_MEAN_KODAK.psnr_at(result["bpp"])[0] - result["psnr_rgb"]
+    )
