@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.curves import aggregate, bd_table, rows_frame
+from bench.published import MBT2018_MEAN_KODAK
 from bench.store import CODECS, RUN, RunStore, dumps
 
 KIND_LABELS = {"progressive": "progressive", "rate-ladder": "non-progressive anchor (rate ladder)"}
@@ -199,6 +200,20 @@ def _added_parameters(info: dict) -> str:
     return f"+{total:,} (+{share:.3f} %: {parts})" if added else "+0"
 
 
+def _base_gap(weights: dict) -> str:
+    """The base model's export-time Kodak point against the published mbt2018-mean curve."""
+    point = weights.get("base_kodak")
+    if not point:
+        return "-"
+    gap = MBT2018_MEAN_KODAK.gap_db(point["bpp"], point["psnr_rgb"])
+    images = point.get("num_images")
+    extra = ", extrapolated" if gap.extrapolated else ""
+    return (
+        f"{-gap.gap_db:+.2f} dB at {gap.bpp:.3f} bpp "
+        f"({images if images is not None else '?'} img{extra})"
+    )
+
+
 def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> str:
     config, attempt = record["config"], record["attempts"][-1]
     git = attempt.get("git", {})
@@ -240,11 +255,19 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
                 "source": f"{weights.get('source')} `{weights.get('sha256', '')[:12]}`"
                 if weights
                 else "-",
+                "base vs mbt2018-mean": _base_gap(weights),
                 "device": info.get("device", "?"),
                 "description": info.get("description", "(did not run)"),
             }
         )
     out.append(_table(pd.DataFrame(codec_rows), {k: k for k in codec_rows[0]}, {}))
+    if any((infos.get(r["codec"], {}).get("weights") or {}).get("base_kodak") for r in codec_rows):
+        out.append(
+            "\n`base vs mbt2018-mean`: the learned base model's own (non-progressive) mean Kodak "
+            "point, measured when its weights were exported, minus CompressAI's published "
+            f"mbt2018-mean PSNR-RGB at the same bpp ({MBT2018_MEAN_KODAK.source}; linear in "
+            "log-bpp between its points). Negative: below the published model."
+        )
     for label in [c["label"] for c in config["codecs"]]:
         info = infos.get(label, {})
         if info:

@@ -22,6 +22,7 @@ from plugins.learned.training import relay  # noqa: E402
 from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
 from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
 from plugins.learned.training.threads import AdaptiveThreads, free_cores  # noqa: E402
+from plugins.learned.weights import BUNDLED_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
@@ -203,7 +204,7 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(TRAIN / "mcmaster18" / "01.png", data / "01.png")
-    sidecar = json.loads((SHIPPED / "msh-n128-m192-l0932.json").read_text())
+    sidecar = json.loads((SHIPPED / f"{BUNDLED_NAME}.json").read_text())
     start = int(sidecar["iterations"])
     env = {**os.environ, "BENCH_TRAIN_DIR": str(tmp_path / "relay")}
     common = ["--data", str(data), "--eval-every", "0", "--threads", "1", "--lmbda", "0.18",
@@ -237,3 +238,25 @@ def test_evaluation_states_the_published_gap(small_model):
     assert gap["gap_db"] == pytest.approx(
         MBT2018_MEAN_KODAK.psnr_at(result["bpp"])[0] - result["psnr_rgb"]
     )
+
+
+def test_report_states_the_base_gap_of_learned_codecs(crops_dataset, tmp_path):
+    """A real run of the base codec: the codec table gives its weights' export-time Kodak point
+    against the published curve, from the sidecar bound to the weights' sha256."""
+    from conftest import bench_command
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        bench_command("--no-entry-points", "run", "--codecs", "msh,spiht", "--dataset",
+                      str(crops_dataset), "--bpp", "1,4", "--repeats", "1", "--out", str(out)),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = (out / "report.md").read_text()
+    assert "| base vs mbt2018-mean |" in report
+    sidecar = json.loads((SHIPPED / f"{BUNDLED_NAME}.json").read_text())["kodak_eval"]
+    gap = MBT2018_MEAN_KODAK.gap_db(sidecar["bpp_mean"], sidecar["psnr_rgb_mean"])
+    msh_row = next(line for line in report.splitlines() if line.startswith("| msh |"))
+    assert f"{-gap.gap_db:+.2f} dB at {sidecar['bpp_mean']:.3f} bpp (24 img)" in msh_row
+    spiht_row = next(line for line in report.splitlines() if line.startswith("| spiht |"))
+    assert "dB at" not in spiht_row
