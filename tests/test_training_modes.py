@@ -220,11 +220,14 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(tmp_path):
     run = tmp_path / "relay" / "msh-n128-m192-l1800"
     state = tr.load_checkpoint(run)
     assert state["iteration"] == start + 2
+    shipped_legs = tr._legs_of_weights(SHIPPED / f"{BUNDLED_NAME}.safetensors")
+    assert shipped_legs and shipped_legs[-1]["to_iteration"] == start
     legs = state["legs"]
-    assert [leg["mode"] for leg in legs] == ["cpu-fp32", "cpu-bf16-cl", "cpu-bf16-cl"]
-    assert legs[0]["to_iteration"] == start  # the shipped weights' own training
-    assert [leg["to_iteration"] for leg in legs[1:]] == [start + 1, start + 2]
-    assert all(leg["iterations_per_second"] > 0 for leg in legs[1:])
+    assert legs[: len(shipped_legs)] == shipped_legs  # the shipped weights' own training
+    new = legs[len(shipped_legs) :]
+    assert [leg["mode"] for leg in new] == ["cpu-bf16-cl", "cpu-bf16-cl"]
+    assert [leg["to_iteration"] for leg in new] == [start + 1, start + 2]
+    assert all(leg["iterations_per_second"] > 0 for leg in new)
     log = [json.loads(line) for line in (run / tr.LOG_NAME).read_text().splitlines()]
     assert [r["iteration"] for r in log if r["type"] == "train"] == [start + 1, start + 2]
     assert all(r["mode"] == "cpu-bf16-cl" and r["lr"] > 0 for r in log if r["type"] == "train")
