@@ -3,6 +3,7 @@
 from bench.codec import (
     CodecInfo,
     CodecUnavailable,
+    CorruptStream,
     PrefixTooShort,
     ProgressiveCodec,
     RateLadderCodec,
@@ -17,6 +18,7 @@ __all__ = [
     "CodecInfo",
     "CodecSpec",
     "CodecUnavailable",
+    "CorruptStream",
     "PrefixTooShort",
     "ProgressiveCodec",
     "RateLadderCodec",

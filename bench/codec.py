@@ -17,6 +17,15 @@ Two kinds of codec exist.
   (and only then). The harness records such a point as undecodable. Every longer prefix decodes
   to an ``(H, W, 3)`` ``uint8`` array of the original size: never an exception, whatever the cut
   (mid-symbol, mid-chunk, mid-layer). Bytes past the end of the stream are never handed over.
+* Images are at most :data:`MAX_SIDE` (16384) pixels a side and :data:`MAX_PIXELS` (2**26)
+  pixels in all; :func:`check_image` refuses larger ones, so no stream states a larger size.
+* Bytes that no encoder run could have written (a damaged or crafted stream, another codec's
+  stream) make ``decode`` raise :class:`CorruptStream` (or :class:`PrefixTooShort` where they
+  only look like a short prefix), never another exception, a hang or a crash. Decoders check
+  every header field against what the encoder can write (the size against the limits above
+  and, where the format implies it, against the stream's length; levels against the size;
+  counts and lengths) *before* allocating anything the header sizes; a stream whose header is
+  consistent decodes at the cost of an image of its stated size.
 * Quality should not fall as the prefix grows (the conformance suite allows a small tolerance).
 
 :class:`RateLadderCodec` is for non-progressive anchors such as BPG: ``encode_at(image, setting)``
@@ -45,6 +54,30 @@ class PrefixTooShort(ValueError):
     """
 
 
+class CorruptStream(ValueError):
+    """Raised by ``decode`` when the bytes are not (a prefix of) a stream this codec can write.
+
+    The message says which field is wrong. A decoder raises it before allocating anything
+    sized by a header it has not validated.
+    """
+
+
+#: Largest image side any codec must handle; decoders refuse headers stating more.
+MAX_SIDE = 1 << 14
+#: Largest number of pixels any codec must handle (8K UHD is 2**25).
+MAX_PIXELS = 1 << 26
+
+
+def check_stream_size(height: int, width: int) -> None:
+    """Raise :class:`CorruptStream` unless a header's ``height x width`` is a size
+    :func:`check_image` accepts (1 to :data:`MAX_SIDE` a side, at most :data:`MAX_PIXELS`)."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise CorruptStream(
+            f"corrupt header: image size {height}x{width} (streams hold 1 to {MAX_SIDE} pixels "
+            f"a side, at most {MAX_PIXELS} in all)"
+        )
+
+
 class CodecUnavailable(RuntimeError):
     """Raised by a codec factory when a dependency or external binary is missing.
 
@@ -71,6 +104,10 @@ class WeightsInfo:
     path: str
     sha256: str
     description: str
+    #: The base model's own non-progressive Kodak mean point as measured when the weights were
+    #: exported (``{"bpp", "psnr_rgb", "num_images"}``); the report states its distance to the
+    #: published mbt2018-mean curve. None when unknown.
+    base_kodak: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -173,10 +210,17 @@ Codec = ProgressiveCodec | RateLadderCodec
 
 
 def check_image(image: np.ndarray) -> None:
-    """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` ``uint8`` array with H, W >= 1."""
+    """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` ``uint8`` array with H, W >= 1,
+    sides of at most :data:`MAX_SIDE` and at most :data:`MAX_PIXELS` pixels."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must have at least one pixel, got {image.shape}")
+    height, width = image.shape[:2]
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise ValueError(
+            f"image of {height}x{width} is larger than codecs handle ({MAX_SIDE} a side, "
+            f"{MAX_PIXELS} pixels)"
+        )

@@ -69,7 +69,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, CodecUnavailable, RateLadderCodec, check_image
+from bench.codec import (
+    CodecInfo,
+    CodecUnavailable,
+    CorruptStream,
+    RateLadderCodec,
+    check_image,
+    check_stream_size,
+)
 from plugins.bpg import hevc_ps
 from plugins.bpg.heif import BT601_FULL, build_hvcc, read_heif, write_heif
 
@@ -302,47 +309,50 @@ class Unpacked:
 
 
 def unpack_stream(data: bytes) -> Unpacked:
-    """Parse a stream from :func:`pack_stream`; ``ValueError`` if it is not one."""
+    """Parse a stream from :func:`pack_stream`; :class:`~bench.CorruptStream` if it is not one
+    (checked before any decoding: magic, size limits, parameter sets against the CRC, lengths)."""
     data = bytes(data)
     if len(data) < HEADER_BYTES:
-        raise ValueError(f"stream of {len(data)} bytes is shorter than the header")
+        raise CorruptStream(f"stream of {len(data)} bytes is shorter than the header")
     (magic, version, flags, width, height, pad_w, pad_h, conf, level, tools, crc, first) = (
         HEADER.unpack_from(data)
     )
     if magic != MAGIC or version != FORMAT_VERSION:
-        raise ValueError("not an hevc444 stream (bad magic or format version)")
-    if width == 0 or height == 0:
-        raise ValueError("zero image size in header")
+        raise CorruptStream("not an hevc444 stream (bad magic or format version)")
+    check_stream_size(height, width)
     pos = HEADER_BYTES
     explicit = bool(flags & FLAG_EXPLICIT)
     if explicit:
         if pos >= len(data):
-            raise ValueError("stream ends before its parameter sets")
+            raise CorruptStream("stream ends before its parameter sets")
         count = data[pos]
         pos += 1
         parameter_sets = []
         for _ in range(count):
             if pos + 2 > len(data):
-                raise ValueError("stream ends inside its parameter sets")
+                raise CorruptStream("stream ends inside its parameter sets")
             (length,) = struct.unpack_from(">H", data, pos)
             parameter_sets.append(data[pos + 2 : pos + 2 + length])
             pos += 2 + length
     else:
         compact = Compact(pad_w, pad_h, conf >> 4, conf & 15, level, tools)
-        parameter_sets = rebuild_parameter_sets(width, height, compact)
+        try:
+            parameter_sets = rebuild_parameter_sets(width, height, compact)
+        except (hevc_ps.Unsupported, ValueError, KeyError) as exc:
+            raise CorruptStream(f"corrupt header: no parameter sets for it ({exc})") from None
     if zlib.crc32(b"".join(parameter_sets)) != crc:
-        raise ValueError("parameter sets do not match the header's CRC-32")
+        raise CorruptStream("parameter sets do not match the header's CRC-32")
     nal_units = [data[pos : pos + first]]
     pos += first
     if flags & FLAG_MORE_NALS:
         while pos < len(data):
             if pos + 4 > len(data):
-                raise ValueError("stream ends inside a NAL unit length")
+                raise CorruptStream("stream ends inside a NAL unit length")
             (length,) = struct.unpack_from(">I", data, pos)
             nal_units.append(data[pos + 4 : pos + 4 + length])
             pos += 4 + length
     if pos != len(data) or any(len(n) < 2 for n in nal_units):
-        raise ValueError("stream length does not match its NAL unit lengths")
+        raise CorruptStream("stream length does not match its NAL unit lengths")
     coded = (width + pad_w, height + pad_h)
     return Unpacked(width, height, coded, parameter_sets, nal_units, explicit)
 
@@ -485,9 +495,13 @@ class Hevc444Codec(RateLadderCodec):
         import pillow_heif
 
         stream = unpack_stream(data)
-        heif = write_heif(build_hvcc(stream.parameter_sets), stream.nal_units, *stream.coded, NCLX)
-        decoded = pillow_heif.open_heif(io.BytesIO(heif), convert_hdr_to_8bit=True)
-        array = np.asarray(decoded)
+        try:
+            hvcc = build_hvcc(stream.parameter_sets)
+            heif = write_heif(hvcc, stream.nal_units, *stream.coded, NCLX)
+            decoded = pillow_heif.open_heif(io.BytesIO(heif), convert_hdr_to_8bit=True)
+            array = np.asarray(decoded)
+        except (ValueError, RuntimeError, KeyError, OSError) as exc:
+            raise CorruptStream(f"libheif cannot decode the stream: {exc}") from None
         if array.shape != (stream.coded[1], stream.coded[0], 3) or array.dtype != np.uint8:
-            raise ValueError(f"libheif decoded {array.shape} {array.dtype}, expected RGB")
+            raise CorruptStream(f"libheif decoded {array.shape} {array.dtype}, expected RGB")
         return np.ascontiguousarray(array[: stream.height, : stream.width])

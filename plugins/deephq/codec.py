@@ -40,11 +40,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, CodecUnavailable, ProgressiveCodec, WeightsInfo, check_image
+from bench.codec import (
+    CodecInfo,
+    CodecUnavailable,
+    CorruptStream,
+    ProgressiveCodec,
+    WeightsInfo,
+    check_image,
+)
 from plugins.deephq import coder
 from plugins.deephq import params as dp
 from plugins.learned import latent_coder as lc
-from plugins.learned.model_io import BaseModel, Reader, put_varint
+from plugins.learned.model_io import BaseModel, Reader, put_varint, read_z
 from plugins.learned.progressive import (
     CHUNK_UNIT_BITS,
     RECON_CODES,
@@ -265,13 +272,15 @@ class DeepHQCodec(ProgressiveCodec):
         base = self.base
         height, width = read_image_header(reader, TAG, self.name, base)
         if reader.take(4).hex() != self.sha256[:8]:
-            raise ValueError("stream made with other DeepHQ weights; decode with the same weights")
+            raise CorruptStream(
+                "stream made with other DeepHQ weights; decode with the same weights"
+            )
         flags = reader.byte()
         recon = RECON_NAMES.get(flags >> 1)
         if recon not in ("mean", "midpoint") or flags >> 3:
-            raise ValueError(f"corrupt header: flags {flags:#x}")
+            raise CorruptStream(f"corrupt header: flags {flags:#x}")
         chunk_bits = read_chunk_bits(reader)
-        z_bytes = reader.take(reader.varint())
+        z_bytes = read_z(reader, base, height, width)
         header = prefix[: reader.pos]
         cached = self._memo_hyper.get(header)
         if cached is None:

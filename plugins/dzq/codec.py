@@ -87,6 +87,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.codec import CorruptStream
 from plugins.learned.latent_coder import partition_bits
 from plugins.learned.model_io import Reader, put_varint
 from plugins.learned.progressive import NestedLatentCodec
@@ -266,12 +267,12 @@ class DzqCodec(NestedLatentCodec):
     def read_scheme(self, reader: Reader):
         count = reader.varint()
         if not 1 <= count <= MAX_LAYERS:
-            raise ValueError(f"corrupt DZQ header: {count} layers")
+            raise CorruptStream(f"corrupt DZQ header: {count} layers")
         steps = [reader.varint() for _ in range(count - 1)]
         if any(s <= STEP_UNITS or s >= MAX_STEP_UNITS for s in steps) or steps != sorted(
             steps, reverse=True
         ):
-            raise ValueError(f"corrupt DZQ header: steps {steps}")
+            raise CorruptStream(f"corrupt DZQ header: steps {steps}")
         sigma = tuple(float(s) for s in self.base.scale_table)
         return DzqLayers((*steps, STEP_UNITS), sigma)
 

@@ -59,7 +59,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bench.codec import CodecInfo, CodecUnavailable, ProgressiveCodec, check_image
+from bench.codec import (
+    CodecInfo,
+    CodecUnavailable,
+    CorruptStream,
+    ProgressiveCodec,
+    check_image,
+    check_stream_size,
+)
 from bench.grid import budget_bytes
 from plugins.jpeg2000 import codestream as cs
 
@@ -69,10 +76,6 @@ DEFAULT_LAYER_BPP: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1,
 #: Most encodes :func:`fit_rates` makes per image, and how many of them may raise targets.
 MAX_ENCODES = 12
 EXPLORE_ENCODES = 4
-
-#: Largest image (pixels) the decoder will build (Pillow refuses twice its 89.5 Mpixel
-#: ``MAX_IMAGE_PIXELS`` anyway); guards against corrupt SIZ values.
-MAX_PIXELS = 1 << 27
 
 PLUGIN_VERSION = "1.0"
 
@@ -320,10 +323,11 @@ class Jpeg2000Codec(ProgressiveCodec):
         if len(siz.components) != 3 or any(
             c.precision != 8 or c.signed or c.dx != 1 or c.dy != 1 for c in siz.components
         ):
-            raise ValueError("unsupported stream: need three unsigned 8-bit full-size components")
+            raise CorruptStream(
+                "unsupported stream: need three unsigned 8-bit full-size components"
+            )
         height, width = siz.height, siz.width
-        if height * width > MAX_PIXELS:
-            raise ValueError(f"implausible image size {width}x{height} in SIZ")
+        check_stream_size(height, width)
         layers = header.complete_layers(len(prefix))
         if layers == 0:
             return np.full((height, width, 3), 128, dtype=np.uint8)
@@ -340,7 +344,7 @@ def decode_j2k(stream: bytes, height: int, width: int) -> np.ndarray:
             rgb = im.convert("RGB")
             array = np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"OpenJPEG could not decode the rebuilt codestream: {exc}") from exc
+        raise CorruptStream(f"OpenJPEG could not decode the rebuilt codestream: {exc}") from exc
     if array.shape != (height, width, 3):
-        raise ValueError(f"decoded shape {array.shape} differs from SIZ {height}x{width}")
+        raise CorruptStream(f"decoded shape {array.shape} differs from SIZ {height}x{width}")
     return np.ascontiguousarray(array)

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bench.codec import PrefixTooShort
+from bench.codec import CorruptStream, PrefixTooShort
 
 # Marker codes (T.800 A.1, list of markers and marker segments).
 SOC = 0xFF4F
@@ -306,13 +306,15 @@ def read_segment(data: bytes, pos: int, where: str) -> Segment:
     _need(data, pos + 2, where)
     marker = _u16(data, pos)
     if marker >> 8 != 0xFF or marker < 0xFF30:
-        raise ValueError(f"not a JPEG 2000 marker at offset {pos} in the {where}: 0x{marker:04X}")
+        raise CorruptStream(
+            f"not a JPEG 2000 marker at offset {pos} in the {where}: 0x{marker:04X}"
+        )
     if marker in (SOC, SOD, EOC) or 0xFF30 <= marker <= 0xFF3F:
         return Segment(marker, pos, 0)
     _need(data, pos + 4, where)
     length = _u16(data, pos + 2)
     if length < 2:
-        raise ValueError(f"marker 0x{marker:04X} at offset {pos} has invalid length {length}")
+        raise CorruptStream(f"marker 0x{marker:04X} at offset {pos} has invalid length {length}")
     segment = Segment(marker, pos, length)
     _need(data, segment.end, where)
     return segment
@@ -322,24 +324,24 @@ def parse_siz(data: bytes, segment: Segment) -> Siz:
     """Decode a SIZ segment (A.5.1)."""
     body = data[segment.offset + 4 : segment.end]
     if len(body) < 38:
-        raise ValueError(f"SIZ segment too short ({segment.length} bytes)")
+        raise CorruptStream(f"SIZ segment too short ({segment.length} bytes)")
     rsiz, *sizes = struct.unpack(">H8I", body[:34])
     count = _u16(body, 34)
     if count < 1 or len(body) != 36 + 3 * count:
-        raise ValueError(f"SIZ length {segment.length} does not match Csiz={count}")
+        raise CorruptStream(f"SIZ length {segment.length} does not match Csiz={count}")
     components = []
     for c in range(count):
         ssiz, dx, dy = body[36 + 3 * c : 39 + 3 * c]
         if dx == 0 or dy == 0:
-            raise ValueError(f"SIZ component {c} has zero sub-sampling")
+            raise CorruptStream(f"SIZ component {c} has zero sub-sampling")
         components.append(Component((ssiz & 0x7F) + 1, bool(ssiz & 0x80), dx, dy))
     siz = Siz(rsiz, *sizes, components=tuple(components))
     if not (siz.xsiz > siz.xosiz and siz.ysiz > siz.yosiz):
-        raise ValueError(f"SIZ describes an empty image ({siz.xsiz}x{siz.ysiz})")
+        raise CorruptStream(f"SIZ describes an empty image ({siz.xsiz}x{siz.ysiz})")
     if siz.xtsiz == 0 or siz.ytsiz == 0 or siz.xtosiz > siz.xosiz or siz.ytosiz > siz.yosiz:
-        raise ValueError("SIZ has an invalid tile grid")
+        raise CorruptStream("SIZ has an invalid tile grid")
     if siz.xtosiz + siz.xtsiz <= siz.xosiz or siz.ytosiz + siz.ytsiz <= siz.yosiz:
-        raise ValueError("SIZ: the first tile does not meet the image area")
+        raise CorruptStream("SIZ: the first tile does not meet the image area")
     return siz
 
 
@@ -347,21 +349,21 @@ def parse_cod(data: bytes, segment: Segment) -> Cod:
     """Decode a COD segment (A.6.1)."""
     body = data[segment.offset + 4 : segment.end]
     if len(body) < 10:
-        raise ValueError(f"COD segment too short ({segment.length} bytes)")
+        raise CorruptStream(f"COD segment too short ({segment.length} bytes)")
     scod, progression = body[0], body[1]
     layers = _u16(body, 2)
     mct, levels, xcb, ycb, style, transform = body[4:10]
     if layers == 0:
-        raise ValueError("COD declares zero quality layers")
+        raise CorruptStream("COD declares zero quality layers")
     if levels > 32:
-        raise ValueError(f"COD declares {levels} decomposition levels (at most 32)")
+        raise CorruptStream(f"COD declares {levels} decomposition levels (at most 32)")
     if scod & 0x01:
         if len(body) != 10 + levels + 1:
-            raise ValueError("COD precinct sizes do not match the number of resolutions")
+            raise CorruptStream("COD precinct sizes do not match the number of resolutions")
         precincts = tuple((b & 0x0F, b >> 4) for b in body[10:])
     else:
         if len(body) != 10:
-            raise ValueError(f"COD length {segment.length} is wrong without precinct sizes")
+            raise CorruptStream(f"COD length {segment.length} is wrong without precinct sizes")
         precincts = ((15, 15),) * (levels + 1)
     return Cod(
         offset=segment.offset,
@@ -381,7 +383,7 @@ def parse_cod(data: bytes, segment: Segment) -> Cod:
 def parse_sot(data: bytes, segment: Segment) -> Sot:
     """Decode a SOT segment (A.4.2)."""
     if segment.length != 10:
-        raise ValueError(f"SOT segment has length {segment.length}, expected 10")
+        raise CorruptStream(f"SOT segment has length {segment.length}, expected 10")
     isot, psot, tpsot, tnsot = struct.unpack(">HIBB", data[segment.offset + 4 : segment.end])
     return Sot(segment.offset, isot, psot, tpsot, tnsot)
 
@@ -398,7 +400,7 @@ def decode_packet_lengths(payload: bytes) -> list[int]:
             lengths.append(value)
             value = 0
     if pending:
-        raise ValueError("PLT packet length is cut off at the end of the last PLT segment")
+        raise CorruptStream("PLT packet length is cut off at the end of the last PLT segment")
     return lengths
 
 
@@ -407,7 +409,7 @@ def encode_packet_lengths(lengths: Iterable[int]) -> list[bytes]:
     out = []
     for length in lengths:
         if length < 0:
-            raise ValueError(f"negative packet length {length}")
+            raise CorruptStream(f"negative packet length {length}")
         groups = [length & 0x7F]
         length >>= 7
         while length:
@@ -429,7 +431,7 @@ def build_plt_segments(lengths: Sequence[int]) -> bytes:
     if chunk or not segments:
         segments.append(chunk)
     if len(segments) > 256:
-        raise ValueError("too many packets for 256 PLT segments")
+        raise CorruptStream("too many packets for 256 PLT segments")
     return b"".join(
         struct.pack(">HHB", PLT, 3 + len(payload), index) + bytes(payload)
         for index, payload in enumerate(segments)
@@ -476,10 +478,10 @@ def _parse_tile_part(data: bytes, pos: int, index: int) -> TilePart:
     """Parse the tile-part header starting with the SOT at ``pos`` (A.4.2) through SOD."""
     segment = read_segment(data, pos, "tile-part header")
     if segment.marker != SOT:
-        raise ValueError(f"expected SOT at offset {pos}, found {segment.name}")
+        raise CorruptStream(f"expected SOT at offset {pos}, found {segment.name}")
     sot = parse_sot(data, segment)
     if sot.tile_index != 0 or sot.tile_part_index != index:
-        raise ValueError(
+        raise CorruptStream(
             f"unsupported tile-part order at offset {pos}: Isot={sot.tile_index}, "
             f"TPsot={sot.tile_part_index}, expected tile 0 part {index}"
         )
@@ -492,14 +494,14 @@ def _parse_tile_part(data: bytes, pos: int, index: int) -> TilePart:
         if segment.marker == SOD:
             break
         if segment.marker in (COD, COC, POC, PPT):
-            raise ValueError(f"unsupported {segment.name} marker in a tile-part header")
+            raise CorruptStream(f"unsupported {segment.name} marker in a tile-part header")
         if segment.marker in (SOC, SIZ, SOT, EOC):
-            raise ValueError(f"unexpected {segment.name} in a tile-part header at offset {pos}")
+            raise CorruptStream(f"unexpected {segment.name} in a tile-part header at offset {pos}")
         if index > 0 and segment.marker not in (PLT, COM):
-            raise ValueError(f"{segment.name} is not allowed in a non-first tile-part header")
+            raise CorruptStream(f"{segment.name} is not allowed in a non-first tile-part header")
         if segment.marker == PLT:
             if segment.length < 3:
-                raise ValueError("PLT segment without Zplt")
+                raise CorruptStream("PLT segment without Zplt")
             plts.append(
                 Plt(
                     segment.offset, data[segment.offset + 4], data[segment.offset + 5 : segment.end]
@@ -507,16 +509,16 @@ def _parse_tile_part(data: bytes, pos: int, index: int) -> TilePart:
             )
         pos = segment.end
     if not plts:
-        raise ValueError(
+        raise CorruptStream(
             f"tile-part {index} has no PLT marker: packet lengths unknown (encode with plt=True)"
         )
     plts.sort(key=lambda p: p.index)
     if [p.index for p in plts] != list(range(len(plts))):
-        raise ValueError("PLT segments are not numbered 0, 1, 2, ... (Zplt)")
+        raise CorruptStream("PLT segments are not numbered 0, 1, 2, ... (Zplt)")
     lengths = tuple(decode_packet_lengths(b"".join(p.payload for p in plts)))
     part = TilePart(sot, tuple(segments), tuple(plts), segment.end, lengths)
     if sot.psot and sot.offset + sot.psot != part.data_end:
-        raise ValueError(
+        raise CorruptStream(
             f"tile-part {index}: PLT packet lengths ({sum(lengths)} bytes) disagree with "
             f"Psot={sot.psot}"
         )
@@ -536,11 +538,11 @@ def parse_header(data: bytes) -> Header:
     data = bytes(data)
     _need(data, 2, "SOC marker")
     if _u16(data, 0) != SOC:
-        raise ValueError("not a raw JPEG 2000 codestream: it does not start with SOC (FF4F)")
+        raise CorruptStream("not a raw JPEG 2000 codestream: it does not start with SOC (FF4F)")
     # A.3 (codestream construction): SIZ immediately follows SOC.
     first = read_segment(data, 2, "main header")
     if first.marker != SIZ:
-        raise ValueError(f"expected SIZ after SOC, found {first.name}")
+        raise CorruptStream(f"expected SIZ after SOC, found {first.name}")
     siz = parse_siz(data, first)
     main = [Segment(SOC, 0, 0), first]
     cod = None
@@ -550,21 +552,21 @@ def parse_header(data: bytes) -> Header:
         if segment.marker == SOT:
             break
         if segment.marker in (SOD, EOC, SOC, SIZ):
-            raise ValueError(f"unexpected {segment.name} in the main header at offset {pos}")
+            raise CorruptStream(f"unexpected {segment.name} in the main header at offset {pos}")
         if segment.marker in (COC, POC, PPM, PLM):
-            raise ValueError(f"unsupported {segment.name} marker in the main header")
+            raise CorruptStream(f"unsupported {segment.name} marker in the main header")
         if segment.marker == COD:
             if cod is not None:
-                raise ValueError("two COD segments in the main header")
+                raise CorruptStream("two COD segments in the main header")
             cod = parse_cod(data, segment)
         main.append(segment)
         pos = segment.end
     if cod is None:
-        raise ValueError("the main header has no COD segment")
+        raise CorruptStream("the main header has no COD segment")
     if siz.num_tiles != 1:
-        raise ValueError(f"unsupported: {siz.num_tiles} tiles (only single-tile streams)")
+        raise CorruptStream(f"unsupported: {siz.num_tiles} tiles (only single-tile streams)")
     if cod.progression != 0:
-        raise ValueError(f"unsupported progression order {cod.progression_name} (need LRCP)")
+        raise CorruptStream(f"unsupported progression order {cod.progression_name} (need LRCP)")
     per_layer = packets_per_layer(siz, cod)
     expected = cod.layers * per_layer
 
@@ -574,7 +576,7 @@ def parse_header(data: bytes) -> Header:
     while True:
         part = parts[-1]
         if part.sot.num_tile_parts != declared:
-            raise ValueError("tile-parts disagree on the number of tile-parts (TNsot)")
+            raise CorruptStream("tile-parts disagree on the number of tile-parts (TNsot)")
         if part.sot.psot == 0 or len(parts) == declared:
             complete = True  # Psot = 0 marks the last tile-part (A.4.2)
             break
@@ -585,14 +587,14 @@ def parse_header(data: bytes) -> Header:
             complete = True
             break
         if len(parts) >= 255:
-            raise ValueError("more than 255 tile-parts")
+            raise CorruptStream("more than 255 tile-parts")
         try:
             parts.append(_parse_tile_part(data, pos, len(parts)))
         except PrefixTooShort:
             break
     listed = sum(len(p.packet_lengths) for p in parts)
     if listed > expected or (complete and listed != expected):
-        raise ValueError(
+        raise CorruptStream(
             f"PLT lists {listed} packets, expected {expected} "
             f"({cod.layers} layers x {per_layer} packets)"
         )
@@ -637,11 +639,11 @@ def rebuild(data: bytes, header: Header, layers: int) -> bytes:
     EOC (A.4.4).
     """
     if not 1 <= layers <= header.cod.layers:
-        raise ValueError(f"cannot keep {layers} of {header.cod.layers} layers")
+        raise CorruptStream(f"cannot keep {layers} of {header.cod.layers} layers")
     count = layers * header.packets_per_layer
     packets = header.packets()[:count]
     if len(packets) < count or packets[-1][0] + packets[-1][1] > len(data):
-        raise ValueError(f"{len(data)} bytes do not contain {layers} complete layers")
+        raise CorruptStream(f"{len(data)} bytes do not contain {layers} complete layers")
     lengths = [length for _, length in packets]
     tile_header = _first_part_extras(data, header) + build_plt_segments(lengths)
     body = b"".join(data[offset : offset + length] for offset, length in packets)
@@ -667,10 +669,10 @@ def split_layers(data: bytes) -> bytes:
     """
     header = parse_header(data)
     if not header.complete:
-        raise ValueError("split_layers needs a complete codestream")
+        raise CorruptStream("split_layers needs a complete codestream")
     layers = header.cod.layers
     if layers > 255:
-        raise ValueError(f"{layers} layers do not fit into 255 tile-parts")
+        raise CorruptStream(f"{layers} layers do not fit into 255 tile-parts")
     per_layer = header.packets_per_layer
     packets = header.packets()
     out = bytearray(_main_header(data, header, layers))

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, RateLadderCodec, check_image
+from bench.codec import CodecInfo, CorruptStream, RateLadderCodec, check_image, check_stream_size
 from plugins.learned import table_coder
-from plugins.learned.model_io import BaseModel, Reader, put_varint
+from plugins.learned.model_io import BaseModel, Reader, put_varint, read_z
 from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
 
 #: Naive Scaling factors, low rate first; 8, 4, 2, 1 are PLONQ's levels.
@@ -75,16 +75,16 @@ class _LadderBase(RateLadderCodec):
         return out
 
     def _read_header(self, data: bytes) -> tuple[Reader, int, int]:
+        """Tag, size and weights check of a stream; :class:`~bench.CorruptStream` if wrong."""
         reader = Reader(bytes(data), "stream")
         tag = reader.byte()
         if tag != self.tag:
-            raise ValueError(f"not a {self.name} stream (tag {tag:#x})")
+            raise CorruptStream(f"not a {self.name} stream (tag {tag:#x})")
         height, width = reader.varint(), reader.varint()
-        if height < 1 or width < 1:
-            raise ValueError(f"corrupt header: image size {height}x{width}")
+        check_stream_size(height, width)
         sha = reader.take(4)
         if sha != self.base.sha_prefix:
-            raise ValueError(
+            raise CorruptStream(
                 f"stream made with weights sha256 {sha.hex()}..., this codec has "
                 f"{self.base.sha_prefix.hex()}..."
             )
@@ -120,7 +120,7 @@ class BaseModelLadder(_LadderBase):
 
     def decode(self, data: bytes) -> np.ndarray:
         reader, height, width = self._read_header(data)
-        z_bytes = reader.take(reader.varint())
+        z_bytes = read_z(reader, self.base, height, width)
         y_bytes = bytes(reader.data[reader.pos :])
         base = self.base
         torch = base._torch
@@ -182,10 +182,11 @@ class NaiveScalingLadder(_LadderBase):
 
     def decode(self, data: bytes) -> np.ndarray:
         reader, height, width = self._read_header(data)
-        s = reader.varint() / SCALE_UNITS
-        if s <= 0:
-            raise ValueError("corrupt header: scale factor 0")
-        z_bytes = reader.take(reader.varint())
+        units = reader.varint()
+        if units < SCALE_UNITS // 4:
+            raise CorruptStream(f"corrupt header: scale factor {units}/{SCALE_UNITS}")
+        s = units / SCALE_UNITS
+        z_bytes = read_z(reader, self.base, height, width)
         y_bytes = bytes(reader.data[reader.pos :])
         base = self.base
         hyper = base.hyper(z_bytes, base.hyper_shape(height, width))

@@ -63,6 +63,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bench.codec import CorruptStream
 from plugins.learned.model_io import put_varint, read_varint, unzigzag, zigzag
 
 #: Expected costs are integers in 1/16 bit.
@@ -496,16 +497,20 @@ def _payload_to_words(payload: bytes) -> np.ndarray:
 def decode_chunk(
     payload: bytes, probs: np.ndarray, escape_sym: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Symbols of one chunk and, at level 1, the escape values ``(sign, hi, lo)`` rows."""
+    """Symbols of one chunk and, at level 1, the escape values ``(sign, hi, lo)`` rows.
+    :class:`~bench.CorruptStream` when constriction finds the payload invalid for the model."""
     cs = _constriction()
     dec = cs.queue.RangeDecoder(_payload_to_words(payload))
-    syms = dec.decode(cs.model.Categorical(perfect=False), probs)
-    extra = np.zeros((0, 3), np.int64)
-    if escape_sym is not None:
-        n_esc = int(np.count_nonzero(syms == escape_sym))
-        if n_esc:
-            flat = dec.decode(escape_model(), 3 * n_esc)
-            extra = np.asarray(flat, np.int64).reshape(n_esc, 3)
+    try:
+        syms = dec.decode(cs.model.Categorical(perfect=False), probs)
+        extra = np.zeros((0, 3), np.int64)
+        if escape_sym is not None:
+            n_esc = int(np.count_nonzero(syms == escape_sym))
+            if n_esc:
+                flat = dec.decode(escape_model(), 3 * n_esc)
+                extra = np.asarray(flat, np.int64).reshape(n_esc, 3)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptStream(f"corrupt chunk: {exc}") from None
     return np.asarray(syms, np.int64), extra
 
 
@@ -624,7 +629,7 @@ def read_chunk(data: bytes, pos: int, weight_units: int) -> tuple[bytes, int] | 
     code, p = got
     length = weight_units // UNITS_PER_BYTE + unzigzag(code)
     if length < 0:
-        raise ValueError("negative chunk length: not a stream of this codec/weights")
+        raise CorruptStream("negative chunk length: not a stream of this codec/weights")
     if p + length > len(data):
         return None
     return bytes(data[p : p + length]), p + length

@@ -26,6 +26,11 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
   Kodak decode (measured). CompressAI itself uses float32 here.
 * :meth:`BaseModel.synthesise`: ``x_hat = g_s(y_hat)`` (float32), cropped and rounded to uint8.
 
+* :meth:`BaseModel.check_z_length`: the decoder's check of a header's size against the length
+  of its ``z`` field, before anything sized by the header is allocated: every ``z`` element
+  costs at least ``-log2`` of its table's largest probability (107 bits per 64 x 64 block with
+  the bundled weights), so ``z`` bounds the image size a stream can state.
+
 Byte helpers: LEB128 varints, zig-zag, and :class:`Reader` whose reads raise
 :class:`bench.PrefixTooShort` past the end of a prefix.
 """
@@ -39,10 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import PrefixTooShort
+from bench.codec import CorruptStream, PrefixTooShort
 from plugins.learned.weights import ResolvedWeights, load_model, load_state, resolve
 
 PAD_MULTIPLE = 64
+#: Bits a range-coded stream may save on its lower bound (coder state, stripped zero bytes).
+Z_BOUND_SLACK_BITS = 128
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +89,7 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
             return value, pos
         shift += 7
         if shift > 63:
-            raise ValueError("varint longer than 64 bits: not a stream of this codec")
+            raise CorruptStream("varint longer than 64 bits: not a stream of this codec")
     return None
 
 
@@ -179,6 +186,11 @@ class BaseModel:
         self.M = int(self.nets.M)
         self._grid = None
         self._compressai_model = None
+        t = self.tables
+        self.min_z_bits_per_position = 0.0
+        for row in range(self.N):
+            freq = np.diff(t.z_cdf[row][: int(t.z_cdf_length[row])]).astype(np.float64)
+            self.min_z_bits_per_position -= float(np.log2(freq.max() / freq.sum()))
 
     @property
     def grid(self):
@@ -232,6 +244,17 @@ class BaseModel:
     @staticmethod
     def hyper_shape(height: int, width: int) -> tuple[int, int]:
         return -(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE)
+
+    def check_z_length(self, z_len: int, height: int, width: int) -> None:
+        """:class:`~bench.CorruptStream` unless ``z_len`` bytes can hold the hyper-latent of a
+        ``height x width`` image (see module doc; 2 % and :data:`Z_BOUND_SLACK_BITS` spare)."""
+        positions = np.prod(self.hyper_shape(height, width), dtype=np.float64)
+        least = 0.98 * self.min_z_bits_per_position * positions - Z_BOUND_SLACK_BITS
+        if 8 * z_len < least:
+            raise CorruptStream(
+                f"corrupt header: {z_len} bytes of hyper-latent cannot hold a {height}x{width} "
+                f"image (at least {max(least, 0) / 8:.0f} bytes)"
+            )
 
     # -- encoder ------------------------------------------------------------------------------
 
@@ -304,3 +327,11 @@ class BaseModel:
             "N": self.N,
             "M": self.M,
         }
+
+
+def read_z(reader: Reader, base: BaseModel, height: int, width: int) -> bytes:
+    """The length-prefixed hyper-latent bytes; :class:`~bench.CorruptStream` when the length
+    cannot hold the ``z`` of a ``height x width`` image (:meth:`BaseModel.check_z_length`)."""
+    z_len = reader.varint()
+    base.check_z_length(z_len, height, width)
+    return reader.take(z_len)

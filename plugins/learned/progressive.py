@@ -13,8 +13,11 @@ Stream layout (all integers LEB128 varints unless said otherwise)::
     chunks ...              the latent refinement, :mod:`plugins.learned.latent_coder`
 
 Everything up to the end of ``z`` is the header: a shorter prefix raises
-:class:`bench.PrefixTooShort`; a prefix that holds it decodes (the latent starts at the prior
-means ``mu``, "no chunk yet") and every complete chunk after it refines the latent.
+:class:`bench.PrefixTooShort`; a header no encoder could write (another tag, a size over
+:data:`bench.codec.MAX_SIDE` or too large for its ``z`` length, other weights, unknown codes)
+raises :class:`bench.CorruptStream` before anything it sizes is allocated; a prefix that holds
+it decodes (the latent starts at the prior means ``mu``, "no chunk yet") and every complete
+chunk after it refines the latent.
 
 Subclasses provide the level scheme: :meth:`NestedLatentCodec.choose_scheme` (encoder side:
 returns the scheme and its header bytes) and :meth:`NestedLatentCodec.read_scheme` (decoder
@@ -31,9 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, ProgressiveCodec, check_image
+from bench.codec import (
+    CodecInfo,
+    CorruptStream,
+    ProgressiveCodec,
+    check_image,
+    check_stream_size,
+)
 from plugins.learned import latent_coder as lc
-from plugins.learned.model_io import Analysis, BaseModel, Reader, put_varint
+from plugins.learned.model_io import Analysis, BaseModel, Reader, put_varint, read_z
 from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
 
 RECON_CODES = {"mean": 0, "midpoint": 1, "laplace": 2}
@@ -73,17 +82,17 @@ def write_image_header(tag: int, height: int, width: int, base: BaseModel) -> by
 
 
 def read_image_header(reader: Reader, tag: int, name: str, base: BaseModel) -> tuple[int, int]:
-    """Read what :func:`write_image_header` wrote; ``(height, width)``. ``ValueError`` for
-    another codec's stream, a corrupt size or a stream made with other base weights."""
+    """Read what :func:`write_image_header` wrote; ``(height, width)``.
+    :class:`~bench.CorruptStream` for another codec's stream, a size outside the contract's
+    limits or a stream made with other base weights."""
     got = reader.byte()
     if got != tag:
-        raise ValueError(f"not a {name} stream (tag {got:#x}, expected {tag:#x})")
+        raise CorruptStream(f"not a {name} stream (tag {got:#x}, expected {tag:#x})")
     height, width = reader.varint(), reader.varint()
-    if height < 1 or width < 1:
-        raise ValueError(f"corrupt header: image size {height}x{width}")
+    check_stream_size(height, width)
     sha = reader.take(4)
     if sha != base.sha_prefix:
-        raise ValueError(
+        raise CorruptStream(
             f"stream made with base weights sha256 {sha.hex()}..., this codec has "
             f"{base.sha_prefix.hex()}... ({base.resolved.spec}); decode with the same weights"
         )
@@ -94,7 +103,7 @@ def read_chunk_bits(reader: Reader) -> int:
     """The chunk size field (in units of 64 bits) as bits."""
     chunk_bits = reader.varint() * CHUNK_UNIT_BITS
     if chunk_bits <= 0:
-        raise ValueError("corrupt header: chunk size 0")
+        raise CorruptStream("corrupt header: chunk size 0")
     return chunk_bits
 
 
@@ -232,11 +241,10 @@ class NestedLatentCodec(ProgressiveCodec):
         height, width = read_image_header(reader, self.tag, self.name, base)
         recon_code = reader.byte()
         if recon_code not in RECON_NAMES:
-            raise ValueError(f"corrupt header: reconstruction code {recon_code}")
+            raise CorruptStream(f"corrupt header: reconstruction code {recon_code}")
         chunk_bits = read_chunk_bits(reader)
         scheme = self.read_scheme(reader)
-        z_len = reader.varint()
-        z_bytes = reader.take(z_len)
+        z_bytes = read_z(reader, base, height, width)
         header_end = reader.pos
         header = prefix[:header_end]
         cached = self._memo_hyper.get(header)

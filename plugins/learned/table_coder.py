@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.codec import CorruptStream
+
 ESCAPE_HALF = 1 << 16
 
 
@@ -77,7 +79,15 @@ def decode(
     cdf_length: np.ndarray,
     offset: np.ndarray,
 ) -> np.ndarray:
-    """Inverse of :func:`encode` (the decoder knows ``rows``); returns int64 symbols."""
+    """Inverse of :func:`encode` (the decoder knows ``rows``); returns int64 symbols.
+    :class:`~bench.CorruptStream` when constriction finds ``data`` invalid for the tables."""
+    try:
+        return _decode(data, rows, cdf, cdf_length, offset)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptStream(f"corrupt entropy-coded data: {exc}") from None
+
+
+def _decode(data, rows, cdf, cdf_length, offset) -> np.ndarray:
     cs = _stream()
     rows = np.asarray(rows, np.int64).reshape(-1)
     pad = (-len(data)) % 4

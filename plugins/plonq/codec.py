@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.codec import CorruptStream
 from plugins.learned.model_io import Reader
 from plugins.learned.progressive import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
@@ -126,5 +127,5 @@ class PlonqCodec(NestedLatentCodec):
     def read_scheme(self, reader: Reader):
         levels = reader.byte()
         if not 1 <= levels <= MAX_LEVELS:
-            raise ValueError(f"corrupt PLONQ header: {levels} levels")
+            raise CorruptStream(f"corrupt PLONQ header: {levels} levels")
         return PlonqLevels(levels)

@@ -29,6 +29,10 @@ Stream
     header raises :class:`~bench.PrefixTooShort`; every longer prefix decodes to an image of the
     original size. ``spiht`` uses every bit of a prefix; ``spiht-ac`` every decision the prefix
     determines (about 3 bytes of a cut are not yet usable; see :mod:`plugins.spiht.entropy`).
+    The decoder checks the header before allocating: tag and colour mode, the size against
+    :data:`bench.codec.MAX_SIDE`, levels against what :func:`auto_levels` gives that size (at
+    most :data:`MAX_LEVELS`), the top bit-plane against the ``int32`` coefficients (at most 31
+    planes); anything else raises :class:`~bench.CorruptStream`.
 
 Colour: one set of lists over the three components
     Y, Cb and Cr each have their own spatial orientation trees, but there is one LIP, one LIS and
@@ -78,7 +82,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from bench.codec import CodecInfo, PrefixTooShort, ProgressiveCodec, check_image
+from bench.codec import (
+    CodecInfo,
+    CorruptStream,
+    PrefixTooShort,
+    ProgressiveCodec,
+    check_image,
+    check_stream_size,
+)
 from plugins.spiht import colour, passes
 from plugins.spiht import wavelet as wv
 
@@ -97,7 +108,10 @@ COLOUR_YCBCR = 1
 QUANT = 16.0
 #: Smallest payload (bytes) an encoder writes, whatever ``max_bpp`` (tiny images).
 MIN_PAYLOAD = 256
-MAX_SIDE = 65535
+#: Most wavelet levels the codec takes (``levels`` parameter) and a stream may state.
+MAX_LEVELS = 12
+#: Most bit-planes: coefficients are ``int32``.
+MAX_PLANES = 31
 
 #: RGB squared-error weight of a unit error in Y, Cb, Cr (column norms of the inverse ICT),
 #: relative to Y; coefficients are multiplied by their square roots.
@@ -183,8 +197,8 @@ class SpihtCodec(ProgressiveCodec):
     ) -> None:
         if not max_bpp > 0:
             raise ValueError(f"max_bpp must be positive, got {max_bpp}")
-        if not 0 <= int(levels) <= 12:
-            raise ValueError(f"levels must be in 0..12, got {levels}")
+        if not 0 <= int(levels) <= MAX_LEVELS:
+            raise ValueError(f"levels must be in 0..{MAX_LEVELS}, got {levels}")
         self.max_bpp = float(max_bpp)
         self.levels = int(levels)
         self.arithmetic = bool(arithmetic)
@@ -227,8 +241,6 @@ class SpihtCodec(ProgressiveCodec):
         """Header, quantised coefficients (flat int32, padded layout), geometry, top bit-plane."""
         check_image(image)
         height, width = image.shape[:2]
-        if height > MAX_SIDE or width > MAX_SIDE:
-            raise ValueError(f"SPIHT streams hold sides up to {MAX_SIDE}, got {height}x{width}")
         grey = colour.is_grey(image)
         mode = COLOUR_GRAY if grey else COLOUR_YCBCR
         comps = colour.forward(image, grey)
@@ -291,9 +303,14 @@ class SpihtCodec(ProgressiveCodec):
         if len(prefix) < HEADER_BYTES:
             raise PrefixTooShort(f"{len(prefix)} bytes; the SPIHT header has {HEADER_BYTES}")
         flags, height, width, levels, nmax1 = HEADER.unpack_from(prefix)
-        if flags & 0xF0 != TAG or height == 0 or width == 0:
-            raise ValueError("not a SPIHT stream")
         mode = flags & 0x03
+        if flags & 0xF0 != TAG or mode not in (COLOUR_GRAY, COLOUR_YCBCR):
+            raise CorruptStream(f"not a SPIHT stream (first byte {flags:#04x})")
+        check_stream_size(height, width)
+        if levels > auto_levels(height, width, MAX_LEVELS):
+            raise CorruptStream(f"corrupt SPIHT header: {levels} levels for {height}x{width}")
+        if nmax1 > MAX_PLANES:
+            raise CorruptStream(f"corrupt SPIHT header: {nmax1} bit-planes")
         ncomp = 1 if mode == COLOUR_GRAY else 3
         pass_mode = passes.MODE_AC if flags & FLAG_AC else passes.MODE_RAW
         geo = geometry(height, width, levels, ncomp, bool(flags & FLAG_WEIGHTED))
