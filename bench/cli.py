@@ -250,9 +250,10 @@ def run(
         err.print(f"[yellow]interrupted[/]; continue with: bench run --out {directory} --resume")
         raise typer.Exit(EXIT_INTERRUPTED)
     _record_anchors(directory, anchors)
-    _render_and_summarise(directory, anchors, method)
     if outcome.failures:
         err.print(f"[red]{len(outcome.failures)} unit(s) failed[/]: see {directory}/failures.jsonl")
+    _render_and_summarise(directory, anchors, method)
+    if outcome.failures:
         raise typer.Exit(EXIT_PROBLEM)
 
 

@@ -18,6 +18,10 @@ import pandas as pd
 from bench.bdrate import bd_psnr, bd_rate, mean_finite
 
 METRICS = ("psnr_rgb", "psnr_y", "ms_ssim")
+#: Columns of :func:`aggregate`'s frame (present even when no codec has a point).
+CURVE_COLUMNS = ("codec", "target_bpp", "bpp", *METRICS, "decode_s", "encode_s", "n_images")
+#: Columns :func:`rows_frame` guarantees (present even when there are no rows).
+ROW_COLUMNS = ("codec", "image", "target_bpp", "bpp", "decodable", "note", *METRICS, "decode_s")
 BD_COLUMNS = (
     "codec",
     "anchor",
@@ -36,7 +40,8 @@ def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
     """Rows as a DataFrame with float metrics (``None`` -> NaN, ``"inf"`` -> inf)."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
-        return frame
+        frame = pd.DataFrame(columns=list(ROW_COLUMNS))
+        return frame.astype({"decodable": bool, "target_bpp": float, "bpp": float})
     for column in (*METRICS, "bpp", "decode_s", "encode_s", "target_bpp"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column].replace({"inf": math.inf}), errors="coerce")
@@ -72,7 +77,7 @@ def aggregate(rows: pd.DataFrame, n_images: int | None = None) -> pd.DataFrame:
                     "n_images": int(len(at)),
                 }
             )
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=list(CURVE_COLUMNS))
 
 
 def image_curve(rows: pd.DataFrame, codec: str, image: str) -> tuple[np.ndarray, np.ndarray]:

@@ -132,23 +132,21 @@ def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pc
     """(Re)write every report file of a run from its stored rows; return the report path.
 
     ``anchors``: codecs to measure BD-rates against (default: the run's, else its first codec);
-    the report has one BD table per anchor and ``bdrate.csv`` holds them all.
+    the report has one BD table per anchor and ``bdrate.csv`` holds them all. The report is
+    written whatever is missing (no rows, no aggregated point, an anchor that failed): it says
+    what is missing and why. ``ValueError`` only for an anchor that is not a codec of the run.
     """
     store = RunStore(directory)
     record = store.read_json(RUN)
     infos = store.read_json(CODECS) if (store.dir / CODECS).exists() else {}
     rows = rows_frame(store.rows())
-    if rows.empty:
-        raise ValueError(f"{store.dir} has no result rows yet")
     labels = [c["label"] for c in record["config"]["codecs"]]
     n_images = len(record["dataset"]["images"])
     curves = aggregate(rows, n_images)
     anchors = list(anchors) or record.get("anchors") or labels[:1]
     for anchor in anchors:
-        if anchor not in set(rows["codec"]):
-            raise ValueError(
-                f"anchor {anchor!r} has no rows in this run (codecs: {', '.join(labels)})"
-            )
+        if anchor not in labels:
+            raise ValueError(f"anchor {anchor!r} is not a codec of this run ({', '.join(labels)})")
     curves.to_csv(store.dir / "curves.csv", index=False)
     tables = [bd_table(rows, curves, anchor, method) for anchor in anchors]
     pd.concat(tables, ignore_index=True).to_csv(store.dir / "bdrate.csv", index=False)
@@ -234,6 +232,15 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
         "",
     ]
     for table, anchor in zip(tables, anchors, strict=True):
+        if anchor not in set(curves["codec"]):
+            out += [
+                f"## BD-rate against `{anchor}`",
+                "",
+                f"No BD-rates: the anchor `{anchor}` has no aggregated curve "
+                f"({_missing(store, rows, anchor)}).",
+                "",
+            ]
+            continue
         out += _bd_section(table, anchor, method)
     out.append(
         "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: undefined (see "
@@ -311,7 +318,11 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
             f"over {len(record['attempts'])} attempt(s)."
         )
     out += ["", "## Mean R-D points", ""]
-    for label, points in curves.groupby("codec", sort=False):
+    for label in [c["label"] for c in config["codecs"]]:
+        points = curves[curves["codec"] == label]
+        if points.empty:
+            out += [f"### {label}", "", f"No aggregated point: {_missing(store, rows, label)}.", ""]
+            continue
         out += [
             f"### {label}",
             "",
@@ -338,6 +349,24 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
         ]
     out += _notes(store, rows)
     return "\n".join(out) + "\n"
+
+
+def _missing(store: RunStore, rows: pd.DataFrame, label: str) -> str:
+    """Why codec ``label`` has no aggregated point: failed units, undecodable points, no rows."""
+    failed = [f for f in store.failures() if f["codec"] == label]
+    mine = rows[rows["codec"] == label]
+    reasons = []
+    if failed:
+        reasons.append(f"{len(failed)} unit(s) failed, e.g. {failed[-1]['error']}")
+    if len(mine):
+        undecodable = int((~mine["decodable"].astype(bool)).sum())
+        reasons.append(
+            f"{undecodable} of its {len(mine)} points undecodable (prefix shorter than the "
+            "header or no ladder setting fits), and every target needs all images decoded"
+        )
+    elif not failed:
+        reasons.append("no result rows")
+    return "; ".join(reasons)
 
 
 def _notes(store: RunStore, rows: pd.DataFrame) -> list[str]:

@@ -8,7 +8,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import BITPLANE, MISBEHAVING, PLUGINS, bench_command
+from conftest import BITPLANE, CROPS, MISBEHAVING, PLUGINS, bench_command, write_dataset
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -156,3 +156,32 @@ def test_cli_check_passes_a_conforming_codec_and_fails_a_leaky_one():
         app, ["--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING, "check", "leaky"]
     )
     assert bad.exit_code == 1 and "FAIL" in bad.output
+
+
+def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_path):
+    """Issue 13: no aggregated point anywhere, and an anchor with no row at all."""
+    dataset = write_dataset(tmp_path / "data", crops={"c.png": CROPS["c.png"]})  # crashy fails
+    out = tmp_path / "run"
+    command = bench_command(
+        "run", "--codecs", "crashy,bitplane", "--anchor", "crashy", "--dataset", str(dataset),
+        "--bpp", "0.001", "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "1 unit(s) failed" in done.stderr
+    report = (out / "report.md").read_text()
+    assert "No BD-rates: the anchor `crashy` has no aggregated curve (1 unit(s) failed" in report
+    assert "crashy codec refuses width 53" in report
+    assert "### bitplane\n\nNo aggregated point: 1 of its 1 points undecodable" in report
+    assert pd.read_csv(out / "bdrate.csv").empty
+    assert cli.invoke(app, ["report", str(out), "--anchor", "bitplane"]).exit_code == 0
+    assert "No BD-rates: the anchor `bitplane`" in (out / "report.md").read_text()
+    alone = tmp_path / "alone"  # no result row at all
+    command = bench_command(
+        "run", "--codecs", "crashy", "--dataset", str(dataset), "--out", str(alone),
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        "### crashy\n\nNo aggregated point: 1 unit(s) failed" in (alone / "report.md").read_text()
+    )
