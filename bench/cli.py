@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench import datasets
@@ -105,16 +106,22 @@ def datasets_list() -> None:
     table = Table(title="datasets")
     for column in ("dataset", "images", "where", "status"):
         table.add_column(column)
-    for manifest in datasets.list_manifests():
+    for path in sorted(datasets.manifests_dir().glob("*.toml")):
+        try:
+            manifest = datasets.load_manifest(path)
+        except datasets.DatasetError as exc:
+            table.add_row(path.stem, "?", str(path), f"[red]broken manifest: {exc}[/]")
+            continue
         try:
             count = len(datasets.verify(manifest))
             status = "[green]ready, verified[/]"
         except datasets.DatasetError as exc:
             count = len(datasets.expected_files(manifest)) or "?"
+            lines = str(exc).splitlines()
             status = (
                 "[yellow]not downloaded[/]"
                 if "not downloaded" in str(exc)
-                else (f"[red]{str(exc).splitlines()[0]}[/]")
+                else f"[red]failed verification: {' '.join(lines[1:2]).strip() or lines[0]}[/]"
             )
         where = "bundled" if manifest.bundled else str(manifest.root)
         if manifest.checksums != "published":
@@ -483,8 +490,14 @@ def _add_plugin_commands() -> None:
             warnings.warn(f"plugin {impl.plugin_name} could not add commands: {exc}", stacklevel=1)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach users as one line, without Python's file name and source line."""
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console entry point."""
+    warnings.showwarning = _show_warning
     _add_plugin_commands()
     try:
         app()

@@ -158,7 +158,10 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         if not path.exists():
             known = ", ".join(m.stem for m in sorted(manifests_dir().glob("*.toml"))) or "none"
             raise DatasetError(f"unknown dataset {name_or_path!r} (known: {known})")
-    raw_bytes = path.read_bytes()
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     try:
         raw = tomllib.loads(raw_bytes.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -213,7 +216,10 @@ def expected_files(manifest: Manifest) -> tuple[FileEntry, ...]:
 
 
 def _check_entry(root: Path, entry: FileEntry) -> str | None:
-    path = (root / entry.name).resolve()
+    try:
+        path = (root / entry.name).resolve()
+    except (OSError, RuntimeError) as exc:  # a symbolic link loop
+        return f"{entry.name}: cannot resolve ({exc})"
     if not path.is_relative_to(root.resolve()):
         return f"{entry.name}: resolves outside {root} (symbolic link?)"
     if not path.is_file():
@@ -374,8 +380,35 @@ def _extract_images(archive: Path, root: Path, manifest: Manifest) -> list[str]:
     return names
 
 
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a benchmark image (unreadable, alpha, more than 8 bits, larger
+    than :data:`bench.codec.MAX_SIDE` / :data:`bench.codec.MAX_PIXELS`), or ``None``."""
+    from bench.codec import check_image
+    from bench.images import ImageReadError, load_rgb
+
+    try:
+        check_image(load_rgb(path))
+    except (ImageReadError, ValueError) as exc:
+        return f"{path.name}: {str(exc).removeprefix(f'{path}: ')}"
+    return None
+
+
+def _check_images(paths: list[Path], source: Path) -> None:
+    problems = [p for p in map(image_problem, paths) if p]
+    if problems:
+        listing = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise DatasetError(
+            f"{len(problems)} of {len(paths)} images under {source} cannot be used "
+            f"(nothing imported):\n  {listing}"
+        )
+
+
 def import_from(manifest: Manifest, source: Path) -> list[Path]:
-    """Copy a dataset from a local folder into the cache, verifying (or pinning) checksums."""
+    """Copy a dataset from a local folder into the cache, verifying (or pinning) checksums.
+
+    Every image is checked first (:func:`image_problem`); if any is bad, :class:`DatasetError`
+    lists them and nothing is copied.
+    """
     source = Path(source)
     if not source.is_dir():
         raise DatasetError(f"{source} is not a folder")
@@ -385,17 +418,22 @@ def import_from(manifest: Manifest, source: Path) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
     entries = expected_files(manifest)
     if entries:
+        sources = []
         for entry in entries:
             candidates = [source / entry.name, *source.rglob(PurePosixPath(entry.name).name)]
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 raise DatasetError(f"{entry.name} not found under {source}")
+            sources.append(found)
+        _check_images(sources, source)
+        for entry, found in zip(entries, sources, strict=True):
             _copy_verified(found, root / entry.name, entry)
         return verify(manifest)
     pattern = PurePosixPath(manifest.include).name
     found = sorted(p for p in source.rglob(pattern) if p.is_file())
     if not found:
         raise DatasetError(f"no files matching {pattern!r} under {source}")
+    _check_images(found, source)
     names = []
     for path in found:
         if path.name in names:

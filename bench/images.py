@@ -16,11 +16,19 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image as an ``(H, W, 3)`` ``uint8`` RGB array.
 
     Greyscale and palette images are expanded to RGB. Images with an alpha channel or more than
-    8 bits per sample are refused (a codec comparison on silently converted data is not honest).
+    8 bits per sample (16-bit greyscale, and 16-bit RGB, which Pillow would silently read as
+    8-bit) raise :class:`ImageReadError` (a codec comparison on silently converted data is not
+    honest).
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
+            raw_modes = {str(getattr(tile, "args", None) or tile[3]) for tile in im.tile}
+            if any(";16" in raw or ";48" in raw or ";64" in raw for raw in raw_modes):
+                raise ImageReadError(
+                    f"{path}: 16-bit samples ({im.format} {', '.join(sorted(raw_modes))}); "
+                    "convert it to 8-bit RGB first"
+                )
             im.load()
             mode = im.mode
             if mode in ("RGBA", "LA", "PA") or "transparency" in im.info:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
+import subprocess
+import sys
 import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CROPS, kodak_crop, write_dataset
 
@@ -161,3 +167,81 @@ def test_unreadable_images_give_clear_errors(tmp_path):
     Image.new("L", (5, 3), 7).save(tmp_path / "grey.png")
     grey = load_rgb(tmp_path / "grey.png")
     assert grey.shape == (3, 5, 3) and grey.dtype.name == "uint8" and (grey == 7).all()
+
+
+def _png16_rgb(path: Path, height: int = 6, width: int = 5) -> Path:
+    """A real 16-bit RGB PNG (Pillow cannot write one; Pillow reads it as mode "RGB")."""
+    samples = (np.arange(height * width * 3).reshape(height, width, 3) * 997).astype(">u2")
+    rows = b"".join(b"\0" + samples[r].tobytes() for r in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
+def test_16bit_rgb_png_is_refused_not_silently_read_as_8bit(tmp_path):
+    from PIL import Image
+
+    path = _png16_rgb(tmp_path / "deep.png")
+    with Image.open(path) as im:
+        assert im.mode == "RGB"  # what made it slip through before
+    with pytest.raises(ImageReadError, match="deep.png: 16-bit samples"):
+        load_rgb(path)
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bench", "--no-entry-points", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+
+
+def test_import_checks_every_image_and_names_the_bad_ones(tmp_path):
+    source = write_dataset(tmp_path / "src").parent / "crops"
+    _png16_rgb(source / "deep.png")
+    (source / "junk.png").write_text("not an image")
+    from PIL import Image
+
+    Image.new("RGBA", (4, 4)).save(source / "alpha.png")
+    shutil.copy(_pinned_manifest(tmp_path, "http://127.0.0.1:9/x.zip"), tmp_path / "m.toml")
+    env = {"BENCH_DATA_DIR": str(tmp_path / "cache"), "BENCH_DATASETS_DIR": str(tmp_path)}
+    done = _cli("datasets", "import", "remote", "--from", str(source), env=env)
+    assert done.returncode == 3, done.stderr
+    assert "3 of 6 images" in done.stderr and "verified" not in done.stdout
+    for bad in ("deep.png: 16-bit samples", "junk.png: cannot read image", "alpha.png: has an"):
+        assert bad in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "cache" / "remote").exists() or not any(
+        (tmp_path / "cache" / "remote").glob("*.png")
+    )
+
+
+def test_pin_warning_is_one_line_and_list_survives_symlinks_and_broken_manifests(tmp_path):
+    source = write_dataset(tmp_path / "src").parent / "crops"
+    shutil.copy(_pinned_manifest(tmp_path, "http://127.0.0.1:9/x.zip"), tmp_path / "m.toml")
+    env = {"BENCH_DATA_DIR": str(tmp_path / "cache"), "BENCH_DATASETS_DIR": str(tmp_path)}
+    done = _cli("datasets", "import", "remote", "--from", str(source), env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: dataset 'remote': no published"), lines
+    assert "remote: 3 images verified" in done.stdout
+    # a bundled dataset whose image is a symbolic link out of its folder, and a broken manifest
+    bundled = write_dataset(tmp_path / "sets", name="local")
+    (tmp_path / "local.toml").write_text(bundled.read_text())
+    shutil.copytree(bundled.parent / "local", tmp_path / "local")
+    outside = tmp_path / "outside.png"
+    shutil.move(tmp_path / "local" / "a.png", outside)
+    (tmp_path / "local" / "a.png").symlink_to(outside)
+    (tmp_path / "loop.toml").symlink_to(tmp_path / "loop.toml")
+    (tmp_path / "dir.toml").mkdir()
+    done = _cli("datasets", "list", env={**env, "COLUMNS": "400"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "a.png: resolves outside" in done.stdout
+    assert done.stdout.count("broken manifest") == 2
