@@ -8,6 +8,8 @@ Two kinds of codec exist.
 
 * ``image`` is a ``numpy.ndarray`` of shape ``(H, W, 3)``, dtype ``uint8``, RGB, C-contiguous,
   any ``H >= 1`` and ``W >= 1`` (odd sizes and 1x1 included).
+* ``encode`` returns ``bytes``: not a ``bytearray``, ``memoryview``, array, list or ``str``
+  (the harness refuses them as a contract violation instead of converting them).
 * ``encode`` is deterministic: the same image and parameters give the same bytes.
 * ``decode(prefix)`` reconstructs from ``prefix`` alone. Everything the decoder needs (image size,
   side information, headers, model choice) must be inside the bytes; no state may travel from

@@ -65,14 +65,26 @@ def warm_up(codec: ProgressiveCodec | RateLadderCodec, image: np.ndarray) -> Non
     crop = np.ascontiguousarray(image[:64, :64])
     try:
         if isinstance(codec, ProgressiveCodec):
-            codec.decode(codec.encode(crop))
+            codec.decode(_check_stream(codec.encode(crop), "encode"))
         else:
             settings = list(codec.settings())
-            codec.decode(codec.encode_at(crop, settings[len(settings) // 2]))
+            codec.decode(
+                _check_stream(codec.encode_at(crop, settings[len(settings) // 2]), "encode_at")
+            )
     except Exception as exc:
         raise ContractViolation(
             f"warm-up on a {crop.shape[0]}x{crop.shape[1]} crop failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _check_stream(stream: Any, what: str) -> bytes:
+    """``stream`` if it is ``bytes`` (the contract: bytes only, no list, array, bytearray or str,
+    which ``bytes()`` would convert or refuse obscurely); else :class:`ContractViolation`."""
+    if not isinstance(stream, bytes):
+        raise ContractViolation(
+            f"{what} returned {type(stream).__name__}, not bytes (the codec contract: bytes only)"
+        )
+    return stream
 
 
 def _check_output(reconstruction: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -130,8 +142,8 @@ def measure_progressive(
     streams = []
 
     def encode() -> bytes:
-        stream = codec.encode(image)
-        streams.append(bytes(stream))
+        stream = _check_stream(codec.encode(image), "encode")
+        streams.append(stream)
         return stream
 
     times.encode_s = _median_time(encode, codec, repeats, times)
@@ -213,7 +225,7 @@ def measure_ladder(
         data, elapsed = _timed(
             lambda setting=setting: codec.encode_at(image, setting), codec, times
         )
-        encodings.append((setting, bytes(data), elapsed))
+        encodings.append((setting, _check_stream(data, "encode_at"), elapsed))
         over = over + 1 if len(data) > largest else 0
         if over == 2:
             break

@@ -170,3 +170,16 @@ def test_undecodable_points_and_nan_metrics_are_explicit(crops_dataset, tmp_path
     small = [r for r in rows if r["decodable"]]
     assert all(r["ms_ssim"] is None and "MS-SSIM undefined" in r["note"] for r in small)
     assert all(math.isfinite(r["decode_s"]) for r in small)
+
+
+@pytest.mark.parametrize("kind", ["list", "ndarray", "bytearray", "str"])
+def test_encode_returning_anything_but_bytes_is_a_named_contract_violation(
+    crops_dataset, tmp_path, kind
+):
+    outcome = run(_config(crops_dataset, f"wrongtype[kind={kind}]"), tmp_path / "run")
+    assert len(outcome.failures) == 3 and outcome.rows_written == 0
+    for failure in outcome.failures:
+        assert (
+            f"encode returned {kind}, not bytes (the codec contract: bytes only)"
+            in (failure["error"])
+        ), failure

@@ -76,7 +76,27 @@ class FragileCodec(BitplaneCodec):
         return super().decode(prefix)
 
 
+class WrongTypeCodec(BitplaneCodec):
+    """Encode returns its stream as a ``kind`` (list, ndarray, bytearray, str), not bytes."""
+
+    name = "wrongtype"
+
+    def __init__(self, kind: str = "list") -> None:
+        self.kind = kind
+
+    def encode(self, image: np.ndarray):
+        stream = super().encode(image)
+        convert = {
+            "list": list,
+            "ndarray": lambda s: np.frombuffer(s, np.uint8).copy(),
+            "bytearray": bytearray,
+            "str": lambda s: s.decode("latin-1"),
+        }
+        return convert[self.kind](stream)
+
+
 @hookimpl
 def register_codecs(register):
-    for codec in (CrashyCodec, SleepyCodec, SlowCodec, LeakyCodec, FragileCodec):
+    codecs = (CrashyCodec, SleepyCodec, SlowCodec, LeakyCodec, FragileCodec, WrongTypeCodec)
+    for codec in codecs:
         register(CodecSpec(name=codec.name, factory=codec, summary=codec.__doc__.splitlines()[0]))
