@@ -3,6 +3,11 @@
 Every plugin module (built-in, ``bench`` entry point, or local file) is imported and registered
 with pluggy by :func:`load_registry`. A module that fails to import, or whose hook raises, is
 recorded as a :class:`PluginFailure` and the others still load. ``bench codecs`` shows both.
+
+Third-party plugins (entry points and files) are first imported in one child process, each
+under :data:`IMPORT_TIMEOUT_S` seconds (``$BENCH_PLUGIN_IMPORT_TIMEOUT``): one that hangs,
+exits (``sys.exit`` at import) or kills its process is reported as a failure with the reason
+and skipped, so it cannot hang or end every command.
 """
 
 from __future__ import annotations
@@ -10,7 +15,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import json
+import os
+import select
+import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +44,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 ENTRY_POINT_GROUP = "bench"
+
+#: Seconds a third-party plugin may take to import (``$BENCH_PLUGIN_IMPORT_TIMEOUT``).
+IMPORT_TIMEOUT_S = 30.0
+#: Extra seconds the probing child has to start Python before the first plugin's limit applies.
+STARTUP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -105,17 +120,90 @@ def _import_file(path: Path) -> ModuleType:
 
 def _plugin_sources(
     plugin_files: Iterable[str | Path], entry_points: bool
-) -> list[tuple[str, Callable[[], ModuleType]]]:
-    sources: list[tuple[str, Callable[[], ModuleType]]] = [
-        (name, lambda name=name: importlib.import_module(name)) for name in BUILTIN_PLUGINS
+) -> list[tuple[str, Callable[[], ModuleType], dict | None]]:
+    """``(label, loader, probe)``: ``probe`` describes a third-party plugin for
+    :func:`_probe_imports` (``None`` for built-ins)."""
+    sources: list[tuple[str, Callable[[], ModuleType], dict | None]] = [
+        (name, lambda name=name: importlib.import_module(name), None) for name in BUILTIN_PLUGINS
     ]
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            sources.append((f"{ep.name} ({ep.value})", ep.load))
+            probe = {"entry_point": [ep.name, ep.value, ep.group]}
+            sources.append((f"{ep.name} ({ep.value})", ep.load, probe))
     for file in plugin_files:
         path = Path(file).resolve()
-        sources.append((str(path), lambda path=path: _import_file(path)))
+        sources.append((str(path), lambda path=path: _import_file(path), {"file": str(path)}))
     return sources
+
+
+def _probe_child(report_fd: int, probes: list[dict]) -> None:
+    """In the child: import each plugin, writing ``start``/``ok``/``error`` lines to the pipe."""
+    with os.fdopen(report_fd, "w", buffering=1) as report:
+        for index, probe in enumerate(probes):
+            report.write(json.dumps(["start", index]) + "\n")
+            try:
+                if "file" in probe:
+                    _import_file(Path(probe["file"]))
+                else:
+                    importlib.metadata.EntryPoint(*probe["entry_point"]).load()
+            except SystemExit as exc:
+                message = f"its import calls sys.exit({exc.code!r}); skipped"
+                report.write(json.dumps(["error", index, message]) + "\n")
+            except Exception:  # the import in the parent raises it again, with its traceback
+                report.write(json.dumps(["ok", index]) + "\n")
+            else:
+                report.write(json.dumps(["ok", index]) + "\n")
+
+
+def _probe_imports(probes: list[dict], timeout: float) -> dict[int, str]:
+    """Import ``probes`` in a child process, each within ``timeout`` seconds; return
+    ``{index: why it failed}`` (import error, ``sys.exit``, process ended, time-out)."""
+    problems: dict[int, str] = {}
+    start = 0
+    while start < len(probes):
+        read_fd, write_fd = os.pipe()
+        code = "import sys, json; from bench.registry import _probe_child; "
+        code += "_probe_child(int(sys.argv[1]), json.loads(sys.argv[2]))"
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, str(write_fd), json.dumps(probes[start:])],
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(write_fd)
+        current, buffer = None, b""
+        deadline = time.monotonic() + timeout + STARTUP_S
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while True:
+                ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:  # the current plugin's import is taking too long
+                    child.kill()
+                    current = start if current is None else current
+                    problems[current] = (
+                        f"its import did not finish within {timeout:g} s (hangs?); skipped"
+                    )
+                    break
+                chunk = pipe.read(65536)
+                if not chunk:  # the child ended
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    event, index, *detail = json.loads(line)
+                    if event == "start":
+                        current, deadline = start + index, time.monotonic() + timeout
+                    else:
+                        current = None
+                        if event == "error":
+                            problems[start + index] = detail[0]
+        status = child.wait()
+        if current is None:
+            break
+        if current not in problems:
+            problems[current] = f"its import ended the process (exit status {status}); skipped"
+        start = current + 1
+    return problems
 
 
 def load_registry(
@@ -129,13 +217,21 @@ def load_registry(
     manager = pluggy.PluginManager("bench")
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager=manager)
-    for label, load in _plugin_sources(plugin_files, entry_points):
+    sources = _plugin_sources(plugin_files, entry_points)
+    third_party = [i for i, (_, _, probe) in enumerate(sources) if probe is not None]
+    timeout = float(os.environ.get("BENCH_PLUGIN_IMPORT_TIMEOUT", IMPORT_TIMEOUT_S))
+    probed = _probe_imports([sources[i][2] for i in third_party], timeout) if third_party else {}
+    skipped = {third_party[k]: why for k, why in probed.items()}
+    for index, (label, load, _) in enumerate(sources):
+        if index in skipped:
+            registry.failures.append(PluginFailure(label, skipped[index], ""))
+            continue
         try:
             module = load()
             if manager.is_registered(module):
                 continue
             manager.register(module, name=label)
-        except Exception as exc:  # a broken plugin must not stop the others
+        except (Exception, SystemExit) as exc:  # a broken plugin must not stop the others
             registry.failures.append(
                 PluginFailure(label, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,24 @@ def test_register_rejects_non_specs(tmp_path):
     registry = load_registry([plugin], entry_points=False)
     assert any("CodecSpec" in f.error for f in registry.failures)
     assert isinstance(registry.codecs["jpeg2000"], CodecSpec)
+
+
+def test_plugins_that_hang_or_exit_at_import_are_reported_and_skipped(tmp_path):
+    """Issue 13: a plugin hanging at import hung every command; sys.exit(7) exited silently."""
+    (tmp_path / "hang.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    (tmp_path / "exit7.py").write_text("import sys\nsys.exit(7)\n")
+    (tmp_path / "die.py").write_text("import os\nos._exit(5)\n")
+    plugins = [tmp_path / "hang.py", tmp_path / "exit7.py", tmp_path / "die.py", BITPLANE]
+    command = [sys.executable, "-m", "bench", "--no-entry-points"]
+    for plugin in plugins:
+        command += ["--plugin", str(plugin)]
+    env = {**os.environ, "BENCH_PLUGIN_IMPORT_TIMEOUT": "2", "COLUMNS": "300"}
+    start = time.monotonic()
+    done = subprocess.run([*command, "codecs"], capture_output=True, text=True, env=env, timeout=60)
+    assert time.monotonic() - start < 30
+    assert done.returncode == 0, done.stderr
+    text = " ".join((done.stdout + done.stderr).split())
+    assert "hang.py: its import did not finish within 2 s (hangs?); skipped" in text
+    assert "exit7.py: its import calls sys.exit(7); skipped" in text
+    assert "die.py: its import ended the process (exit status 5); skipped" in text
+    assert "bitplane" in text and "jpeg2000" in text
