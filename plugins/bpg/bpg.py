@@ -10,7 +10,20 @@ Kodak curve was made with the same options (``-f 444 -e x265 -c ycbcr -b 8``, de
 The stream handed to the decoder is the whole ``.bpg`` file; rate = 8 x its size / (H x W).
 It is a rate ladder over QP 51 (lowest rate) to 0. Binaries: ``$BENCH_BPGENC`` and
 ``$BENCH_BPGDEC`` if set, else ``bpgenc``/``bpgdec`` on ``PATH``. Their version string (the
-first line of ``bpgenc -h``) goes into :attr:`CodecInfo.external`.
+first line of ``bpgenc -h``) goes into :attr:`CodecInfo.external`. ``bpgdec`` writes PPM (PNG
+writing would add about 0.15 s to every measured decode).
+
+Narrow images: libbpg 0.9.8's bpgenc segfaults on images :data:`MIN_WIDTH` - 1 = 24 pixels
+wide or narrower (an AVX2 bug in its bundled x265). Such an image is padded to
+:data:`MIN_WIDTH` columns by repeating its last column, and the stream is an 8-byte crop header
+(:data:`CROP_MAGIC`, then height and width as big-endian ``uint16``) followed by the padded
+image's ``.bpg`` file; the decoder crops the decoded picture back. The rate counts every byte:
+the header and the padded encoding. Images at least :data:`MIN_WIDTH` wide are untouched (the
+stream is bpgenc's file, byte for byte). When a binary fails, the error names the signal (or
+exit status) and the image size.
+
+Threads: bpgenc's x265 runs its own thread pool (one thread per core) whatever ``--threads``
+says; :meth:`BpgCodec.info` records it, so the report shows it with the parameters.
 """
 
 from __future__ import annotations
@@ -18,6 +31,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,18 +40,25 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, CodecUnavailable, RateLadderCodec, check_image
+from bench.codec import CodecInfo, CodecUnavailable, CorruptStream, RateLadderCodec, check_image
 
 PLUGIN_VERSION = "1.0"
 QP_RANGE = (0, 51)
 #: Seconds allowed for one bpgenc or bpgdec call.
 CALL_TIMEOUT = 600
 
+#: Narrowest image bpgenc 0.9.8 encodes without crashing; narrower ones are padded to it.
+MIN_WIDTH = 25
+#: Start of a stream whose image was padded: then height, width (``>HH``), then the .bpg file.
+CROP_MAGIC = b"BPGc"
+CROP_HEADER = struct.Struct(">4sHH")
+
 MISSING_REASON = "bpgenc not found on PATH or $BENCH_BPGENC"
 MISSING_DECODER = "bpgdec not found on PATH or $BENCH_BPGDEC"
 MISSING_FIX = (
-    "build libbpg from https://bellard.org/bpg/ (make; sudo make install) "
-    "or set BENCH_BPGENC/BENCH_BPGDEC"
+    "build libbpg 0.9.8 from https://bellard.org/bpg/ with `apt-get install yasm cmake` and "
+    "`make USE_BPGVIEW= bpgenc bpgdec` (the SDL viewer is not needed), then put bpgenc and "
+    "bpgdec on PATH or set BENCH_BPGENC/BENCH_BPGDEC"
 )
 
 
@@ -49,15 +71,25 @@ def find_binary(env: str, name: str) -> str | None:
     return shutil.which(name)
 
 
+def _require(env: str, name: str, missing: str) -> str:
+    """The binary :func:`find_binary` finds, or :class:`~bench.CodecUnavailable` saying why
+    (``$env`` naming a missing or non-executable file is said as such)."""
+    found = find_binary(env, name)
+    if found is not None:
+        return found
+    configured = os.environ.get(env)
+    if configured:
+        what = "is not executable" if Path(configured).is_file() else "does not exist"
+        raise CodecUnavailable(f"${env} is {configured!r}, which {what}", MISSING_FIX)
+    raise CodecUnavailable(missing, MISSING_FIX)
+
+
 def find_binaries() -> tuple[str, str]:
     """Paths of bpgenc and bpgdec; :class:`~bench.CodecUnavailable` if either is missing."""
-    encoder = find_binary("BENCH_BPGENC", "bpgenc")
-    if encoder is None:
-        raise CodecUnavailable(MISSING_REASON, MISSING_FIX)
-    decoder = find_binary("BENCH_BPGDEC", "bpgdec")
-    if decoder is None:
-        raise CodecUnavailable(MISSING_DECODER, MISSING_FIX)
-    return encoder, decoder
+    return (
+        _require("BENCH_BPGENC", "bpgenc", MISSING_REASON),
+        _require("BENCH_BPGDEC", "bpgdec", MISSING_DECODER),
+    )
 
 
 def check_available() -> None:
@@ -91,7 +123,7 @@ def bpgenc_command(binary: str, qp: int, in_path: str | Path, out_path: str | Pa
 
 
 def bpgdec_command(binary: str, in_path: str | Path, out_path: str | Path) -> list[str]:
-    """The bpgdec command line: decode to an 8-bit PNG."""
+    """The bpgdec command line: decode to 8 bits (a PPM when ``out_path`` ends in ``.ppm``)."""
     return [str(binary), "-o", str(out_path), "-b", "8", str(in_path)]
 
 
@@ -115,11 +147,16 @@ def binary_version(binary: str) -> str:
     return parse_version(done.stdout + done.stderr) or "unknown"
 
 
-def _run(command: list[str]) -> None:
+def _run(command: list[str], what: str) -> None:
+    """Run a bpgenc/bpgdec command; ``RuntimeError`` naming the signal or exit status, ``what``
+    (e.g. "encoding a 24x7 image") and the end of its output when it fails."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=CALL_TIMEOUT)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{Path(command[0]).name} failed ({done.returncode}): {tail}")
+    if done.returncode == 0:
+        return
+    code = done.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+    tail = " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+    raise RuntimeError(f"{Path(command[0]).name} {how} {what}" + (f": {tail}" if tail else ""))
 
 
 class BpgCodec(RateLadderCodec):
@@ -172,7 +209,9 @@ class BpgCodec(RateLadderCodec):
                 "command": " ".join(bpgenc_command("bpgenc", 0, "in.png", "out.bpg")[1:]).replace(
                     "-q 0", "-q QP"
                 ),
-                "rate": "whole .bpg file",
+                "rate": "whole .bpg file (images under 25 px wide: 8-byte crop header + the "
+                "padded image's file)",
+                "threads": "x265's own pool, one thread per core, whatever --threads says",
                 "cache": self.use_cache,
                 "cache_timing": (
                     "a cache hit's encode_s is the lookup time; the bpgenc time measured when "
@@ -198,17 +237,38 @@ class BpgCodec(RateLadderCodec):
     def _encode(self, image: np.ndarray, qp: int) -> bytes:
         from bench.images import save_png
 
+        height, width = image.shape[:2]
+        header = b""
+        if width < MIN_WIDTH:  # see the module docstring: bpgenc crashes on narrow images
+            image = np.pad(image, ((0, 0), (0, MIN_WIDTH - width), (0, 0)), mode="edge")
+            header = CROP_HEADER.pack(CROP_MAGIC, height, width)
         with tempfile.TemporaryDirectory(prefix="bench-bpg-") as tmp:
             source, target = Path(tmp) / "in.png", Path(tmp) / "out.bpg"
             save_png(source, image)
-            _run(bpgenc_command(self.encoder, qp, source, target))
-            return target.read_bytes()
+            what = f"encoding a {image.shape[1]}x{image.shape[0]} image (width x height)"
+            _run(bpgenc_command(self.encoder, qp, source, target), what)
+            return header + target.read_bytes()
 
     def decode(self, data: bytes) -> np.ndarray:
         from bench.images import load_rgb
 
+        data = bytes(data)
+        crop = None
+        if data.startswith(CROP_MAGIC):
+            if len(data) < CROP_HEADER.size:
+                raise CorruptStream("bpg stream ends inside its crop header")
+            _, height, width = CROP_HEADER.unpack_from(data)
+            crop, data = (height, width), data[CROP_HEADER.size :]
         with tempfile.TemporaryDirectory(prefix="bench-bpg-") as tmp:
-            source, target = Path(tmp) / "in.bpg", Path(tmp) / "out.png"
-            source.write_bytes(bytes(data))
-            _run(bpgdec_command(self.decoder, source, target))
-            return np.ascontiguousarray(load_rgb(target))
+            source, target = Path(tmp) / "in.bpg", Path(tmp) / "out.ppm"
+            source.write_bytes(data)
+            try:
+                _run(bpgdec_command(self.decoder, source, target), f"decoding {len(data)} bytes")
+            except RuntimeError as exc:
+                raise CorruptStream(str(exc)) from None
+            image = load_rgb(target)
+        if crop is not None:
+            if image.shape[0] != crop[0] or image.shape[1] < crop[1]:
+                raise CorruptStream(f"bpg picture {image.shape[:2]} does not hold {crop}")
+            image = image[:, : crop[1]]
+        return np.ascontiguousarray(image)

@@ -373,10 +373,11 @@ class Hevc444Codec(RateLadderCodec):
     name = "hevc444"
     version = PLUGIN_VERSION
     description = (
-        "SUBSTITUTE for BPG 4:4:4, non-progressive anchor (bpgenc absent): HEVC intra via "
-        "pillow-heif/libheif x265 4.3, constant QP, 4:4:4, BT.601 full range, tune ssim, "
-        "psy-rd off; rate = HEVC slice + 24-byte header (BPG's overhead), not the HEIF file. "
-        "Differs from bpgenc: newer x265, libheif colour conversion, images padded to >= 64 px"
+        "SUBSTITUTE for BPG 4:4:4 (for where bpgenc is missing), non-progressive anchor: "
+        "HEVC intra via pillow-heif/libheif x265 4.3, constant QP, 4:4:4, BT.601 full range, "
+        "tune ssim, psy-rd off; rate = HEVC slice + 24-byte header (BPG's overhead), not the "
+        "HEIF file. Differs from bpgenc: newer x265, libheif colour conversion, images padded "
+        "to >= 64 px"
     )
 
     def __init__(
