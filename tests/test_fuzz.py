@@ -168,6 +168,7 @@ PROBE_CASES = [
     ("msh", "size", 4000),
     *((name, "size", 65536) for name in LEARNED),
     ("hevc444", "size", 16384),
+    ("hevc444", "size", 4000),  # the CRC recomputed, the level left as x265 wrote it
     ("jpeg2000", "size", 65536),
 ]
 

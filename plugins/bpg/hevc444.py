@@ -320,6 +320,8 @@ def unpack_stream(data: bytes) -> Unpacked:
     if magic != MAGIC or version != FORMAT_VERSION:
         raise CorruptStream("not an hevc444 stream (bad magic or format version)")
     check_stream_size(height, width)
+    if not flags & FLAG_EXPLICIT:
+        check_level(level, width + pad_w + (conf >> 4), height + pad_h + (conf & 15))
     pos = HEADER_BYTES
     explicit = bool(flags & FLAG_EXPLICIT)
     if explicit:
@@ -359,6 +361,27 @@ def unpack_stream(data: bytes) -> Unpacked:
 
 # ---------------------------------------------------------------------------------------------
 # The codec
+
+
+#: HEVC's MaxLumaPs per ``general_level_idc`` (H.265 table A.8): the largest picture (luma
+#: samples) a stream of that level may code; each side is at most ``sqrt(8 * MaxLumaPs)``.
+MAX_LUMA_PS = {
+    30: 36864, 60: 122880, 63: 245760, 90: 552960, 93: 983040, 120: 2228224, 123: 2228224,
+    150: 8912896, 153: 8912896, 156: 8912896, 180: 35651584, 183: 35651584, 186: 35651584,
+}  # fmt: skip
+
+
+def check_level(level: int, width: int, height: int) -> None:
+    """:class:`~bench.CorruptStream` if a coded ``width x height`` picture exceeds what
+    ``general_level_idc`` allows (x265 writes a level that fits; other values, e.g. 255 for
+    level 8.5, set no limit)."""
+    limit = MAX_LUMA_PS.get(level)
+    if limit is None:
+        return
+    if width * height > limit or max(width, height) ** 2 > 8 * limit:
+        raise CorruptStream(
+            f"corrupt header: a {width}x{height} picture exceeds HEVC level {level / 30:g}"
+        )
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
