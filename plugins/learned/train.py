@@ -165,6 +165,23 @@ def build_model(N: int, M: int):
     return compressai.models.MeanScaleHyperprior(N=N, M=M)
 
 
+def restore_constants(model) -> None:
+    """Reset the architecture's constant buffers (lower bounds, reparametrisation pedestals,
+    the scale bound) to the values a fresh model has, in place.
+
+    Exported weights hold them in float16, which turns the likelihood lower bound (1e-9) and the
+    GDN pedestals (2**-36) into 0: harmless for coding, but training from such a file can then
+    take ``log(0)`` and stop on a non-finite loss. A run started from (or resuming) such weights
+    gets the exact constants back.
+    """
+    torch = _torch()
+    fresh = dict(build_model(model.N, model.M).named_buffers())
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith((".bound", ".pedestal")) or name == "gaussian_conditional.scale_bound":
+                buffer.copy_(fresh[name])
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -538,6 +555,7 @@ def train(
             console.print(
                 f"[yellow]warning: training data changed since the checkpoint: {cfg.data}"
             )
+        restore_constants(model)  # checkpoints of runs started from float16 exports lack them
         iteration = int(state["iteration"])
         train_seconds = float(state.get("train_seconds", 0.0))
         last_eval = state.get("last_eval")
@@ -557,6 +575,7 @@ def train(
                     f"{cfg.init} holds N={meta['N']}, M={meta['M']}, not N={cfg.N}, M={cfg.M}"
                 )
             model.load_state_dict(initial.state_dict())
+            restore_constants(model)
             iteration = int(meta.get("iterations", 0))
             cfg.start_iteration = iteration
             legs = _legs_of_weights(cfg.init)
