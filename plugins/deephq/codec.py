@@ -224,6 +224,7 @@ class DeepHQCodec(ProgressiveCodec):
                 path=str(self.path),
                 sha256=self.sha256,
                 description=description,
+                base_kodak=base.resolved.info().base_kodak,
             ),
             device="cpu",
             external=library_versions(),

@@ -64,6 +64,17 @@ LOG_NAME = "log.jsonl"
 DEFAULT_ITERATIONS = 800
 
 
+def _base_lambda(spec: str) -> float:
+    """The lambda the base weights were trained with (their sidecar), for the last layer."""
+    from plugins.learned.weights import resolve
+
+    sidecar = resolve(spec).sidecar or {}
+    lmbda = (sidecar.get("config") or {}).get("lmbda")
+    if lmbda is None:
+        raise ValueError(f"base weights {spec} do not state their lambda: pass --lmbda-base")
+    return float(lmbda)
+
+
 def lambdas(first: float, last: float, base: float, layers: int = LAYERS) -> list[float]:
     """R-D trade-offs of the layers: geometric from ``first`` to ``last`` over the ``layers - 1``
     learned layers, then ``base`` (the base model's lambda) for the last layer."""
@@ -221,7 +232,7 @@ def train(
     layers_per_iteration: int = 2,
     lmbda_first: float = 0.0003,
     lmbda_last: float = 0.004,
-    lmbda_base: float = 0.0932,
+    lmbda_base: float | None = None,
     power_of_two: bool = True,
     seed: int = 0,
     resume: bool = False,
@@ -266,7 +277,9 @@ def train(
             "layers": LAYERS,
             "power_of_two": power_of_two,
             "layers_per_iteration": layers_per_iteration,
-            "lambdas": lambdas(lmbda_first, lmbda_last, lmbda_base),
+            "lambdas": lambdas(
+                lmbda_first, lmbda_last, lmbda_base or _base_lambda(base or DEFAULT_WEIGHTS)
+            ),
             "seed": seed,
         }
         state = None
@@ -475,7 +488,9 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--layers-per-iteration", type=int, default=2)
     p.add_argument("--lmbda-first", type=float, default=0.0003)
     p.add_argument("--lmbda-last", type=float, default=0.004)
-    p.add_argument("--lmbda-base", type=float, default=0.0932)
+    p.add_argument(
+        "--lmbda-base", type=float, default=None, help="default: the base weights' own lambda"
+    )
     p.add_argument(
         "--real-steps",
         action="store_true",

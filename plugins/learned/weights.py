@@ -84,11 +84,20 @@ class ResolvedWeights:
     def info(self):
         from bench.codec import WeightsInfo
 
+        kodak = (self.sidecar or {}).get("kodak_eval") or {}
+        base_kodak = None
+        if "bpp_mean" in kodak and "psnr_rgb_mean" in kodak:
+            base_kodak = {
+                "bpp": kodak["bpp_mean"],
+                "psnr_rgb": kodak["psnr_rgb_mean"],
+                "num_images": kodak.get("num_images"),
+            }
         return WeightsInfo(
             source=self.source,
             path=str(self.path),
             sha256=self.sha256,
             description=self.description,
+            base_kodak=base_kodak,
         )
 
 
