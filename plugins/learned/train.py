@@ -652,7 +652,16 @@ def train(
                 "config": cfg.to_dict(),
             },
         )
-        _append_log(log_path, {"type": "checkpoint", "iteration": iteration, "reason": reason})
+        _append_log(
+            log_path,
+            {
+                "type": "checkpoint",
+                "iteration": iteration,
+                "reason": reason,
+                "mode": leg["mode"],
+                "iterations_per_second": leg["iterations_per_second"],
+            },
+        )
 
     model.train()
     window: dict[str, float] = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "aux": 0.0, "n": 0, "s": 0.0}
