@@ -203,3 +203,36 @@ def test_training_images_skip_small_and_refuse_kodak(tmp_path, data_dir):
         tr.load_training_images(folder, 64, KODAK, log=notes.append)
     with pytest.raises(ValueError, match="Kodak"):
         tr.load_training_images(KODAK, 64, KODAK, log=notes.append)
+
+
+def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_path):
+    """A damaged image in the training folder, and --init with a file that is not exported
+    weights: exit 3 (bad input) with one ``error:`` line naming the file, no traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad-data"
+    shutil.copytree(data_dir, bad)
+    (bad / "notes.txt").write_text("ignored: not an image suffix")
+    (bad / "broken.png").write_bytes(b"not a png")
+    not_weights = tmp_path / "w.safetensors"
+    not_weights.write_bytes(b"\x00" * 64)
+    cases = {
+        "broken.png (UnidentifiedImageError)": ["--data", str(bad)],
+        "is not a readable .safetensors file": [
+            "--data",
+            str(data_dir),
+            "--init",
+            str(not_weights),
+        ],
+    }
+    for expected, args in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "--no-entry-points", "train", "msh", "--out",
+             str(tmp_path / "out"), "--eval-every", "0", "--stop-at", "1", *args],  # fmt: skip
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], done.stderr

@@ -15,6 +15,10 @@ import typer
 
 from bench import hookimpl
 
+#: Exit code of a command given bad input (the CLI's convention: 0 ok, 1 problem found, 2 usage,
+#: 3 bad input): unreadable training images or weights, a corrupt or mismatched checkpoint.
+BAD_INPUT = 3
+
 
 def _opt(flag: str, help: str):  # noqa: A002 - typer's parameter name
     return typer.Option(flag, help=help)
@@ -174,7 +178,7 @@ def register_commands(cli: typer.Typer) -> None:
             )
         except (FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            raise typer.Exit(BAD_INPUT) from exc
         typer.echo(what, err=True)
         images = None
         if eval_images is not None:
@@ -207,7 +211,7 @@ def register_commands(cli: typer.Typer) -> None:
             )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            raise typer.Exit(BAD_INPUT) from exc
         stopped = f" (stopped by {summary['stopped_by']})" if summary["stopped_by"] else ""
         typer.echo(
             f"iteration {summary['iteration']}{stopped}; "
@@ -230,5 +234,5 @@ def register_commands(cli: typer.Typer) -> None:
             export(checkpoint, out, kodak=kodak, threads=threads)
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            raise typer.Exit(BAD_INPUT) from exc
         typer.echo(f"wrote {out} and {sidecar_path(out)}")

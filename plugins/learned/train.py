@@ -244,8 +244,9 @@ def load_training_images(
 ) -> list[np.ndarray]:
     """Decode every image under ``data`` once into RAM as ``(H, W, 3)`` uint8 arrays.
 
-    Images smaller than ``crop`` on either side are skipped with a note. Raises ``ValueError`` if
-    the folder is (inside) the Kodak folder or holds a file identical to a Kodak image.
+    Images smaller than ``crop`` on either side are skipped with a note; files without an image
+    suffix are ignored. Raises ``ValueError`` if the folder is (inside) the Kodak folder, holds a
+    file identical to a Kodak image, or holds image-named files that do not decode (all named).
     """
     folder = Path(data).resolve()
     if not folder.is_dir():
@@ -256,15 +257,26 @@ def load_training_images(
     kodak_sha = _kodak_hashes(kodak_dir)
     images: list[np.ndarray] = []
     skipped = 0
+    unreadable: list[str] = []
     for path in _list_images(folder):
         if kodak_sha and sha256_file(path) in kodak_sha:
             raise ValueError(f"refusing to train on a Kodak image: {path}")
-        img = _read_rgb(path)
+        try:
+            img = _read_rgb(path)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
+            unreadable.append(f"{path.relative_to(folder)} ({type(exc).__name__})")
+            continue
         if img.shape[0] < crop or img.shape[1] < crop:
             log(f"note: skipping {path} ({img.shape[1]}x{img.shape[0]} < crop {crop})")
             skipped += 1
             continue
         images.append(img)
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        raise ValueError(
+            f"{len(unreadable)} file(s) under {folder} have an image suffix but do not decode: "
+            f"{shown}; remove or replace them"
+        )
     if not images:
         raise ValueError(f"no usable training image (>= {crop}x{crop}) under {folder}")
     note = f", skipped {skipped}" if skipped else ""
@@ -1000,11 +1012,19 @@ def load_weights(path: str | Path):
     from safetensors.torch import load_file
 
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for any damage
+        raise ValueError(
+            f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}); "
+            "pass weights written by `bench train-export`"
+        ) from exc
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path} is not a bench MeanScaleHyperprior weights file")
-    tensors = load_file(str(path))
     state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
     model = build_model(int(meta["N"]), int(meta["M"]))
     model.load_state_dict(state)
@@ -1084,7 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 3
     print(json.dumps({k: summary[k] for k in ("iteration", "stopped_by", "checkpoint")}))
     return 0
 
