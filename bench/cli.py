@@ -9,6 +9,7 @@ with ``--strict``);
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
@@ -70,6 +71,22 @@ def main_options(
 
 def _registry():
     return load_registry(_State.plugin_files, entry_points=_State.entry_points)
+
+
+EXECUTOR_HELP = (
+    "Where units run: local (--jobs worker processes here), dask (a Dask LocalCluster of --jobs "
+    "workers), dask://HOST:PORT (an existing Dask scheduler) or dask-jobqueue:KIND (slurm, pbs, "
+    "...; README 'Running on a cluster'). Dask needs the extra: pip install -e '.[dask]'."
+)
+
+
+def _executor(value: str) -> str:
+    from bench.executors import ExecutorError, check_spec
+
+    try:
+        return check_spec(value, imports=False)
+    except ExecutorError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()
@@ -203,6 +220,7 @@ def run(
     threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 1,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats (median).")] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per codec and image.")] = 1800.0,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP, callback=_executor)] = "local",
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
@@ -223,6 +241,7 @@ def run(
                     "jobs": jobs,
                     "threads": threads,
                     "timeout": timeout,
+                    "executor": executor,
                     "plugin_files": _State.plugin_files,
                 }
             )
@@ -238,6 +257,7 @@ def run(
                 threads=threads,
                 repeats=repeats,
                 timeout=timeout,
+                executor=executor,
                 plugin_files=_State.plugin_files,
                 entry_points=_State.entry_points,
             )
@@ -401,6 +421,7 @@ def regress(
         typer.Option("--out", help="Directory of the fresh run (default results/regress-<time>)."),
     ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Worker processes for the fresh run.")] = 1,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP, callback=_executor)] = "local",
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Gate a run against a baseline: exit 1 with a table of what moved when a codec got worse."""
@@ -424,6 +445,7 @@ def regress(
                 plugin_files=_State.plugin_files,
                 entry_points=_State.entry_points,
             )
+            config = dataclasses.replace(config, executor=executor)
             err.print(f"run directory: {run_dir}")
             outcome = measure(config, record, run_dir, err)
         except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:

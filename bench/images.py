@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ class ImageReadError(Exception):
     """An image file cannot be read as 8-bit RGB; the message names the file and the reason."""
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Read an image as an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    ``data``: the file's bytes, read instead of ``path`` (which then only names it in errors).
 
     Greyscale and palette images are expanded to RGB. Images with an alpha channel or more than
     8 bits per sample (16-bit greyscale, and 16-bit RGB, which Pillow would silently read as
@@ -22,7 +25,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             raw_modes = {str(getattr(tile, "args", None) or tile[3]) for tile in im.tile}
             if any(";16" in raw or ";48" in raw or ";64" in raw for raw in raw_modes):
                 raise ImageReadError(

@@ -27,11 +27,12 @@ from rich.progress import (
 )
 
 from bench import datasets
+from bench.executors import ExecutorError, check_spec, open_executor
 from bench.grid import DEFAULT_BPP_GRID
 from bench.provenance import environment
 from bench.registry import load_registry
 from bench.store import CODECS, FAILURES, ROWS, RUN, UNITS, RunStore
-from bench.worker import Unit, WorkerPool
+from bench.worker import Unit
 
 
 class RunError(Exception):
@@ -106,6 +107,7 @@ class RunConfig:
     timeout: float = 1800.0
     plugin_files: tuple[str, ...] = ()
     entry_points: bool = True
+    executor: str = "local"  # local, dask, dask://HOST:PORT, dask-jobqueue:KIND (bench.executors)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,6 +205,10 @@ def run(
             registry.spec(request.name)
         except KeyError as exc:
             raise RunError(str(exc.args[0])) from None
+    try:
+        check_spec(config.executor)
+    except ExecutorError as exc:
+        raise RunError(str(exc)) from None
     store, done = prepare_directory(config, directory, resume)
     record = store.read_json(RUN) if store.exists() else {"attempts": []}
     record.update(
@@ -248,15 +254,18 @@ def run(
     try:
         with (
             Progress(*columns, console=console, transient=False) as progress,
-            WorkerPool(
-                config.jobs,
-                config.threads,
-                list(config.plugin_files),
-                config.timeout,
-                config.entry_points,
+            open_executor(
+                config.executor,
+                jobs=config.jobs,
+                threads=config.threads,
+                plugin_files=list(config.plugin_files),
+                timeout=config.timeout,
+                entry_points=config.entry_points,
             ) as pool,
         ):
-            task = progress.add_task("starting workers", total=total)
+            task = progress.add_task(f"starting workers ({config.executor})", total=total)
+            record["attempts"][-1]["executor"] = pool.describe()
+            store.write_json(RUN, record)
             for kind, *payload in pool.run(units):
                 if kind == "row":
                     row = payload[0]
@@ -279,8 +288,13 @@ def run(
                     outcome.failures.append(failure)
                     where = f"{failure['codec']} on {failure['image']}"
                     progress.console.print(f"[red]failed[/] {where}: {failure['error']}")
+            record["attempts"][-1]["executor"] = pool.describe()  # with the hosts used
     except KeyboardInterrupt:
         outcome.interrupted = True
+    except ExecutorError as exc:
+        record["status"] = f"executor failed: {exc}"
+        store.write_json(RUN, record)
+        raise RunError(str(exc)) from None
     outcome.wall_s = time.perf_counter() - start
     record["status"] = (
         "interrupted"

@@ -21,7 +21,7 @@ import signal
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -46,6 +46,7 @@ class Unit:
     targets: tuple[float, ...]
     grid: tuple[float, ...]
     repeats: int
+    data: bytes | None = field(default=None, repr=False)  # the image file's bytes, if sent
 
 
 def _set_threads(threads: int) -> None:
@@ -80,7 +81,7 @@ def _worker_main(
         unit: Unit = message
         start = time.perf_counter()
         try:
-            image = load_rgb(unit.path)
+            image = load_rgb(unit.path, unit.data)
             if unit.label not in codecs:
                 codec = registry.spec(unit.codec).factory(**unit.params)
                 codec.prepare(unit.grid)
