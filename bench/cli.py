@@ -222,6 +222,13 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per codec and image.")] = 1800.0,
     executor: Annotated[str, typer.Option(help=EXECUTOR_HELP, callback=_executor)] = "local",
     method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+    viewer_images: Annotated[
+        str,
+        typer.Option(
+            help="Images whose reconstructions report.html's viewer shows: comma-separated "
+            "names, 'auto' (the first and last image), 'all' or 'none'."
+        ),
+    ] = "auto",
 ) -> None:
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
     _check_method(method)
@@ -260,6 +267,7 @@ def run(
                 executor=executor,
                 plugin_files=_State.plugin_files,
                 entry_points=_State.entry_points,
+                viewer_images=tuple(filter(None, viewer_images.split(","))),
             )
         labels = [c.label for c in config.codecs]
         anchors = [a.replace(" ", "") for a in split_labels(anchor)]

@@ -30,6 +30,9 @@ from bench.grid import budget_bytes
 from bench.metrics import MS_SSIM_MIN_SIDE, ms_ssim_rgb, psnr_rgb, psnr_y
 
 T = TypeVar("T")
+#: Called with (reconstruction, bytes decoded) after the decode that gave a row its metrics;
+#: returns extra row fields (e.g. :class:`bench.viewer.ReconstructionSaver`).
+Keep = Callable[[np.ndarray, bytes], dict[str, Any]]
 
 
 class ContractViolation(Exception):
@@ -44,6 +47,7 @@ class UnitTimes:
     metrics_s: float = 0.0
     encode_s: float = math.nan  # median encode time (progressive) or total ladder encode time
     stream_bytes: int = 0
+    save_s: float = 0.0  # time in ``keep`` (saving reconstructions for the viewer)
     notes: list[str] = field(default_factory=list)
 
 
@@ -133,11 +137,13 @@ def measure_progressive(
     targets: Sequence[float],
     repeats: int,
     times: UnitTimes,
+    keep: Keep | None = None,
 ) -> Iterator[dict]:
     """Encode once, then yield one row per target bpp from the prefix cut at its budget.
 
     Prefixes are ``stream[:floor(bpp*H*W/8)]``; a stream shorter than the budget is handed over
-    whole (the row's ``bytes`` says so). Identical prefixes are decoded once.
+    whole (the row's ``bytes`` says so). Identical prefixes are decoded once. ``keep`` gets each
+    decodable reconstruction (see :data:`Keep`).
     """
     streams = []
 
@@ -156,7 +162,7 @@ def measure_progressive(
         budget = budget_bytes(target, *image.shape[:2])
         prefix = stream[:budget]
         if len(prefix) not in cache:
-            cache[len(prefix)] = _decode_and_score(codec, image, prefix, repeats, times)
+            cache[len(prefix)] = _decode_and_score(codec, image, prefix, repeats, times, keep)
         yield _row(
             image,
             target,
@@ -175,6 +181,7 @@ def _decode_and_score(
     data: bytes,
     repeats: int,
     times: UnitTimes,
+    keep: Keep | None = None,
 ) -> dict:
     try:
         reconstruction, _ = _timed(lambda: codec.decode(data), codec, times)
@@ -196,12 +203,13 @@ def _decode_and_score(
         if min(image.shape[:2]) >= MS_SSIM_MIN_SIDE
         else (f"MS-SSIM undefined below {MS_SSIM_MIN_SIDE} px")
     )
-    return {
-        "decodable": True,
-        "decode_s": decode_s,
-        "note": note,
-        **_scores(image, reconstruction, times),
-    }
+    scores = _scores(image, reconstruction, times)
+    kept: dict[str, Any] = {}
+    if keep is not None:
+        start = time.perf_counter()
+        kept = keep(reconstruction, data)
+        times.save_s += time.perf_counter() - start
+    return {"decodable": True, "decode_s": decode_s, "note": note, **scores, **kept}
 
 
 def measure_ladder(
@@ -210,10 +218,12 @@ def measure_ladder(
     targets: Sequence[float],
     repeats: int,
     times: UnitTimes,
+    keep: Keep | None = None,
 ) -> Iterator[dict]:
     """Encode the rate ladder once, then yield one row per target bpp.
 
-    Each budget gets the largest encoding that fits. Settings are encoded from lowest to highest
+    Each budget gets the largest encoding that fits (``keep``: as in
+    :func:`measure_progressive`). Settings are encoded from lowest to highest
     rate and the ladder stops after two encodings in a row exceed the largest budget. Encode time
     is one measurement per setting (the whole ladder is encoded, repeats would multiply it).
     """
@@ -253,7 +263,7 @@ def measure_ladder(
         best = max(fitting, key=lambda i: len(encodings[i][1]))
         setting, data, encode_s = encodings[best]
         if best not in cache:
-            cache[best] = _decode_and_score(codec, image, data, repeats, times)
+            cache[best] = _decode_and_score(codec, image, data, repeats, times, keep)
         yield _row(
             image,
             target,

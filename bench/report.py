@@ -1,14 +1,15 @@
 """Rendering a run directory into report files, from the stored rows alone.
 
 Writes into the run directory: ``report.md`` (Markdown), ``rd.png`` (R-D plot), ``curves.csv``
-(aggregated points), ``bdrate.csv`` (Bjontegaard table against the anchor) and one
-CompressAI-compatible ``<codec>.json`` per codec, readable by ``python -m compressai.utils.plot``.
+(aggregated points), ``bdrate.csv`` (Bjontegaard table against the anchor), one
+CompressAI-compatible ``<codec>.json`` per codec, readable by ``python -m compressai.utils.plot``,
+and ``report.html`` with ``plotly.min.js`` (interactive plots and the progressive viewer,
+:mod:`bench.report_html`).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,14 +17,21 @@ import pandas as pd
 
 from bench.curves import aggregate, bd_table, rows_frame
 from bench.published import MBT2018_MEAN_KODAK
+from bench.report_html import REPORT_HTML, render_html
 from bench.store import CODECS, RUN, RunStore, dumps
+from bench.viewer import safe_filename
 
+TIME_COLUMNS = {
+    "codec": "codec",
+    "encode_s": "encode s",
+    "decode_s": "decode s",
+    "wall_s": "unit wall s",
+    "codec_s": "in codec s",
+    "metrics_s": "metrics s",
+    "viewer_s": "viewer s",
+    "overhead_s": "overhead s",
+}
 KIND_LABELS = {"progressive": "progressive", "rate-ladder": "non-progressive anchor (rate ladder)"}
-
-
-def safe_filename(label: str) -> str:
-    """A file name for a codec label such as ``jpeg2000[levels=3]``."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "codec"
 
 
 def compressai_json(label: str, description: str, points: pd.DataFrame) -> dict:
@@ -114,6 +122,7 @@ def _timing(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame:
             group["codec_s"].sum(),
             group["metrics_s"].sum(),
         )
+        saving = group["save_s"].sum() if "save_s" in group else 0.0
         out.append(
             {
                 "codec": codec,
@@ -122,7 +131,8 @@ def _timing(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame:
                 "wall_s": float(wall),
                 "codec_s": float(inside),
                 "metrics_s": float(metrics),
-                "overhead_s": float(wall - inside - metrics),
+                "viewer_s": float(saving),
+                "overhead_s": float(wall - inside - metrics - saving),
             }
         )
     return pd.DataFrame(out)
@@ -160,8 +170,25 @@ def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pc
         _plot(
             curves, kinds, store.dir / "rd.png", f"{record['dataset']['name']} ({n_images} images)"
         )
+    codec_rows = _codec_rows(record["config"], infos)
+    no_table = {
+        a: f"No BD-rates: the anchor `{a}` has no aggregated curve ({_missing(store, rows, a)})."
+        for a in anchors
+        if a not in set(curves["codec"])
+    }
+    render_html(
+        store.dir,
+        record,
+        rows,
+        curves,
+        (tables, anchors, no_table, method),
+        codec_rows,
+        _timing(store, rows).rename(columns=TIME_COLUMNS),
+    )
     path = store.dir / "report.md"
-    path.write_text(_markdown(store, record, infos, rows, curves, tables, anchors, method))
+    path.write_text(
+        _markdown(store, record, infos, rows, curves, tables, anchors, method, codec_rows)
+    )
     return path
 
 
@@ -212,41 +239,8 @@ def _base_gap(weights: dict) -> str:
     )
 
 
-def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> str:
-    config, attempt = record["config"], record["attempts"][-1]
-    git = attempt.get("git", {})
-    out = [
-        f"# bench report: {store.dir.name}",
-        "",
-        f"- dataset: **{record['dataset']['name']}**, {len(record['dataset']['images'])} images "
-        f"(manifest sha256 `{record['dataset']['manifest_sha256'][:16]}`)",
-        f"- target bpp: {', '.join(f'{b:g}' for b in config['bpp'])}; rate = 8 x bytes handed "
-        "to the decoder / (H x W)",
-        f"- status: {record['status']}; git {git.get('commit') or 'unknown'}"
-        f"{' (dirty)' if git.get('dirty') else ''}; {attempt['timestamp']}",
-        f"- host: {attempt['cpu']} ({attempt['cpu_count']} cpus), {attempt['platform']}, "
-        f"python {attempt['python']}; jobs {config['jobs']}, threads {config['threads']}, "
-        f"timing repeats {config['repeats']} (median)",
-        "",
-        "![R-D curves](rd.png)",
-        "",
-    ]
-    for table, anchor in zip(tables, anchors, strict=True):
-        if anchor not in set(curves["codec"]):
-            out += [
-                f"## BD-rate against `{anchor}`",
-                "",
-                f"No BD-rates: the anchor `{anchor}` has no aggregated curve "
-                f"({_missing(store, rows, anchor)}).",
-                "",
-            ]
-            continue
-        out += _bd_section(table, anchor, method)
-    out.append(
-        "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: undefined (see "
-        "note); never extrapolated beyond the overlap of the two curves."
-    )
-    out += ["", "## Codecs", ""]
+def _codec_rows(config: dict, infos: dict) -> list[dict]:
+    """The codec table, one row per configured codec (Markdown and HTML reports)."""
     codec_rows = []
     for label in [c["label"] for c in config["codecs"]]:
         info = infos.get(label, {})
@@ -267,6 +261,47 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
                 "description": info.get("description", "(did not run)"),
             }
         )
+    return codec_rows
+
+
+def _markdown(store, record, infos, rows, curves, tables, anchors, method, codec_rows) -> str:
+    config, attempt = record["config"], record["attempts"][-1]
+    git = attempt.get("git", {})
+    out = [
+        f"# bench report: {store.dir.name}",
+        "",
+        f"- dataset: **{record['dataset']['name']}**, {len(record['dataset']['images'])} images "
+        f"(manifest sha256 `{record['dataset']['manifest_sha256'][:16]}`)",
+        f"- target bpp: {', '.join(f'{b:g}' for b in config['bpp'])}; rate = 8 x bytes handed "
+        "to the decoder / (H x W)",
+        f"- status: {record['status']}; git {git.get('commit') or 'unknown'}"
+        f"{' (dirty)' if git.get('dirty') else ''}; {attempt['timestamp']}",
+        f"- host: {attempt['cpu']} ({attempt['cpu_count']} cpus), {attempt['platform']}, "
+        f"python {attempt['python']}; jobs {config['jobs']}, threads {config['threads']}, "
+        f"timing repeats {config['repeats']} (median)",
+        "",
+        f"Interactive report with the progressive viewer: [{REPORT_HTML}]({REPORT_HTML}) "
+        "(opens from disk, no network).",
+        "",
+        "![R-D curves](rd.png)",
+        "",
+    ]
+    for table, anchor in zip(tables, anchors, strict=True):
+        if anchor not in set(curves["codec"]):
+            out += [
+                f"## BD-rate against `{anchor}`",
+                "",
+                f"No BD-rates: the anchor `{anchor}` has no aggregated curve "
+                f"({_missing(store, rows, anchor)}).",
+                "",
+            ]
+            continue
+        out += _bd_section(table, anchor, method)
+    out.append(
+        "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: undefined (see "
+        "note); never extrapolated beyond the overlap of the two curves."
+    )
+    out += ["", "## Codecs", ""]
     out.append(_table(pd.DataFrame(codec_rows), {k: k for k in codec_rows[0]}, {}))
     if any((infos.get(r["codec"], {}).get("weights") or {}).get("base_kodak") for r in codec_rows):
         out.append(
@@ -294,25 +329,12 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method) -> st
             "## Time",
             "",
             "Median encode time per image and median decode time per truncation point "
-            "(seconds, after warm-up). `in codec`/`metrics`/`overhead` split the workers' wall "
-            "time: overhead is image loading, cutting and messaging.",
+            "(seconds, after warm-up). `in codec`/`metrics`/`viewer`/`overhead` split the "
+            "workers' wall time: viewer is saving reconstructions for report.html, overhead is "
+            "image loading, cutting and messaging.",
             "",
         ]
-        out.append(
-            _table(
-                timing,
-                {
-                    "codec": "codec",
-                    "encode_s": "encode s",
-                    "decode_s": "decode s",
-                    "wall_s": "unit wall s",
-                    "codec_s": "in codec s",
-                    "metrics_s": "metrics s",
-                    "overhead_s": "overhead s",
-                },
-                {},
-            )
-        )
+        out.append(_table(timing, TIME_COLUMNS, {}))
         out.append(
             f"\nRun wall time: {sum(a.get('wall_s', 0) for a in record['attempts']):.1f} s "
             f"over {len(record['attempts'])} attempt(s)."

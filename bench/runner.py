@@ -32,6 +32,7 @@ from bench.grid import DEFAULT_BPP_GRID
 from bench.provenance import environment
 from bench.registry import load_registry
 from bench.store import CODECS, FAILURES, ROWS, RUN, UNITS, RunStore
+from bench.viewer import select_viewer_images
 from bench.worker import Unit
 
 
@@ -95,7 +96,11 @@ def parse_codec_requests(text: str) -> list[CodecRequest]:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to measure. ``timeout`` is seconds per (codec, image) unit."""
+    """What to measure. ``timeout`` is seconds per (codec, image) unit.
+
+    ``viewer_images``: whose reconstructions are saved for report.html's viewer, as
+    :func:`bench.viewer.select_viewer_images` reads it (empty: none).
+    """
 
     codecs: tuple[CodecRequest, ...]
     dataset: str
@@ -108,6 +113,7 @@ class RunConfig:
     plugin_files: tuple[str, ...] = ()
     entry_points: bool = True
     executor: str = "local"  # local, dask, dask://HOST:PORT, dask-jobqueue:KIND (bench.executors)
+    viewer_images: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,8 +122,8 @@ class RunConfig:
     def from_dict(cls, raw: dict) -> RunConfig:
         raw = dict(raw)
         raw["codecs"] = tuple(CodecRequest(**c) for c in raw["codecs"])
-        for key in ("bpp", "images", "plugin_files"):
-            raw[key] = tuple(raw[key])
+        for key in ("bpp", "images", "plugin_files", "viewer_images"):
+            raw[key] = tuple(raw.get(key, ()))
         return cls(**raw)
 
     def comparable(self) -> dict:
@@ -149,8 +155,14 @@ def _select_images(manifest: datasets.Manifest, wanted: Sequence[str]) -> list[t
 
 
 def _plan(
-    request: CodecRequest, config: RunConfig, images: list[tuple[str, Path]], done: set[tuple]
+    request: CodecRequest,
+    config: RunConfig,
+    images: list[tuple[str, Path]],
+    done: set[tuple],
+    viewer: set[str],
+    directory: Path,
 ) -> list[Unit]:
+    """Units still to measure; ``viewer``: images whose reconstructions go into ``directory``."""
     units = []
     for name, path in images:
         targets = tuple(t for t in config.bpp if (request.label, name, t) not in done)
@@ -165,6 +177,7 @@ def _plan(
                     targets,
                     tuple(config.bpp),
                     config.repeats,
+                    str(directory) if name in viewer else None,
                 )
             )
     return units
@@ -199,6 +212,10 @@ def run(
     start = time.perf_counter()
     manifest = datasets.load_manifest(config.dataset)
     images = _select_images(manifest, config.images)
+    try:
+        viewer = set(select_viewer_images(config.viewer_images, [n for n, _ in images]))
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     registry = load_registry(config.plugin_files, entry_points=config.entry_points)
     for request in config.codecs:
         try:
@@ -239,7 +256,7 @@ def run(
             outcome.failures.append(failure)
             console.print(f"[yellow]skipping {request.label}: {unavailable}[/]")
             continue
-        units += _plan(request, config, images, done)
+        units += _plan(request, config, images, done, viewer, directory)
 
     infos: dict = store.read_json(CODECS) if (directory / CODECS).exists() else {}
     total = sum(len(u.targets) for u in units)

@@ -36,7 +36,11 @@ THREAD_VARIABLES = (
 
 @dataclass(frozen=True)
 class Unit:
-    """One (codec, image) pair. ``params`` are the codec factory's keyword arguments."""
+    """One (codec, image) pair. ``params`` are the codec factory's keyword arguments.
+
+    ``viewer_run_dir``: the run directory when this image's reconstructions are saved for the
+    viewer (:mod:`bench.viewer`), else ``None``.
+    """
 
     label: str
     codec: str
@@ -46,6 +50,7 @@ class Unit:
     targets: tuple[float, ...]
     grid: tuple[float, ...]
     repeats: int
+    viewer_run_dir: str | None = None
     data: bytes | None = field(default=None, repr=False)  # the image file's bytes, if sent
 
 
@@ -68,6 +73,7 @@ def _worker_main(
     from bench.images import load_rgb
     from bench.measure import UnitTimes, measure_ladder, measure_progressive, warm_up
     from bench.registry import load_registry
+    from bench.viewer import ReconstructionSaver
 
     registry = load_registry(plugin_files, entry_points=entry_points)
     codecs: dict[str, Any] = {}
@@ -91,7 +97,13 @@ def _worker_main(
             codec = codecs[unit.label]
             times = UnitTimes()
             measure = measure_progressive if isinstance(codec, ProgressiveCodec) else measure_ladder
-            for row in measure(codec, image, unit.targets, unit.repeats, times):
+            keep = None
+            if unit.viewer_run_dir is not None:
+                saving = time.perf_counter()
+                keep = ReconstructionSaver(unit.viewer_run_dir, unit.label, unit.image)
+                keep.save_original(image)
+                times.save_s += time.perf_counter() - saving
+            for row in measure(codec, image, unit.targets, unit.repeats, times, keep):
                 conn.send(("row", {"codec": unit.label, "image": unit.image, **row}))
             conn.send(
                 (
@@ -104,6 +116,7 @@ def _worker_main(
                         "metrics_s": times.metrics_s,
                         "encode_s": times.encode_s,
                         "stream_bytes": times.stream_bytes,
+                        "save_s": times.save_s,
                         "notes": times.notes,
                     },
                 )
