@@ -161,7 +161,7 @@ class DaskExecutor:
                     n_workers=jobs,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # a free port, never a clash
                     memory_limit=0,  # as locally: no memory cap on the codec processes
                     silence_logs=logging.ERROR,
                 )
