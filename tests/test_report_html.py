@@ -319,5 +319,13 @@ def test_report_in_headless_chromium(html_run):
         }
         assert (html_run / PLOTLY_FILE).as_uri() in requested
         assert all(url.startswith("file://") for url in requested), requested
+
+        # a page without its bundle (a committed run folder) says how to get it back
+        alone = html_run.parent / "alone"
+        alone.mkdir()
+        shutil.copy(html_run / "report.html", alone)
+        driver.get((alone / "report.html").as_uri())
+        assert "bench report" in driver.find_element(By.ID, "rd-plot").text
+        assert driver.execute_script("return window.benchReport.state.image") == "a.png"
     finally:
         driver.quit()

@@ -206,6 +206,11 @@
     showViewer();
   }
 
-  setupPlot();
+  if (typeof Plotly === "undefined") {  // e.g. a committed run folder: bundles are not committed
+    $("rd-plot").textContent = "plotly.min.js is missing beside this page; `bench report " +
+      "<run folder>` writes it again. The tables below and the viewer work without it.";
+  } else {
+    setupPlot();
+  }
   setupViewer();
 })();
