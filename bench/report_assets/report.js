@@ -63,7 +63,7 @@
   // ---- progressive viewer ----
   const viewer = data.viewer;
   const panels = {};
-  let syncing = false;
+  const synced = { left: 0, top: 0 };  // the scroll position every panel was last given
 
   function makePanel(codec) {
     const panel = document.createElement("div");
@@ -109,16 +109,20 @@
     panels[codec] = { panel, viewport, stage, original, recon, divider, missing, caption };
   }
 
+  // Panels echo the scroll events that syncing causes; an echo carries the position already
+  // given to all, so it stops there.
   function syncScroll(source) {
-    if (syncing) return;
-    syncing = true;
+    const left = source.scrollLeft;
+    const top = source.scrollTop;
+    if (left === synced.left && top === synced.top) return;
+    synced.left = left;
+    synced.top = top;
     for (const p of Object.values(panels)) {
       if (p.viewport !== source) {
-        p.viewport.scrollLeft = source.scrollLeft;
-        p.viewport.scrollTop = source.scrollTop;
+        p.viewport.scrollLeft = left;
+        p.viewport.scrollTop = top;
       }
     }
-    requestAnimationFrame(() => { syncing = false; });
   }
 
   function currentImage() {
