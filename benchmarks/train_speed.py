@@ -8,18 +8,18 @@ Each mode gets one warm-up step, then the median of ``--repeats`` timed steps
 step and the ratio to cpu-fp32; the CPU model is printed beside it, because ratios, not times,
 carry over between machines.
 
-A/B (``--ab DIR_FP32 DIR_BF16``): compares two runs of ``bench train`` resumed from copies of one
-checkpoint (same weights, optimiser state and RNG, so the same batches and noise), one with
-``--precision fp32`` and one with ``--precision bf16``. It pairs their logged training windows
-(mean loss per window of ``log_every`` iterations), reports the mean and standard error of the
-paired loss difference and the Kodak-subset evaluations at the same iterations, and gives the
-verdict: bf16 passes when the mean paired loss difference over the last half is within 2
-standard errors of zero or below 1 % of the loss, and every paired Kodak-subset PSNR is within
-0.1 dB. ``--record`` writes the verdict to ``plugins/learned/training/precision_ab.json``, which
-``bench train --precision auto`` reads.
+A/B (``--ab DIR_A DIR_B``): compares two runs of ``bench train`` resumed from copies of one
+checkpoint (same weights, optimiser state and RNG, so the same batches and noise) that differ in
+one setting: A the reference (``--precision fp32``), B the candidate (``--precision bf16``; or
+another peak ``--lr``). It pairs their logged training windows (mean loss per window of
+``log_every`` iterations) and their Kodak-subset evaluations at the same iterations and applies
+:data:`RULE`. ``--record`` writes a precision verdict to
+``plugins/learned/training/precision_ab.json``, which ``bench train --precision auto`` reads.
+The arms' seconds per iteration are not compared: they ran side by side on shared cores; the
+speed table above is the speed measurement.
 
     python benchmarks/train_speed.py --threads 1
-    python benchmarks/train_speed.py --ab runs/ab-fp32 runs/ab-bf16 --record
+    python benchmarks/train_speed.py --ab ~/.cache/bench/ab/fp32 ~/.cache/bench/ab/bf16 --record
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ from plugins.learned.training.precision import (  # noqa: E402
 from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME  # noqa: E402
 
 TRAIN = ROOT.parent / "shared" / "datasets" / "train"
+RULE = (
+    "B passes when its mean paired loss difference to A over the last half of the logged windows "
+    "is at most 2 standard errors or 1 % of A's loss, and its mean paired Kodak-subset PSNR "
+    "difference is at least -0.15 dB (one-sided: B may be better)"
+)
 
 
 def speed(args) -> None:
@@ -89,12 +94,19 @@ def _windows(run: Path) -> dict[int, dict]:
     }
 
 
+def _arm_label(rows: dict[int, dict], iteration: int) -> str:
+    r = rows[iteration]
+    return f"{r.get('mode', '?')} lr {r.get('lr', float('nan')):.0e}"
+
+
 def ab(args) -> None:
-    fp32_dir, bf16_dir = (Path(d) for d in args.ab)
-    a, b = _windows(fp32_dir), _windows(bf16_dir)
+    """Paired comparison of two arms resumed from one checkpoint (A: reference, B: candidate)."""
+    dir_a, dir_b = (Path(d) for d in args.ab)
+    a, b = _windows(dir_a), _windows(dir_b)
     train_its = sorted(k for k in a if k > 0 and k in b and a[k]["type"] == "train")
     if len(train_its) < 4:
         sys.exit("error: fewer than 4 paired training windows; run the two arms longer")
+    label_a, label_b = _arm_label(a, train_its[-1]), _arm_label(b, train_its[-1])
     half = train_its[len(train_its) // 2 :]
     diffs = [b[k]["loss"] - a[k]["loss"] for k in half]
     mean = statistics.fmean(diffs)
@@ -102,40 +114,35 @@ def ab(args) -> None:
     loss_a = statistics.fmean(a[k]["loss"] for k in half)
     evals = sorted(-k for k in a if k < 0 and k in b)
     psnr_pairs = [(k, a[-k]["psnr_rgb"], b[-k]["psnr_rgb"]) for k in evals]
-    speed_a = statistics.median(a[k]["seconds"] for k in train_its)
-    speed_b = statistics.median(b[k]["seconds"] for k in train_its)
-    loss_ok = abs(mean) <= 2 * se or abs(mean) <= 0.01 * loss_a
-    psnr_ok = all(abs(pb - pa) <= 0.1 for _, pa, pb in psnr_pairs)
-    verdict = "pass" if loss_ok and psnr_ok and psnr_pairs else "fail"
-    mode_b = b[train_its[-1]].get("mode", "cpu-bf16-cl")
+    psnr_diff = statistics.fmean(pb - pa for _, pa, pb in psnr_pairs) if psnr_pairs else None
+    loss_ok = mean <= 2 * se or mean <= 0.01 * loss_a
+    psnr_ok = psnr_diff is not None and psnr_diff >= -0.15
+    verdict = "pass" if loss_ok and psnr_ok else "fail"
     print(
-        f"A/B {fp32_dir} (fp32) vs {bf16_dir} ({mode_b}), "
+        f"A: {dir_a} ({label_a}); B: {dir_b} ({label_b}); "
         f"iterations {train_its[0]}..{train_its[-1]}"
     )
     print(
-        f"last half ({len(half)} windows): mean loss fp32 {loss_a:.4f}, paired bf16 - fp32 "
+        f"last half ({len(half)} windows of the log): mean loss A {loss_a:.4f}, paired B - A "
         f"{mean:+.4f} +- {se:.4f} (s.e.)"
     )
     for k, pa, pb in psnr_pairs:
-        print(f"Kodak subset at {k}: fp32 {pa:.3f} dB, bf16 {pb:.3f} dB ({pb - pa:+.3f})")
-    print(f"median s/iteration: fp32 {speed_a:.3f}, bf16 {speed_b:.3f} ({speed_a / speed_b:.2f}x)")
-    print(f"verdict: {verdict}")
+        print(f"Kodak subset at {k}: A {pa:.3f} dB, B {pb:.3f} dB ({pb - pa:+.3f})")
+    if psnr_diff is not None:
+        print(f"mean paired Kodak-subset PSNR difference B - A: {psnr_diff:+.3f} dB")
+    print(f"verdict (B no worse than A): {verdict}")
     if args.record:
         record = {
-            "mode": mode_b,
+            "mode": b[train_its[-1]]["mode"],
             "verdict": verdict,
-            "against": a[train_its[-1]].get("mode", "cpu-fp32"),
+            "against": a[train_its[-1]]["mode"],
             "iterations": [train_its[0], train_its[-1]],
             "paired_loss_difference": {"mean": mean, "standard_error": se, "windows": len(half)},
-            "mean_loss_fp32": loss_a,
-            "kodak_subset_psnr": [
-                {"iteration": k, "fp32": pa, "bf16": pb} for k, pa, pb in psnr_pairs
-            ],
-            "seconds_per_iteration": {"fp32": speed_a, "bf16": speed_b},
+            "mean_loss_reference": loss_a,
+            "kodak_subset_psnr": [{"iteration": k, "A": pa, "B": pb} for k, pa, pb in psnr_pairs],
             "cpu": cpu_model(),
             "date": time.strftime("%Y-%m-%d"),
-            "rule": "mean paired loss difference (last half) within 2 s.e. or 1 %; "
-            "Kodak-subset PSNR within 0.1 dB at every paired evaluation",
+            "rule": RULE,
         }
         AB_RECORD.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {AB_RECORD}")
