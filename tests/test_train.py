@@ -236,3 +236,15 @@ def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_pat
         assert "Traceback" not in done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and expected in errors[0], done.stderr
+
+
+def test_resume_does_not_inherit_per_process_settings(data_dir, tmp_path):
+    """A leg stopped with --stop-at on a forced mode: the next leg runs on with the defaults."""
+    out = tmp_path / "run"
+    tr.train(out, data=str(data_dir), iterations=10, stop_at=2, eval_every=0, **TINY)
+    assert tr.load_checkpoint(out)["iteration"] == 2
+    cfg = tr.resolve_config(out, True)
+    assert cfg.stop_at == 0 and cfg.precision == tr.TrainConfig().precision
+    assert cfg.iterations == 10 and TINY["N"] == cfg.N
+    summary = tr.train(out, resume=True, precision="fp32", channels_last=False)
+    assert summary["iteration"] == 10

@@ -129,6 +129,9 @@ class TrainConfig:
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
     IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
     SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
+    #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
+    #: arm's forced precision or stop): they fall back to the defaults unless given again.
+    PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -511,7 +514,9 @@ def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig
     ]
     if conflicts:
         raise CheckpointError("cannot resume with a different config: " + ", ".join(conflicts))
-    return dataclasses.replace(stored, **options, out=str(out))
+    defaults = TrainConfig()
+    per_process = {k: getattr(defaults, k) for k in TrainConfig.PER_PROCESS}
+    return dataclasses.replace(stored, **{**per_process, **options}, out=str(out))
 
 
 def train(
