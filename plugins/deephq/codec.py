@@ -67,7 +67,7 @@ from plugins.learned.progressive import (
 from plugins.learned.weights import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_NAME = "deephq-msh-n128-m192-l0932"
+DEFAULT_NAME = "deephq-msh-n128-m192-l1800"
 DEFAULT_WEIGHTS = f"bundled:{DEFAULT_NAME}"
 TRAIN_FIX = (
     "train and export DeepHQ's parameters: `bench train deephq --step 2 ...`, then "

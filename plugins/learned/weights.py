@@ -44,8 +44,8 @@ from bench.codec import CodecUnavailable
 
 #: Folder of the weights shipped with the project.
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-#: Name of the bundled base model (N=128, M=192, lambda=0.0932).
-BUNDLED_NAME = "msh-n128-m192-l0932"
+#: Name of the bundled base model (N=128, M=192, lambda=0.18).
+BUNDLED_NAME = "msh-n128-m192-l1800"
 #: Default weights of every learned codec.
 DEFAULT_WEIGHTS = f"bundled:{BUNDLED_NAME}"
 #: Environment variable with extra folders searched for ``bundled:NAME``.
