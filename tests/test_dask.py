@@ -138,21 +138,23 @@ def test_scheduler_address_gives_the_local_runs_hashes_and_psnrs(scheduler, tmp_
 
 
 def test_local_cluster_equals_local_and_records_crashes_and_timeouts(crops_dataset, tmp_path):
-    codecs = "jpeg2000,crashy,sleepy"  # crashy raises on c.png, sleepy hangs on a.png
-    outcomes = {
-        executor: run(
-            _crops_config(crops_dataset, codecs, jobs=2, timeout=3.0, executor=executor),
-            tmp_path / executor,
-        )
-        for executor in ("local", "dask")
-    }
-    assert _points(tmp_path / "dask") == _points(tmp_path / "local")
-    assert len(_points(tmp_path / "dask")) == 3 * len(BPP) + 2 * 2 * len(BPP)
-    for outcome in outcomes.values():
-        errors = {(f["codec"], f["image"]): f["error"] for f in outcome.failures}
-        assert set(errors) == {("crashy", "c.png"), ("sleepy", "a.png")}
-        assert "refuses width 53" in errors["crashy", "c.png"]
-        assert "timed out after 3 s" in errors["sleepy", "a.png"]
+    # crashy raises on c.png, sleepy hangs on a.png (the local pool's own handling of both is
+    # tested in test_runner.py); the timeout leaves room for a fresh codec process on busy cores
+    outcome = run(
+        _crops_config(
+            crops_dataset, "jpeg2000,crashy,sleepy", jobs=2, timeout=10.0, executor="dask"
+        ),
+        tmp_path / "dask",
+    )
+    local = run(_crops_config(crops_dataset, "jpeg2000", jobs=2), tmp_path / "local")
+    assert not local.failures
+    points = _points(tmp_path / "dask")
+    assert len(points) == 3 * len(BPP) + 2 * 2 * len(BPP)
+    assert {k: v for k, v in points.items() if k[0] == "jpeg2000"} == _points(tmp_path / "local")
+    errors = {(f["codec"], f["image"]): f["error"] for f in outcome.failures}
+    assert set(errors) == {("crashy", "c.png"), ("sleepy", "a.png")}
+    assert "refuses width 53" in errors["crashy", "c.png"]
+    assert "timed out after 10 s" in errors["sleepy", "a.png"]
     executor = json.loads((tmp_path / "dask" / "run.json").read_text())["attempts"][-1]["executor"]
     assert executor["executor"] == "dask" and len(executor["workers"]) == 2
 
