@@ -100,15 +100,8 @@ def _crops_config(dataset: Path, codecs: str, bpp: tuple = BPP, **kwargs) -> Run
 
 
 def test_scheduler_address_gives_the_local_runs_hashes_and_psnrs(scheduler, tmp_path):
-    example = ["--codecs", "jpeg2000,spiht", "--dataset", "kodak", "--images", "kodim01,kodim02",
-               "--bpp", "0.5,1", "--repeats", "1"]  # fmt: skip
-    port = scheduler.rsplit(":", 1)[1]
-    dask_run = subprocess.run(
-        bench_command("run", *example, "--executor", f"dask://127.0.0.1:{port}", "--out",
-                      str(tmp_path / "dask")),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert dask_run.returncode == 0, dask_run.stderr
+    """The issue's example, measured locally, then through ``bench regress --executor dask://``
+    with the local run as the baseline: the gate passes with no changed stream."""
     local = run(
         RunConfig(
             codecs=tuple(parse_codec_requests("jpeg2000,spiht")),
@@ -122,6 +115,17 @@ def test_scheduler_address_gives_the_local_runs_hashes_and_psnrs(scheduler, tmp_
         tmp_path / "local",
     )
     assert not local.failures
+    port = scheduler.rsplit(":", 1)[1]
+    gate = subprocess.run(
+        bench_command("regress", "--baseline", str(tmp_path / "local"), "--executor",
+                      f"dask://127.0.0.1:{port}", "--out", str(tmp_path / "dask")),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    table = (tmp_path / "dask" / "regress.md").read_text()
+    for codec in ("jpeg2000", "spiht"):
+        line = next(x for x in table.splitlines() if x.startswith(f"| {codec} |"))
+        assert "| 0/4 |" in line, line  # changed streams
     points = _points(tmp_path / "dask")
     assert len(points) == 8 and points == _points(tmp_path / "local")
 
