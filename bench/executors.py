@@ -110,7 +110,7 @@ def open_executor(
     timeout: float,
     entry_points: bool,
 ) -> Executor:
-    """Start the executor ``spec`` (see the module docstring). Dask is imported only here."""
+    """Start the executor ``spec`` (see the module docstring); Dask is imported for it only."""
     check_spec(spec)
     if spec == "local":
         return LocalExecutor(jobs, threads, list(plugin_files), timeout, entry_points)
