@@ -53,7 +53,8 @@ def stopped_and_resumed(data_dir, tmp_path_factory):
         eval_images=("kodim01",), on_iteration=send_sigterm, **TINY,
     )  # fmt: skip
     stored_after_stop = tr.load_checkpoint(out)
-    second = tr.train(out, resume=True, iterations=6)
+    # per-process settings (mode, stop) are not inherited: the resumed leg names its mode again
+    second = tr.train(out, resume=True, iterations=6, precision="fp32", channels_last=False)
     straight_out = tmp_path_factory.mktemp("straight") / "ck"
     straight = tr.train(
         straight_out, data=str(data_dir), kodak=str(KODAK), iterations=6, eval_every=2,
