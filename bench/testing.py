@@ -10,10 +10,15 @@ In your plugin's tests::
         plugin_files = ("my_plugin.py",)   # only for plugins not installed as entry points
 
 Each check of :mod:`bench.conformance` becomes one test; a failure names the image and detail.
+The suite runs with one torch thread (restored afterwards), as the harness runs every codec:
+multi-threaded float kernels need not round identically from process to process (measured:
+DeepHQ's decode of a prefix differed between two 2-thread processes on an Intel Xeon with
+AMX, never with 1 thread), and the fresh-process check is about state outside the bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import pytest
@@ -38,6 +43,23 @@ CHECKS = (
 )
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch (when installed) computes with one thread inside; the previous count is restored."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    previous = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(previous)
+
+
 class ConformanceSuite:
     """Subclass with ``codec`` (and optionally ``params``, ``plugin_files``, ``tolerance_db``)."""
 
@@ -53,12 +75,13 @@ class ConformanceSuite:
         """Run the suite once per test class; every parametrized test reads the results."""
         cls = type(self)
         if cls not in ConformanceSuite._results:
-            ConformanceSuite._results[cls] = run_checks(
-                cls.codec,
-                dict(cls.params),
-                plugin_files=cls.plugin_files,
-                tolerance_db=cls.tolerance_db,
-            )
+            with _one_torch_thread():
+                ConformanceSuite._results[cls] = run_checks(
+                    cls.codec,
+                    dict(cls.params),
+                    plugin_files=cls.plugin_files,
+                    tolerance_db=cls.tolerance_db,
+                )
         return ConformanceSuite._results[cls]
 
     @pytest.mark.parametrize("check", CHECKS)
