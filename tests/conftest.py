@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from bench.datasets import sha256_file
 from bench.images import load_rgb, save_png
+from bench.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT / "datasets" / "kodak"
@@ -62,3 +65,18 @@ def write_dataset(folder: Path, name: str = "crops", crops: dict | None = None) 
 def crops_dataset(tmp_path: Path) -> Path:
     """Manifest path of a three-image dataset of Kodak crops (64x96, 48x40, 37x53)."""
     return write_dataset(tmp_path / "data")
+
+
+def resume_and_check(command: list[str], out: Path, before: list[dict], total: int) -> None:
+    """Run ``command`` (a ``bench run ... --out DIR`` list) again with ``--resume``; the run must
+    complete with ``total`` rows, none twice, the ``before`` rows first and unchanged, in two
+    attempts."""
+    resumed = subprocess.run(
+        [*command[:-2], "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [(r["codec"], r["image"], r["target_bpp"]) for r in RunStore(out).rows()]
+    assert len(keys) == len(set(keys)) == total
+    assert keys[: len(before)] == [(r["codec"], r["image"], r["target_bpp"]) for r in before]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and len(record["attempts"]) == 2

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BITPLANE, MISBEHAVING, bench_command
+from conftest import BITPLANE, MISBEHAVING, bench_command, resume_and_check
 
 from bench.executors import ExecutorError, check_spec
 from bench.runner import RunConfig, parse_codec_requests, run
@@ -215,16 +215,7 @@ def test_killing_the_client_then_resume_completes_without_duplicates(
     before = RunStore(out).rows()
     total = 2 * 3 * len(BPP)
     assert len(BPP) <= len(before) < total, "the kill should land mid-run"
-    resumed = subprocess.run(
-        [*command[:-2], "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    rows = RunStore(out).rows()
-    keys = [(r["codec"], r["image"], r["target_bpp"]) for r in rows]
-    assert len(keys) == len(set(keys)) == total
-    assert keys[: len(before)] == [(r["codec"], r["image"], r["target_bpp"]) for r in before]
-    record = json.loads((out / "run.json").read_text())
-    assert record["status"] == "complete" and len(record["attempts"]) == 2
+    resume_and_check(command, out, before, total)
 
 
 def test_slurm_through_dask_jobqueue(crops_dataset, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BITPLANE, MISBEHAVING, bench_command, kodak_crop
+from conftest import BITPLANE, MISBEHAVING, bench_command, kodak_crop, resume_and_check
 
 from bench.grid import budget_bytes
 from bench.metrics import psnr_rgb
@@ -149,16 +148,7 @@ def test_sigkill_halfway_then_resume_loses_and_duplicates_nothing(crops_dataset,
     assert 7 <= len(before) < total, "the kill should land halfway"
     with open(rows_file, "ab") as f:  # a row torn in half by the kill
         f.write(b'{"codec": "slow[delay=0.15]", "image": "b.png", "target_')
-    resumed = subprocess.run(
-        [*command[:-2], "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    rows = RunStore(out).rows()
-    keys = [(r["codec"], r["image"], r["target_bpp"]) for r in rows]
-    assert len(keys) == len(set(keys)) == total
-    assert keys[: len(before)] == [(r["codec"], r["image"], r["target_bpp"]) for r in before]
-    record = json.loads((out / "run.json").read_text())
-    assert record["status"] == "complete" and len(record["attempts"]) == 2
+    resume_and_check(command, out, before, total)
     assert (out / "report.md").exists()
 
 

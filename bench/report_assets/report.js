@@ -65,28 +65,26 @@
   const panels = {};
   const synced = { left: 0, top: 0 };  // the scroll position every panel was last given
 
+  function element(tag, className) {
+    const node = document.createElement(tag);
+    node.className = className;
+    return node;
+  }
+
   function makePanel(codec) {
-    const panel = document.createElement("div");
-    panel.className = "panel";
+    const panel = element("div", "panel");
     panel.dataset.codec = codec;
     const title = document.createElement("h3");
     title.textContent = codec;
-    const viewport = document.createElement("div");
-    viewport.className = "viewport";
-    const stage = document.createElement("div");
-    stage.className = "stage";
-    const original = document.createElement("img");
-    original.className = "original";
+    const viewport = element("div", "viewport");
+    const stage = element("div", "stage");
+    const original = element("img", "original");
     original.alt = "original";
-    const recon = document.createElement("img");
-    recon.className = "recon";
+    const recon = element("img", "recon");
     recon.alt = codec + " reconstruction";
-    const divider = document.createElement("div");
-    divider.className = "divider";
-    const missing = document.createElement("div");
-    missing.className = "missing";
-    const caption = document.createElement("div");
-    caption.className = "caption";
+    const divider = element("div", "divider");
+    const missing = element("div", "missing");
+    const caption = element("div", "caption");
     stage.append(original, recon, divider, missing);
     viewport.appendChild(stage);
     panel.append(title, viewport, caption);
