@@ -303,11 +303,6 @@ def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: 
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def rd_terms(model, x, lmbda: float, mode: TrainMode | None = None) -> dict[str, Any]:
-    """Forward pass and the CompressAI R-D loss ``lmbda * 255**2 * MSE + bpp`` (fp32 default)."""
-    return rd_forward(model, x, lmbda, mode or TrainMode())
-
-
 def _split_parameters(model):
     main, aux = [], []
     for name, p in model.named_parameters():
@@ -693,7 +688,7 @@ def train(
             x = mode.prepare_batch(sample_batch(images, rng, cfg.batch, cfg.crop))
             optimizer.zero_grad(set_to_none=True)
             aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_terms(model, x, cfg.lmbda, mode)
+            terms = rd_forward(model, x, cfg.lmbda, mode)
             terms["loss"].backward()
             lr = schedule(iteration)
             for group in optimizer.param_groups:
