@@ -10,7 +10,7 @@ On one Kodak image (default kodim01), same weights, same torch thread count, aft
 
 Each time is the median of ``--repeats`` calls. The goal is a ratio of at most 1.5. The
 throughput is the number of latent symbols (one per element and level that needs one) decoded
-(and encoded) per second by :func:`plugins.learned.latent_coder.decode_latent`, which includes
+(and encoded) per second by :func:`plugins.learned.coding.latent.decode_latent`, which includes
 the per-chunk table lookups, not only constriction. A script, not a test::
 
     .venv/bin/python benchmarks/plonq_decode_speed.py
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from plugins.learned import latent_coder as lc
+    from plugins.learned.coding import latent as lc
     from plugins.learned.testing import test_weights_spec
     from plugins.plonq.codec import PlonqCodec
 

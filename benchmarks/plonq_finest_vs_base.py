@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fixed_header(data: bytes, header_end: int) -> int:
     """Bytes of the header before z (tag .. z length), by re-reading it."""
-    from plugins.learned.model_io import read_varint
+    from plugins.learned.coding.bits import read_varint
 
     pos = 1
     for _ in range(2):  # H, W

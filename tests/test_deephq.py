@@ -102,7 +102,7 @@ def _keep_torch_threads():
 
 def header_length(data: bytes) -> int:
     """Bytes of the DeepHQ header (tag, H, W, 2 x 4 sha bytes, flags, chunk, len(z), z)."""
-    from plugins.learned.model_io import Reader
+    from plugins.learned.coding.bits import Reader
 
     reader = Reader(data)
     reader.byte()
@@ -325,7 +325,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
     values, exactly what the stream stopped after the same chunk decodes to, nested as the
     prefix grows, with every element of a completed layer at that layer's level."""
     from plugins.deephq import coder
-    from plugins.learned import latent_coder as lc
+    from plugins.learned.coding import latent as lc
 
     rng = np.random.default_rng(seed)
     channels = 5
@@ -416,7 +416,7 @@ def test_a_split_merged_to_one_child_costs_no_symbol(tables):
     for free (the first version coded it with a one-entry distribution, which constriction
     refuses: encode raised "Probability distribution not normalizable")."""
     from plugins.deephq import coder
-    from plugins.learned import latent_coder as lc
+    from plugins.learned.coding import latent as lc
 
     i = int(np.flatnonzero(tables.c >= 8)[0])
     ctx = context(tables, [[3.0], [2.5], [1.0]], np.zeros((3, 1)))

@@ -99,7 +99,7 @@ class TestDzqConformance(ConformanceSuite):
 @needs_model[0]
 @needs_model[1]
 def test_layer_rates_hit_their_targets(dzq):
-    from plugins.learned import latent_coder as lc
+    from plugins.learned.coding import latent as lc
     from plugins.learned.progressive import cached_tables
 
     image = kodak("kodim21.png", 150, 200, 192, 256)

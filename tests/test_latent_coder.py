@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("constriction")
 pytest.importorskip("scipy")
 
-from plugins.learned import latent_coder as lc  # noqa: E402
-from plugins.learned.model_io import (  # noqa: E402
+from plugins.learned.coding import latent as lc  # noqa: E402
+from plugins.learned.coding.bits import (  # noqa: E402
     Reader,
     put_varint,
     read_varint,
@@ -169,7 +169,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from tests.test_latent_coder import SIGMA, gaussian_tables
-from plugins.learned import latent_coder as lc
+from plugins.learned.coding import latent as lc
 from plugins.plonq.codec import PlonqLevels
 cdf, length, offset = gaussian_tables(SIGMA)
 tables = lc.build_tables(cdf, length, offset, PlonqLevels(4), SIGMA, "mean")

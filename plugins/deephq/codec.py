@@ -50,8 +50,9 @@ from bench.codec import (
 )
 from plugins.deephq import coder
 from plugins.deephq import params as dp
-from plugins.learned import latent_coder as lc
-from plugins.learned.model_io import BaseModel, Reader, put_varint, read_z
+from plugins.learned.coding import latent as lc
+from plugins.learned.coding.bits import Reader, put_varint
+from plugins.learned.model_io import BaseModel, read_z
 from plugins.learned.progressive import (
     CHUNK_UNIT_BITS,
     RECON_CODES,

@@ -3,7 +3,7 @@
 Intervals
     Every element ``e`` of the latent has a channel ``ch``, the prior's scale index ``i`` and the
     base model's fine index ``n = round(y - mu)``, an integer in ``[-c_i, c_i]`` (else escaped,
-    as in :mod:`plugins.learned.latent_coder`). Its state is an interval ``[lo, hi]`` of fine
+    as in :mod:`plugins.learned.coding.latent`). Its state is an interval ``[lo, hi]`` of fine
     integers, i.e. ``[lo - 1/2, hi + 1/2]`` of ``y - mu``, starting at the root ``[-c_i, c_i]``
     (plus an escape child) and shrinking one *level* at a time.
 
@@ -31,7 +31,7 @@ Selection and order (:func:`plan`)
     Unselected elements keep their root: the decoder puts them at the prior mean.
 
 Chunks, lengths, escapes, trimming and the stop at the first incomplete chunk are those of the
-shared coder (:func:`plugins.learned.latent_coder.encode_chunk` and friends); chunk boundaries
+shared coder (:func:`plugins.learned.coding.latent.encode_chunk` and friends); chunk boundaries
 come from each symbol's expected cost in 1/16 bit, computed from the integer frequencies with
 the exact integer log table, so both sides cut the same chunks.
 """
@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from plugins.learned import latent_coder as lc
+from plugins.learned.coding import latent as lc
 
 #: A first/last child narrower than this fraction of the step is merged into its neighbour.
 SLIVER_FRACTION = 0.5
@@ -112,18 +112,27 @@ class Split:
     total: np.ndarray  # (G,) frequency of the parent (its children and escape)
     weight: np.ndarray  # (P,) expected cost of each element's symbol, 1/16 bit
 
+    def group_rows(self) -> np.ndarray:
+        """``(G, max count [+ 1])`` float64 (exact integers): each group's children frequencies,
+        then zeros; at roots the escape child's frequency at column ``count``."""
+        escape = self.escape is not None
+        out = np.zeros((len(self.count), int(self.count.max()) + int(escape)), np.float64)
+        rows = np.repeat(np.arange(len(self.count)), self.count)
+        out[rows, np.arange(len(rows)) - self.first[rows]] = self.freq
+        if escape:
+            out[np.arange(len(self.count)), self.count] = self.escape
+        return out
+
+    def chunk_rows(self, rows: np.ndarray, a: int, b: int) -> np.ndarray:
+        """Frequency rows of elements ``a:b`` from :meth:`group_rows` ``rows``, as wide as the
+        chunk's widest row (its largest child count, plus the escape child at roots)."""
+        groups = self.group[a:b]
+        width = int(self.count[groups].max()) + (1 if self.escape is not None else 0)
+        return rows[:, :width][groups]
+
     def probs(self, a: int, b: int) -> np.ndarray:
         """Frequency rows (float64, exact) of elements ``a:b``, escape child last at roots."""
-        groups = self.group[a:b]
-        count = self.count[groups]
-        width = int(count.max()) + (1 if self.escape is not None else 0)
-        out = np.zeros((b - a, width), np.float64)
-        rows = np.repeat(np.arange(b - a), count)
-        cols = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
-        out[rows, cols] = self.freq[self.first[groups][rows] + cols]
-        if self.escape is not None:
-            out[np.arange(b - a), count] = self.escape[groups]
-        return out
+        return self.chunk_rows(self.group_rows(), a, b)
 
     def only(self, keep: np.ndarray) -> Split:
         """The same groups for the elements ``keep`` (a boolean mask over ``ids``)."""
@@ -201,14 +210,28 @@ def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split
     return Split(ids, group, first, count, starts, ends, freq, escape, total, weight[group])
 
 
-def plan(ctx: CoderContext, el: Elements, layer: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
+def candidates(ctx: CoderContext, el: Elements, layer: int) -> np.ndarray:
+    """Positions (ascending) of the elements selected at ``layer`` whose interval is not final:
+    a superset of every sub-pass of ``layer`` (selection is fixed within a layer and final
+    intervals stay final), so that the sub-passes scan only these."""
+    selected = el.idx >= ctx.mask_index_threshold[layer - 1, el.ch]
+    final = el.escaped | ((el.lo == el.hi) & (el.level > 0))
+    return np.flatnonzero(selected & ~final)
+
+
+def plan(
+    ctx: CoderContext, el: Elements, layer: int, sub: int, among: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Elements of sub-pass ``sub`` of ``layer``: ``(coded, passed)``, both in refinement order.
 
     ``coded`` need a symbol; ``passed`` have a single child and move one level down for free
-    (roots are always coded: the escape child is their alternative)."""
-    selected = el.idx >= ctx.mask_index_threshold[layer - 1, el.ch]
-    final = el.escaped | ((el.lo == el.hi) & (el.level > 0))
-    todo = np.flatnonzero(selected & (el.level == sub - 1) & ~final)
+    (roots are always coded: the escape child is their alternative). ``among``: the layer's
+    :func:`candidates`, computed here when not given."""
+    if among is None:
+        among = candidates(ctx, el, layer)
+    level = el.level[among]
+    final = el.escaped[among] | ((el.lo[among] == el.hi[among]) & (level > 0))
+    todo = among[(level == sub - 1) & ~final]
     if sub == 1:
         return todo, todo[:0]
     d = ctx.steps[sub - 1, el.ch[todo]]
@@ -217,11 +240,12 @@ def plan(ctx: CoderContext, el: Elements, layer: int, sub: int) -> tuple[np.ndar
 
 
 def refine(
-    ctx: CoderContext, el: Elements, layer: int, sub: int
+    ctx: CoderContext, el: Elements, layer: int, sub: int, among: np.ndarray | None = None
 ) -> tuple[np.ndarray, Split | None]:
-    """Plan sub-pass ``sub`` of ``layer``: move child-less elements down one level and return
-    the elements that need a symbol with their :class:`Split` (``None`` if there are none)."""
-    coded, passed = plan(ctx, el, layer, sub)
+    """Plan sub-pass ``sub`` of ``layer`` (:func:`plan`): move child-less elements down one
+    level and return the elements that need a symbol with their :class:`Split` (``None`` if
+    there are none)."""
+    coded, passed = plan(ctx, el, layer, sub, among)
     el.level[passed] = sub
     if not len(coded):
         return coded, None
@@ -341,7 +365,7 @@ def decode(
 def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarray:
     """``y - mu`` estimate (refinement order): the prior mean (0) at the root, the exact value
     once escaped or down to one integer, else the interval's reconstruction (``mode`` as in
-    :func:`plugins.learned.latent_coder.interval_reconstruction`)."""
+    :func:`plugins.learned.coding.latent.interval_reconstruction`)."""
     rel = lc.interval_reconstruction(mode, el.lo, el.hi, ctx.sigma[el.idx])
     rel = np.where(el.lo == el.hi, el.lo.astype(np.float64), rel)
     rel = np.where(el.level == 0, 0.0, rel)

@@ -6,7 +6,7 @@ model the paper names, and every formula is stated so that it can be checked.
 
 Base model and coding
     CompressAI's ``MeanScaleHyperprior`` (``mbt2018-mean``), not retrained. The shared coder of
-    :mod:`plugins.learned.latent_coder` sends the hyper-latent, then refines every latent element
+    :mod:`plugins.learned.coding.latent` sends the hyper-latent, then refines every latent element
     through ``K`` embedded quality layers (default 4), each element's interval split by the next
     layer's thresholds and coded with the Gaussian prior ``N(mu, sigma)`` renormalised to it.
     Within a layer, elements go in decreasing order of ``sigma`` (as in PLONQ); a chunked
@@ -46,7 +46,7 @@ The quantizer of layer ``k`` (in units of the base model's integer grid ``n = ro
     quantization (e.g. Wiegand et al.'s 1/6 and 1/3 of the step), here derived per element
     from the prior's scale instead of fixed. Reconstruction of an element whose interval holds
     several integers is the Laplacian centroid over that interval (general form in
-    :func:`plugins.learned.latent_coder.laplace_interval_mean`); an element refined to a
+    :func:`plugins.learned.coding.latent.laplace_interval_mean`); an element refined to a
     single integer ``n`` is reconstructed at ``mu + n`` (the base model's value), so the full
     stream equals the base model.
 
@@ -88,8 +88,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.codec import CorruptStream
-from plugins.learned.latent_coder import partition_bits
-from plugins.learned.model_io import Reader, put_varint
+from plugins.learned.coding.bits import Reader, put_varint
+from plugins.learned.coding.latent import partition_bits
 from plugins.learned.progressive import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
 

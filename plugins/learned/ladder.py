@@ -11,7 +11,7 @@
     PLONQ's "Naive Scaling" variable rate with one model: for a scale factor ``s`` the latent
     is quantised as ``mu + s * round((y - mu) / s)`` and the integers are coded with the prior
     ``N(0, sigma / s)`` (CompressAI's integer table for the scale index of ``sigma / s``, coded
-    by :mod:`plugins.learned.table_coder`); ``s = 1`` is the base model. Uses the same float64
+    by :mod:`plugins.learned.coding.table`); ``s = 1`` is the base model. Uses the same float64
     hyper path as PLONQ (:mod:`plugins.learned.model_io`). One complete stream per setting;
     settings are scale factors from coarse (low rate) to fine. Stream: ``tag 0x4E, H, W,
     sha256[:4], round(64 s) (varint), len(z), z, y``.
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from bench.codec import CodecInfo, CorruptStream, RateLadderCodec, check_image, check_stream_size
-from plugins.learned import table_coder
-from plugins.learned.model_io import BaseModel, Reader, put_varint, read_z
+from plugins.learned.coding import table as table_coder
+from plugins.learned.coding.bits import Reader, put_varint
+from plugins.learned.model_io import BaseModel, read_z
 from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
 
 #: Naive Scaling factors, low rate first; 8, 4, 2, 1 are PLONQ's levels.

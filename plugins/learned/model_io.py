@@ -8,7 +8,7 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
 * :meth:`BaseModel.analyse`: pad the image to a multiple of 64 (edge replication, as
   :func:`plugins.learned.train.pad_to_multiple`), ``y = g_a(x)``, ``z = h_a(y)``; the
   hyper-latent's integers ``round(z - medians)`` coded with the entropy bottleneck's own
-  per-channel integer tables (:mod:`plugins.learned.table_coder`, a range coder in place of
+  per-channel integer tables (:mod:`plugins.learned.coding.table`, a range coder in place of
   CompressAI's rANS: same probabilities, within a few bytes of the same size); then the hyper
   path of :meth:`BaseModel.hyper` on the decoded ``z_hat``.
 * :meth:`BaseModel.hyper`: ``z_hat`` -> ``h_s`` -> prior means and scales, and the scale
@@ -16,7 +16,7 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
   of a scale is ``searchsorted(scale_table[:-1], scale)``, exactly CompressAI's
   ``GaussianConditional.build_indexes`` (lower bound 0.11 included). Everything that decides
   how the decoder parses the stream depends on the latents only through these integer indexes
-  (see :mod:`plugins.learned.latent_coder`), so an index that differs between encoder and
+  (see :mod:`plugins.learned.coding.latent`), so an index that differs between encoder and
   decoder is the one way floating point can corrupt a stream. Both sides run the same code on
   the same bytes, so on one machine they agree; across machines, different convolution kernels
   change ``h_s``'s output in the last bits. In float32 those differences are about 1e-6
@@ -31,8 +31,7 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
   costs at least ``-log2`` of its table's largest probability (107 bits per 64 x 64 block with
   the bundled weights), so ``z`` bounds the image size a stream can state.
 
-Byte helpers: LEB128 varints, zig-zag, and :class:`Reader` whose reads raise
-:class:`bench.PrefixTooShort` past the end of a prefix.
+The stream's byte helpers are in :mod:`plugins.learned.coding.bits`.
 """
 
 from __future__ import annotations
@@ -44,79 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CorruptStream, PrefixTooShort
+from bench.codec import CorruptStream
+from plugins.learned.coding import table as table_coder
+from plugins.learned.coding.bits import Reader
+from plugins.learned.coding.latent import FineGrid, fine_grid
 from plugins.learned.weights import ResolvedWeights, load_model, load_state, resolve
 
 PAD_MULTIPLE = 64
 #: Bits a range-coded stream may save on its lower bound (coder state, stripped zero bytes).
 Z_BOUND_SLACK_BITS = 128
-
-
-# --------------------------------------------------------------------------------------------
-# bytes
-
-
-def put_varint(out: bytearray, value: int) -> None:
-    """Append ``value >= 0`` as an LEB128 varint (7 bits per byte, high bit = more)."""
-    if value < 0:
-        raise ValueError(f"varint of negative value {value}")
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-def zigzag(value: int) -> int:
-    return 2 * value if value >= 0 else -2 * value - 1
-
-
-def unzigzag(value: int) -> int:
-    return value >> 1 if value % 2 == 0 else -((value + 1) >> 1)
-
-
-def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
-    """``(value, new_pos)`` of the varint at ``pos``, or ``None`` if ``data`` ends inside it."""
-    value = shift = 0
-    while pos < len(data):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise CorruptStream("varint longer than 64 bits: not a stream of this codec")
-    return None
-
-
-class Reader:
-    """Sequential reads from a prefix; running past its end raises :class:`PrefixTooShort`."""
-
-    def __init__(self, data: bytes, what: str = "header") -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def varint(self) -> int:
-        got = read_varint(self.data, self.pos)
-        if got is None:
-            raise PrefixTooShort(f"prefix of {len(self.data)} bytes ends inside the {self.what}")
-        value, self.pos = got
-        return value
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise PrefixTooShort(f"prefix of {len(self.data)} bytes ends inside the {self.what}")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return bytes(out)
-
-    def byte(self) -> int:
-        return self.take(1)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,11 +128,9 @@ class BaseModel:
             self.min_z_bits_per_position -= float(np.log2(freq.max() / freq.sum()))
 
     @property
-    def grid(self):
+    def grid(self) -> FineGrid:
         """The flattened fine integers and frequencies of the scale table (cached)."""
         if self._grid is None:
-            from plugins.learned.latent_coder import fine_grid
-
             self._grid = fine_grid(self.cdf, self.cdf_length, self.offset)
         return self._grid
 
@@ -260,8 +193,6 @@ class BaseModel:
 
     def analyse(self, image: np.ndarray) -> Analysis:
         torch = self._torch
-        from plugins.learned import table_coder
-
         t = self.tables
         with torch.no_grad():
             x = self.to_tensor(image)
@@ -286,8 +217,6 @@ class BaseModel:
     def decode_z(self, z_bytes: bytes, z_shape: tuple[int, int]):
         """``z_hat`` (1, N, h, w) float32: the decoded integers plus the medians, as CompressAI's
         entropy bottleneck dequantises."""
-        from plugins.learned import table_coder
-
         t = self.tables
         shape = (self.N, *z_shape)
         rows = np.broadcast_to(np.arange(self.N)[:, None, None], shape)

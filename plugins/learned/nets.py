@@ -12,8 +12,8 @@ reparametrisation buffers (``pedestal``, ``bound``) are read from the state dict
 recomputed, because the float16 export rounds them.
 
 The entropy models are not rebuilt as modules: their integer tables are read from the state
-dict (:class:`Tables`) and used by :mod:`plugins.learned.table_coder` and
-:mod:`plugins.learned.latent_coder`.
+dict (:class:`Tables`) and used by :mod:`plugins.learned.coding.table` and
+:mod:`plugins.learned.coding.latent`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Stream layout (all integers LEB128 varints unless said otherwise)::
     chunk          varint   chunk size in units of 64 bits of expected cost
     scheme         bytes    the level scheme's parameters (codec specific)
     len(z), z      varint + the hyper-latent: round(z - medians) coded with the entropy
-                            bottleneck's integer tables (:mod:`plugins.learned.table_coder`)
-    chunks ...              the latent refinement, :mod:`plugins.learned.latent_coder`
+                            bottleneck's integer tables (:mod:`plugins.learned.coding.table`)
+    chunks ...              the latent refinement, :mod:`plugins.learned.coding.latent`
 
 Everything up to the end of ``z`` is the header: a shorter prefix raises
 :class:`bench.PrefixTooShort`; a header no encoder could write (another tag, a size over
@@ -41,8 +41,9 @@ from bench.codec import (
     check_image,
     check_stream_size,
 )
-from plugins.learned import latent_coder as lc
-from plugins.learned.model_io import Analysis, BaseModel, Reader, put_varint, read_z
+from plugins.learned.coding import latent as lc
+from plugins.learned.coding.bits import Reader, put_varint
+from plugins.learned.model_io import Analysis, BaseModel, read_z
 from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
 
 RECON_CODES = {"mean": 0, "midpoint": 1, "laplace": 2}

@@ -5,7 +5,7 @@ of the authors exists.
 The base model is CompressAI's ``MeanScaleHyperprior`` (``mbt2018-mean``); nothing is
 retrained. The codec reuses the shared pieces of :mod:`plugins.learned`: the weights registry,
 the float64 hyper path (:mod:`plugins.learned.model_io`), and the chunked nested-interval coder
-(:mod:`plugins.learned.latent_coder`), which sends the hyper-latent first and then refines the
+(:mod:`plugins.learned.coding.latent`), which sends the hyper-latent first and then refines the
 main latent level by level, every element's interval split into the next level's sub-intervals
 with the Gaussian prior renormalised to the interval.
 
@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.codec import CorruptStream
-from plugins.learned.model_io import Reader
+from plugins.learned.coding.bits import Reader
 from plugins.learned.progressive import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
 

@@ -64,7 +64,7 @@ from typing import Protocol
 import numpy as np
 
 from bench.codec import CorruptStream
-from plugins.learned.model_io import put_varint, read_varint, unzigzag, zigzag
+from plugins.learned.coding.bits import put_varint, read_varint, unzigzag, zigzag
 
 #: Expected costs are integers in 1/16 bit.
 UNITS_PER_BIT = 16
