@@ -1,27 +1,44 @@
 """The conformance suite: does a codec keep the contract of :mod:`bench.codec`?
 
-Run it with ``bench check CODEC`` or from pytest (:mod:`bench.testing`). Checks, on real Kodak
-crops of awkward sizes (64x96, 37x53, 1x1 and a 192x176 crop):
+Run it with ``bench check CODEC`` or from pytest (:mod:`bench.testing`). It runs on real Kodak
+crops of awkward sizes (64x96, 37x53, 1x1 and a 192x176 crop, :data:`CONFORMANCE_CROPS`).
 
-* ``encode``: returns ``bytes``; ``deterministic``: the same image encodes to the same bytes;
-* ``prefixes``: every prefix length (all of them for short streams, else all up to 256 bytes
-  and 200 spread over the rest) decodes to ``(H, W, 3)`` uint8, except a leading run of lengths
-  that raise :class:`~bench.codec.PrefixTooShort`;
-* ``monotone``: PSNR-RGB at 16 cut points does not fall by more than ``tolerance_db``;
-* ``fresh-process``: decoding a prefix in a new Python process gives identical pixels;
+Progressive codecs, per image:
+
+* ``encode``: returns ``bytes``; ``deterministic``: the same image encodes to the same bytes.
+* ``prefixes``: every prefix length from 0 up to the first one that decodes (the header) must
+  raise :class:`~bench.codec.PrefixTooShort`; from there, **every** length through
+  :data:`DENSE_BYTES` bytes past the header, then :data:`SPREAD_CUTS` lengths spread evenly over
+  the rest, with the last two (all but one byte, the whole stream), must decode to
+  ``(H, W, 3)`` uint8 without raising. Why the dense part stops there: a decoder's code paths
+  for a cut are a cut inside the header, a cut right after it, and a cut at each bit offset
+  inside the first symbols and the first chunk (the learned codecs' default chunk is 1024 bits,
+  128 bytes); every later cut runs those same paths again at another offset, so spread cuts
+  cover them. Streams up to ``DENSE_BYTES + SPREAD_CUTS`` bytes past the header are decoded at
+  every length.
+* ``monotone``: PSNR-RGB at the header, the end of the dense part and each spread cut (the
+  reconstructions the ``prefixes`` check already made) does not fall by more than
+  ``tolerance_db`` below the best earlier cut.
+* ``fresh-process``: the header, the middle cut and the whole stream decode to identical pixels
+  in a new Python process that never encoded anything (no state travels outside the bytes).
+  All fresh-process decodes of one ``run_checks`` (every image) share **one** new process.
 * ``full-quality``: the whole stream reaches the codec's ``full_stream_psnr`` (images >= 16x16).
 
-Rate-ladder codecs get the same checks over their settings instead of prefixes.
+Rate-ladder codecs, per image, at the lowest, middle and highest setting: ``deterministic``,
+``decode`` (shape and dtype), ``fresh-process`` (same single process) and ``monotone`` over
+those settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +55,12 @@ CONFORMANCE_CROPS = (
     ("1x1", "kodim01.png", 10, 10, 1, 1),
     ("192x176", "kodim15.png", 120, 260, 192, 176),
 )
+#: Bytes past the header (the shortest decodable prefix) decoded at every length.
+DENSE_BYTES = 128
+#: Cuts spread evenly over the stream after the dense part (the whole stream included).
+SPREAD_CUTS = 32
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -63,11 +86,16 @@ def conformance_images() -> list[tuple[str, np.ndarray]]:
     return crops
 
 
-def _prefix_lengths(size: int) -> list[int]:
-    if size <= 512:
-        return list(range(size + 1))
-    spread = np.linspace(257, size, 200).astype(int).tolist()
-    return sorted(set(range(257)) | set(spread))
+def prefix_lengths_after_header(header: int, size: int) -> list[int]:
+    """The prefix lengths the ``prefixes`` check decodes from ``header`` (the shortest decodable
+    prefix, in bytes) to ``size`` (the stream's length): every length through ``header +``
+    :data:`DENSE_BYTES`, then :data:`SPREAD_CUTS` spread lengths ending with ``size - 1`` and
+    ``size``; every length when the stream is not much longer than that."""
+    dense_end = header + DENSE_BYTES
+    if size <= dense_end + SPREAD_CUTS:
+        return list(range(header, size + 1))
+    spread = np.linspace(dense_end, size, SPREAD_CUTS + 1).astype(int).tolist()
+    return sorted(set(range(header, dense_end + 1)) | set(spread) | {size - 1})
 
 
 def fresh_process_environment() -> dict[str, str]:
@@ -82,31 +110,37 @@ def fresh_process_environment() -> dict[str, str]:
     return env
 
 
-def _decode_in_fresh_process(
-    name: str, params: dict, data: bytes, plugin_files: Sequence[str]
-) -> np.ndarray | str:
+def decode_in_fresh_process(
+    name: str, params: dict, streams: Sequence[bytes], plugin_files: Sequence[str]
+) -> list[np.ndarray | str]:
+    """Decode each of ``streams`` with codec ``name`` (built from ``params``) in ONE new Python
+    process; per stream, the pixels or a message saying why that decode failed."""
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "prefix.bin", Path(tmp) / "out.npy"
-        src.write_bytes(data)
-        command = [
-            sys.executable,
-            "-m",
-            "bench.conformance",
-            "--codec",
-            name,
-            "--params",
-            json.dumps(params),
-            str(src),
-            str(dst),
-        ]
+        folder = Path(tmp)
+        inputs = []
+        for i, data in enumerate(streams):
+            inputs.append(folder / f"{i}.bin")
+            inputs[-1].write_bytes(data)
+        command = [sys.executable, "-m", "bench.conformance", "--codec", name]
+        command += ["--params", json.dumps(params), "--out", str(folder)]
         for plugin in plugin_files:
             command += ["--plugin", str(plugin)]
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=600, env=fresh_process_environment()
+            [*command, *map(str, inputs)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env=fresh_process_environment(),
         )
         if done.returncode != 0:
-            return f"fresh process failed: {done.stderr.strip().splitlines()[-1:]}"
-        return np.load(dst)
+            why = f"fresh process failed: {done.stderr.strip().splitlines()[-1:]}"
+            return [why] * len(streams)
+        results: list[np.ndarray | str] = []
+        for path in inputs:
+            error = path.with_suffix(".error")
+            pixels = path.with_suffix(".npy")
+            results.append(error.read_text() if error.exists() else np.load(pixels))
+        return results
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,16 +149,86 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr_rgb(a, b)
 
 
-def _check_progressive(
-    codec: ProgressiveCodec,
-    name: str,
-    params: dict,
+def _db(value: float) -> str:
+    return f"{value:.2f} dB" if math.isfinite(value) else "inf dB (lossless)"
+
+
+def monotone_result(
     image_name: str,
-    image: np.ndarray,
-    plugin_files: Sequence[str],
+    cuts: Sequence[Any],
+    psnrs: Sequence[float],
     tolerance_db: float,
-) -> list[CheckResult]:
-    results = []
+    where: Callable[[Any], str],
+) -> CheckResult:
+    """The ``monotone`` check over PSNR-RGB ``psnrs`` (dB) measured at ``cuts`` (increasing
+    prefix lengths, or ladder settings), each named by ``where`` (e.g. ``"1200 bytes"``): the
+    largest fall below the best earlier cut, which is 0 when PSNR never fell, must not exceed
+    ``tolerance_db``."""
+    worst, worst_at, best = 0.0, None, -math.inf
+    for cut, value in zip(cuts, psnrs, strict=True):
+        if value < best and best - value > worst:
+            worst, worst_at = best - value, cut
+        best = max(best, value)
+    span = f"{_db(psnrs[0])} at {where(cuts[0])} to {_db(psnrs[-1])} at {where(cuts[-1])}"
+    if worst_at is None:
+        detail = f"PSNR never fell over {len(cuts)} cuts ({span})"
+    else:
+        detail = (
+            f"largest PSNR drop {worst:.3f} dB, at {where(worst_at)} (tolerance {tolerance_db} "
+            f"dB; {len(cuts)} cuts, {span})"
+        )
+    return CheckResult("monotone", image_name, worst <= tolerance_db, detail)
+
+
+@dataclass
+class _FreshJob:
+    """A decode to repeat in the fresh process: ``expected`` are this process's pixels."""
+
+    image: str
+    label: str
+    data: bytes
+    expected: np.ndarray
+
+
+def _decode_prefixes(
+    codec: ProgressiveCodec, stream: bytes, shape: tuple[int, ...]
+) -> tuple[int | None, dict[int, np.ndarray], str]:
+    """Decode the prefixes of the ``prefixes`` check; returns the header length (``None`` when
+    nothing decodes), the reconstructions by length, and the first problem found ("" if none)."""
+    header, decoded = None, {}
+    length, lengths = 0, iter(())
+    while True:
+        if header is None and length > len(stream):
+            return None, decoded, "no prefix decodes, not even the whole stream"
+        try:
+            out = codec.decode(stream[:length])
+        except PrefixTooShort:
+            if header is not None:
+                return (
+                    header,
+                    decoded,
+                    f"PrefixTooShort at {length} bytes after decoding at {header}",
+                )
+            length += 1
+            continue
+        except Exception as exc:
+            return header, decoded, f"{type(exc).__name__} at {length} bytes: {exc}"
+        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.uint8:
+            gave = f"{getattr(out, 'shape', out)} {getattr(out, 'dtype', '')}"
+            return header, decoded, f"{length} bytes gave {gave}"
+        decoded[length] = out
+        if header is None:
+            header = length
+            lengths = iter(prefix_lengths_after_header(header, len(stream))[1:])
+        length = next(lengths, None)
+        if length is None:
+            return header, decoded, ""
+
+
+def _check_progressive(
+    codec: ProgressiveCodec, image_name: str, image: np.ndarray, tolerance_db: float
+) -> tuple[list[CheckResult], list[_FreshJob]]:
+    results: list[CheckResult] = []
 
     def add(check: str, passed: bool, detail: str = "") -> None:
         results.append(CheckResult(check, image_name, bool(passed), detail))
@@ -132,106 +236,67 @@ def _check_progressive(
     stream = codec.encode(image)
     add("encode", isinstance(stream, bytes), f"{len(stream)} bytes")
     if not isinstance(stream, bytes):
-        return results
+        return results, []
     add("deterministic", codec.encode(image) == stream)
-    header, decoded, problem = None, {}, ""
-    for length in _prefix_lengths(len(stream)):
-        try:
-            out = codec.decode(stream[:length])
-        except PrefixTooShort:
-            if header is not None:
-                problem = f"PrefixTooShort at {length} bytes after decoding at {header}"
-                break
-            continue
-        except Exception as exc:
-            problem = f"{type(exc).__name__} at {length} bytes: {exc}"
-            break
-        if header is None:
-            header = length
-        if not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != np.uint8:
-            problem = (
-                f"{length} bytes gave {getattr(out, 'shape', out)} {getattr(out, 'dtype', '')}"
-            )
-            break
-        decoded[length] = out
-    if header is None and not problem:
-        problem = "no prefix decodes, not even the whole stream"
-    add("prefixes", not problem, problem or f"header {header} bytes of {len(stream)}")
+    size = len(stream)
+    header, decoded, problem = _decode_prefixes(codec, stream, image.shape)
     if problem:
-        return results
-    cuts = sorted({int(x) for x in np.linspace(header, len(stream), 16)})
-    psnrs = [_psnr(image, codec.decode(stream[:c])) for c in cuts]
-    worst = max((max(psnrs[:i]) - p for i, p in enumerate(psnrs) if i), default=0.0)
+        add("prefixes", False, problem)
+        return results, []
+    dense_end = min(size, header + DENSE_BYTES)
     add(
-        "monotone",
-        worst <= tolerance_db,
-        f"largest PSNR drop {worst:.3f} dB (tolerance {tolerance_db} dB)",
+        "prefixes",
+        True,
+        f"header {header} bytes of {size}; {len(decoded)} lengths decoded: every one to "
+        f"{dense_end}, {len([n for n in decoded if n > dense_end])} spread cuts after",
     )
-    for length in sorted({header, (header + len(stream)) // 2, len(stream)}):
-        fresh = _decode_in_fresh_process(name, params, stream[:length], plugin_files)
-        same = isinstance(fresh, np.ndarray) and np.array_equal(
-            fresh, codec.decode(stream[:length])
-        )
-        add(
-            "fresh-process",
-            same,
-            f"{length} bytes"
-            + ("" if same else f": {fresh if isinstance(fresh, str) else 'pixels differ'}"),
-        )
+    cuts = [n for n in sorted(decoded) if n == header or n >= dense_end]
+    psnrs = [_psnr(image, decoded[n]) for n in cuts]
+    results.append(monotone_result(image_name, cuts, psnrs, tolerance_db, "{} bytes".format))
+    middle = min(decoded, key=lambda n: abs(n - (header + size) // 2))
+    fresh = [
+        _FreshJob(image_name, f"{n} bytes", stream[:n], decoded[n])
+        for n in sorted({header, middle, size})
+    ]
     bound = codec.full_stream_psnr
     if bound is not None and min(image.shape[:2]) >= 16:
         full = psnrs[-1]
-        add("full-quality", full >= bound, f"{full:.2f} dB (stated >= {bound} dB)")
-    return results
+        add("full-quality", full >= bound, f"{_db(full)} (stated >= {bound} dB)")
+    return results, fresh
 
 
 def _check_ladder(
-    codec: RateLadderCodec,
-    name: str,
-    params: dict,
-    image_name: str,
-    image: np.ndarray,
-    plugin_files: Sequence[str],
-    tolerance_db: float,
-) -> list[CheckResult]:
-    results = []
+    codec: RateLadderCodec, image_name: str, image: np.ndarray, tolerance_db: float
+) -> tuple[list[CheckResult], list[_FreshJob]]:
+    results, fresh = [], []
     settings = list(codec.settings())
     picks = sorted({0, len(settings) // 2, len(settings) - 1})
     psnrs = []
     for i in picks:
         data = codec.encode_at(image, settings[i])
-        results.append(
-            CheckResult(
-                "deterministic",
-                image_name,
-                codec.encode_at(image, settings[i]) == data,
-                f"setting {settings[i]}",
-            )
-        )
+        same = codec.encode_at(image, settings[i]) == data
+        results.append(CheckResult("deterministic", image_name, same, f"setting {settings[i]}"))
         out = codec.decode(data)
         ok = isinstance(out, np.ndarray) and out.shape == image.shape and out.dtype == np.uint8
         results.append(CheckResult("decode", image_name, ok, f"setting {settings[i]}"))
         if not ok:
-            return results
+            return results, fresh
         psnrs.append(_psnr(image, out))
-        fresh = _decode_in_fresh_process(name, params, data, plugin_files)
-        results.append(
-            CheckResult(
-                "fresh-process",
-                image_name,
-                isinstance(fresh, np.ndarray) and np.array_equal(fresh, out),
-                f"setting {settings[i]}",
-            )
-        )
-    worst = max((max(psnrs[:i]) - p for i, p in enumerate(psnrs) if i), default=0.0)
-    results.append(
-        CheckResult(
-            "monotone",
-            image_name,
-            worst <= tolerance_db,
-            f"largest PSNR drop {worst:.3f} dB over settings",
-        )
-    )
+        fresh.append(_FreshJob(image_name, f"setting {settings[i]}", data, out))
+    used = [settings[i] for i in picks]
+    results.append(monotone_result(image_name, used, psnrs, tolerance_db, "setting {}".format))
+    return results, fresh
+
+
+def _fresh_results(
+    name: str, params: dict, jobs: Sequence[_FreshJob], plugin_files: Sequence[str]
+) -> list[CheckResult]:
+    outputs = decode_in_fresh_process(name, params, [job.data for job in jobs], plugin_files)
+    results = []
+    for job, fresh in zip(jobs, outputs, strict=True):
+        same = isinstance(fresh, np.ndarray) and np.array_equal(fresh, job.expected)
+        why = "" if same else f": {fresh if isinstance(fresh, str) else 'pixels differ'}"
+        results.append(CheckResult("fresh-process", job.image, same, job.label + why))
     return results
 
 
@@ -243,39 +308,71 @@ def run_checks(
     factory: Callable[..., Any] | None = None,
     tolerance_db: float = 0.25,
     images: Sequence[tuple[str, np.ndarray]] | None = None,
+    progress: Progress | None = None,
 ) -> list[CheckResult]:
-    """Run every check on codec ``name`` (built by ``factory(**params)`` or the registry)."""
+    """Run every check on codec ``name`` (built by ``factory(**params)`` or the registry) over
+    ``images`` (``(name, (H, W, 3) uint8)`` pairs; default :func:`conformance_images`).
+    ``progress`` receives one line per step (image started and finished, fresh process)."""
     params = params or {}
+    report = progress or (lambda line: None)
     if factory is None:
         from bench.registry import load_registry
 
         factory = load_registry(plugin_files).spec(name).factory
     codec = factory(**params)
     check = _check_progressive if isinstance(codec, ProgressiveCodec) else _check_ladder
+    images = list(images or conformance_images())
     results: list[CheckResult] = []
-    for image_name, image in images or conformance_images():
+    fresh: list[_FreshJob] = []
+    for i, (image_name, image) in enumerate(images, 1):
+        start = time.perf_counter()
+        report(f"[{i}/{len(images)}] {image_name}: encoding, decoding prefixes")
         try:
-            results += check(codec, name, params, image_name, image, plugin_files, tolerance_db)
+            found, jobs = check(codec, image_name, image, tolerance_db)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            found, jobs = [CheckResult("no-exception", image_name, False, why)], []
+        results += found
+        fresh += jobs
+        failed = sum(not r.passed for r in found)
+        verdict = f"{failed} failed" if failed else "all passed"
+        seconds = time.perf_counter() - start
+        report(
+            f"[{i}/{len(images)}] {image_name}: {len(found)} checks, {verdict} ({seconds:.1f} s)"
+        )
+    if fresh:
+        start = time.perf_counter()
+        report(f"fresh process: decoding {len(fresh)} streams of {len(images)} images in one")
+        try:
+            results += _fresh_results(name, params, fresh, plugin_files)
         except Exception as exc:
             results.append(
-                CheckResult("no-exception", image_name, False, f"{type(exc).__name__}: {exc}")
+                CheckResult("no-exception", "fresh process", False, f"{type(exc).__name__}: {exc}")
             )
+        report(f"fresh process: done ({time.perf_counter() - start:.1f} s)")
     return results
 
 
 def _decode_main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bench.conformance``: decode a prefix file in this (fresh) process."""
+    """``python -m bench.conformance``: decode stream files in this (fresh) process, writing
+    ``OUT/<stem>.npy`` for each, or ``OUT/<stem>.error`` with the exception when one fails."""
     parser = argparse.ArgumentParser(description=_decode_main.__doc__)
     parser.add_argument("--codec", required=True)
     parser.add_argument("--params", default="{}")
     parser.add_argument("--plugin", action="append", default=[])
-    parser.add_argument("prefix")
-    parser.add_argument("output")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("streams", nargs="+", type=Path)
     args = parser.parse_args(argv)
     from bench.registry import load_registry
 
     codec = load_registry(args.plugin).spec(args.codec).factory(**json.loads(args.params))
-    np.save(args.output, codec.decode(Path(args.prefix).read_bytes()))
+    for path in args.streams:
+        try:
+            pixels = codec.decode(path.read_bytes())
+        except Exception as exc:
+            (args.out / f"{path.stem}.error").write_text(f"{type(exc).__name__}: {exc}")
+            continue
+        np.save(args.out / f"{path.stem}.npy", pixels)
 
 
 if __name__ == "__main__":

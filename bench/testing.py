@@ -9,7 +9,17 @@ In your plugin's tests::
         params = {"quality": 3}            # factory keyword arguments (optional)
         plugin_files = ("my_plugin.py",)   # only for plugins not installed as entry points
 
+Parameters that come from other fixtures (a weights file a test writes) go through the
+class-scoped ``conformance_params`` fixture instead::
+
+        @pytest.fixture(scope="class")
+        @classmethod
+        def conformance_params(cls, my_weights_file):
+            return {"weights": my_weights_file}
+
 Each check of :mod:`bench.conformance` becomes one test; a failure names the image and detail.
+The checks run once per test class (a class-scoped fixture), with one fresh process for all
+of the class's fresh-process decodes.
 The suite runs with one torch thread (restored afterwards), as the harness runs every codec:
 multi-threaded float kernels need not round identically from process to process (measured:
 DeepHQ's decode of a prefix differed between two 2-thread processes on an Intel Xeon with
@@ -68,21 +78,23 @@ class ConformanceSuite:
     plugin_files: ClassVar[tuple[str, ...]] = ()
     tolerance_db: ClassVar[float] = 0.25
 
-    _results: ClassVar[dict[type, list[CheckResult]]] = {}
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_params(cls) -> dict[str, Any]:
+        """The codec factory's keyword arguments: ``params`` unless a subclass overrides it."""
+        return dict(cls.params)
 
-    @pytest.fixture
-    def conformance_results(self) -> list[CheckResult]:
-        """Run the suite once per test class; every parametrized test reads the results."""
-        cls = type(self)
-        if cls not in ConformanceSuite._results:
-            with _one_torch_thread():
-                ConformanceSuite._results[cls] = run_checks(
-                    cls.codec,
-                    dict(cls.params),
-                    plugin_files=cls.plugin_files,
-                    tolerance_db=cls.tolerance_db,
-                )
-        return ConformanceSuite._results[cls]
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_results(cls, conformance_params: dict[str, Any]) -> list[CheckResult]:
+        """The suite's results, computed once per test class; every parametrized test reads them."""
+        with _one_torch_thread():
+            return run_checks(
+                cls.codec,
+                conformance_params,
+                plugin_files=cls.plugin_files,
+                tolerance_db=cls.tolerance_db,
+            )
 
     @pytest.mark.parametrize("check", CHECKS)
     def test_conformance(self, conformance_results: list[CheckResult], check: str) -> None:
