@@ -20,6 +20,12 @@ Conventions (the same as the ``bjontegaard`` package, version 1.3.0, and JVET CT
 
 Undefined results are reported, not raised: :class:`BDResult` then holds ``value = nan``,
 ``overlap = None`` and a human-readable ``reason``.
+
+Few points: a defined result from a curve with fewer than :data:`MIN_POINTS_IN_OVERLAP` points
+inside the overlap (on the axis integrated over) keeps its value and carries a ``warning``
+naming the counts: such a figure rests on an interpolant that few measurements pin down (two
+points give a straight line in log-rate). It warns rather than refuses, so that a coarse grid
+still gives a number, marked as rough wherever it is shown.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ METHODS = ("pchip", "cubic")
 
 _MIN_POINTS = {"pchip": 2, "cubic": 4}
 
+#: Fewer points than this inside the overlap, on either curve, make a result carry a ``warning``.
+MIN_POINTS_IN_OVERLAP = 4
+
 
 @dataclass(frozen=True)
 class BDResult:
@@ -47,11 +56,14 @@ class BDResult:
     ``overlap``: the interval integrated over, as ``(low, high)``: PSNR in dB for BD-rate, rate in
     bpp (not its logarithm) for BD-PSNR; ``None`` when undefined.
     ``reason``: why ``value`` is NaN; ``""`` when it is defined.
+    ``warning``: for a defined value, why it is rough (too few points in the overlap, see the
+    module docstring); ``""`` otherwise.
     """
 
     value: float
     overlap: tuple[float, float] | None
     reason: str = ""
+    warning: str = ""
 
 
 def _undefined(reason: str) -> BDResult:
@@ -129,6 +141,19 @@ def _mean_difference(
     return float((area_test - area_anchor) / (high - low))
 
 
+def _few_points_warning(
+    x_anchor: np.ndarray, x_test: np.ndarray, low: float, high: float, names: tuple[str, str]
+) -> str:
+    """The warning for curves with fewer than MIN_POINTS_IN_OVERLAP points in [low, high]."""
+    counts = [int(np.count_nonzero((x >= low) & (x <= high))) for x in (x_anchor, x_test)]
+    if min(counts) >= MIN_POINTS_IN_OVERLAP:
+        return ""
+    return (
+        f"few points: {names[0]} has {counts[0]} and {names[1]} {counts[1]} in the overlap "
+        f"(fewer than {MIN_POINTS_IN_OVERLAP}): a rough figure"
+    )
+
+
 def _bd(
     anchor_rate: ArrayLike,
     anchor_psnr: ArrayLike,
@@ -136,11 +161,12 @@ def _bd(
     test_psnr: ArrayLike,
     method: str,
     metric: str,
+    names: tuple[str, str] = ("anchor", "test"),
 ) -> BDResult:
     if method not in METHODS:
         raise ValueError(f"unknown BD method {method!r}; expected one of {METHODS}")
-    anchor = _clean_curve("anchor", anchor_rate, anchor_psnr, method)
-    test = _clean_curve("test", test_rate, test_psnr, method)
+    anchor = _clean_curve(names[0], anchor_rate, anchor_psnr, method)
+    test = _clean_curve(names[1], test_rate, test_psnr, method)
     if isinstance(anchor, str):
         return _undefined(anchor)
     if isinstance(test, str):
@@ -157,19 +183,22 @@ def _bd(
     if not high > low:
         kind = "zero-length overlap" if high == low else "no overlap"
         return _undefined(
-            f"{kind}: anchor {axis} {a_lo:g}..{a_hi:g} {unit}, test {t_lo:g}..{t_hi:g} {unit}"
+            f"{kind}: {names[0]} {axis} {a_lo:g}..{a_hi:g} {unit}, "
+            f"{names[1]} {t_lo:g}..{t_hi:g} {unit}"
         )
 
     if metric == "rate":
+        warning = _few_points_warning(pa, pt, low, high, names)
         diff = _mean_difference(pa, np.log10(ra), pt, np.log10(rt), low, high, method)
         with np.errstate(over="ignore"):
             value = float((np.power(10.0, diff) - 1.0) * 100.0)
     else:
+        warning = _few_points_warning(ra, rt, low, high, names)
         lo_log, hi_log = math.log10(low), math.log10(high)
         value = _mean_difference(np.log10(ra), pa, np.log10(rt), pt, lo_log, hi_log, method)
     if not math.isfinite(value):
         return _undefined(f"numerically undefined: BD-{axis} evaluated to {value}")
-    return BDResult(value=float(value), overlap=(low, high))
+    return BDResult(value=float(value), overlap=(low, high), warning=warning)
 
 
 def bd_rate(
@@ -178,6 +207,8 @@ def bd_rate(
     test_rate: ArrayLike,
     test_psnr: ArrayLike,
     method: str = "pchip",
+    *,
+    names: tuple[str, str] = ("anchor", "test"),
 ) -> BDResult:
     """BD-rate of the test curve against the anchor, in percent.
 
@@ -193,10 +224,14 @@ def bd_rate(
     in both rate and PSNR after sorting by rate (duplicate rates or PSNRs, or PSNR falling),
     or the PSNR ranges do not overlap or only touch.
 
+    A defined value carries a ``warning`` when either curve has fewer than
+    :data:`MIN_POINTS_IN_OVERLAP` points inside the PSNR overlap. ``names`` (anchor, test) name
+    the curves in reasons and warnings.
+
     Raises ``ValueError`` only for caller errors: an unknown ``method`` or a curve whose rate and
     PSNR sequences differ in length.
     """
-    return _bd(anchor_rate, anchor_psnr, test_rate, test_psnr, method, "rate")
+    return _bd(anchor_rate, anchor_psnr, test_rate, test_psnr, method, "rate", names)
 
 
 def bd_psnr(
@@ -205,14 +240,17 @@ def bd_psnr(
     test_rate: ArrayLike,
     test_psnr: ArrayLike,
     method: str = "pchip",
+    *,
+    names: tuple[str, str] = ("anchor", "test"),
 ) -> BDResult:
     """BD-PSNR of the test curve against the anchor, in dB (positive = test has higher PSNR).
 
     Inputs, dropping of non-finite points and the undefined cases are as for :func:`bd_rate`.
     PSNR is interpolated as a function of ``log10(rate)`` and averaged over the overlap of the
-    two curves' rate ranges; ``overlap`` is that interval as rates in bpp (not their logarithm).
+    two curves' rate ranges; ``overlap`` is that interval as rates in bpp (not their logarithm);
+    the few-points ``warning`` counts points inside that rate interval.
     """
-    return _bd(anchor_rate, anchor_psnr, test_rate, test_psnr, method, "psnr")
+    return _bd(anchor_rate, anchor_psnr, test_rate, test_psnr, method, "psnr", names)
 
 
 def mean_finite(values: Iterable[float]) -> tuple[float, int]:

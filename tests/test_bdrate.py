@@ -270,3 +270,34 @@ def test_mean_finite():
     assert math.isnan(value) and count == 0
     value, count = mean_finite([])
     assert math.isnan(value) and count == 0
+
+
+# ---- few points in the overlap ----------------------------------------------------------------
+
+
+def test_fewer_than_four_points_in_the_overlap_warn_and_keep_the_value():
+    # issue 18: `--bpp 0.5,1` gave a BD-rate from two points per curve with no word of warning
+    two_a, two_t = ([0.5, 1.0], [30.0, 34.0]), ([0.5, 1.0], [30.0, 34.0])
+    for fn in (bd_rate, bd_psnr):
+        result = fn(*two_a, *two_t, names=("spiht", "jpeg2000"))
+        assert math.isfinite(result.value) and not result.reason
+        assert result.warning == (
+            "few points: spiht has 2 and jpeg2000 2 in the overlap (fewer than 4): a rough figure"
+        )
+    # five points each, but the test curve covers only the top of the anchor's PSNR range:
+    # 3 anchor points (33..37 dB) and all 5 test points lie in the overlap
+    ra, pa = [0.1, 0.2, 0.4, 0.8, 1.6], [29.0, 31.0, 33.0, 35.0, 37.0]
+    rt, pt = [0.5, 0.6, 0.8, 1.0, 1.2], [33.0, 34.0, 35.0, 36.0, 37.0]
+    result = bd_rate(ra, pa, rt, pt)
+    assert result.overlap == (33.0, 37.0)
+    assert "anchor has 3 and test 5 in the overlap" in result.warning
+    full = _curve(-1.0, 28.0, [0.15] * 5, [10.0] * 5)
+    assert bd_rate(*full, *full).warning == "" == bd_psnr(*full, *full).warning
+    assert bd_rate([0.5], [30.0], *two_t).warning == ""  # undefined: a reason, no warning
+
+
+def test_names_label_reasons():
+    falling = ([0.1, 0.2, 0.4, 0.8], [30.0, 34.0, 33.0, 36.0])
+    rising = ([0.1, 0.2, 0.4, 0.8], [30.0, 32.0, 34.0, 36.0])
+    result = bd_rate(*rising, *falling, names=("`spiht`", "`plonq` on kodim20.png"))
+    assert result.reason.startswith("non-invertible curve: `plonq` on kodim20.png has PSNR")
