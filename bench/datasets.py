@@ -41,6 +41,8 @@ from pathlib import Path, PurePosixPath
 import tomllib
 from platformdirs import user_cache_dir
 
+from bench.hashing import sha256_file
+
 PINS_FILE = "PINNED.toml"
 CHECKSUM_MODES = ("published", "pin-on-first-download")
 
@@ -108,15 +110,6 @@ def data_cache_dir() -> Path:
     """Where downloaded datasets go: ``$BENCH_DATA_DIR`` or the user cache directory."""
     env = os.environ.get("BENCH_DATA_DIR")
     return Path(env) if env else Path(user_cache_dir("bench")) / "datasets"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safe_relative(name: str, where: str) -> str:

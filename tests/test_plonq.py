@@ -160,7 +160,8 @@ def test_memo_gives_the_same_pixels(plonq):
 
 
 def test_info_reports_weights_and_size(plonq):
-    from plugins.learned.weights import resolve, sha256_file
+    from bench.hashing import sha256_file
+    from plugins.learned.weights import resolve
 
     info = plonq.info()
     resolved = resolve(WEIGHTS)

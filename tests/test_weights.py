@@ -21,7 +21,7 @@ needs_model = pytest.mark.skipif(WEIGHTS is None or MISSING is not None, reason=
 
 
 def test_missing_bundled_weights_say_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(wr, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(wr.specs, "BUNDLED_DIR", tmp_path)
     monkeypatch.delenv(wr.WEIGHTS_PATH_ENV, raising=False)
     with pytest.raises(CodecUnavailable) as info:
         wr.resolve("bundled:nothing-here")

@@ -48,6 +48,7 @@ from bench.codec import (
     WeightsInfo,
     check_image,
 )
+from bench.hashing import sha256_file
 from plugins.deephq import coder
 from plugins.deephq import params as dp
 from plugins.learned.coding import latent as lc
@@ -65,7 +66,6 @@ from plugins.learned.progressive import (
     read_image_header,
     write_image_header,
 )
-from plugins.learned.weights import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "deephq-msh-n128-m192-l1800"

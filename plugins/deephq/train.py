@@ -433,7 +433,7 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
     dp.save(
         params, out_file, {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"])}
     )
-    from plugins.learned.weights import sha256_file
+    from bench.hashing import sha256_file
 
     selected = (np.arange(len(base.scale_table))[None, None, :] >= thr[:, :, None]).mean(axis=2)
     sidecar = {

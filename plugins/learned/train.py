@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.hashing import sha256_file
 from bench.published import MBT2018_MEAN_KODAK
 from plugins.learned.training.precision import (
     TrainMode,
@@ -54,13 +55,13 @@ from plugins.learned.training.precision import (
 )
 from plugins.learned.training.schedule import CosineSchedule
 from plugins.learned.training.threads import AdaptiveThreads
+from plugins.learned.weights.format import WEIGHTS_FORMAT, build_model, load_weights, sidecar_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
 CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
-WEIGHTS_FORMAT = "bench-learned-msh-weights-v1"
 #: Evaluation images: the project's bundled Kodak copy (never used for training).
 DEFAULT_KODAK = os.environ.get(
     "BENCH_KODAK", str(Path(__file__).resolve().parents[2] / "datasets" / "kodak")
@@ -160,14 +161,6 @@ def _torch():
     return torch
 
 
-def build_model(N: int, M: int):
-    """A fresh ``compressai.models.MeanScaleHyperprior(N, M)`` (imports compressai via the shim)."""
-    from plugins.learned.compat import import_compressai
-
-    compressai = import_compressai()
-    return compressai.models.MeanScaleHyperprior(N=N, M=M)
-
-
 def restore_constants(model) -> None:
     """Reset the architecture's constant buffers (lower bounds, reparametrisation pedestals,
     the scale bound) to the values a fresh model has, in place.
@@ -183,14 +176,6 @@ def restore_constants(model) -> None:
         for name, buffer in model.named_buffers():
             if name.endswith((".bound", ".pedestal")) or name == "gaussian_conditional.scale_bound":
                 buffer.copy_(fresh[name])
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -995,44 +980,6 @@ def _strip_eval(ev: dict[str, Any] | None) -> dict[str, Any] | None:
     if ev is None:
         return None
     return {k: ev[k] for k in ("iteration", "images", "bpp", "psnr_rgb", "per_image") if k in ev}
-
-
-def sidecar_path(weights_file: str | Path) -> Path:
-    return Path(weights_file).with_suffix(".json")
-
-
-def load_weights(path: str | Path):
-    """Load exported ``.safetensors`` weights; returns ``(model, metadata)``, model in eval mode.
-
-    The stored entropy-coder tables are used as they are (no ``update()`` needed); a file without
-    them gets ``update(force=True)``, which rebuilds the same tables deterministically.
-    """
-    torch = _torch()
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for any damage
-        raise ValueError(
-            f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}); "
-            "pass weights written by `bench train-export`"
-        ) from exc
-    if meta.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{path} is not a bench MeanScaleHyperprior weights file")
-    state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
-    model = build_model(int(meta["N"]), int(meta["M"]))
-    model.load_state_dict(state)
-    model.eval()
-    tables = (model.entropy_bottleneck._offset, model.gaussian_conditional._offset)
-    if any(t.numel() == 0 for t in tables):
-        model.update(force=True)
-    return model, meta
 
 
 # --------------------------------------------------------------------------------------------

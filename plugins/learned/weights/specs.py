@@ -1,4 +1,4 @@
-"""Where the learned codecs' base model comes from: a small registry of weight sources.
+"""Weights specs: which file a learned codec's base model comes from, verified.
 
 A weights *spec* is a string:
 
@@ -26,24 +26,24 @@ A weights *spec* is a string:
     with ``compressai.zoo.pretrained.load_pretrained``).
 
 Every resolved spec carries the file's path and sha256 and an honest description; codecs
-report them in :class:`bench.WeightsInfo`. Loaded models are cached per process by sha256
-(:func:`load_model`). Nothing here imports torch or compressai at module import.
+report them in :class:`bench.WeightsInfo`. Loading is in :mod:`plugins.learned.weights.loading`,
+the file format in :mod:`plugins.learned.weights.format`. Nothing here imports torch or
+compressai at module import.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.codec import CodecUnavailable
+from bench.hashing import sha256_file
+from plugins.learned.weights.format import read_sidecar
 
 #: Folder of the weights shipped with the project.
-BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED_DIR = Path(__file__).resolve().parent
 #: Name of the bundled base model (N=128, M=192, lambda=0.18).
 BUNDLED_NAME = "msh-n128-m192-l1800"
 #: Default weights of every learned codec.
@@ -101,28 +101,6 @@ class ResolvedWeights:
         )
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-_LOCK = threading.Lock()
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file, cached per (path, size, mtime) for this process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _LOCK:
-        if key in _SHA_CACHE:
-            return _SHA_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    with _LOCK:
-        _SHA_CACHE[key] = digest
-    return digest
-
-
 def bundled_search_path() -> list[Path]:
     """Folders searched for ``bundled:NAME``: the shipped folder, then ``$BENCH_WEIGHTS_PATH``."""
     extra = [Path(p) for p in os.environ.get(WEIGHTS_PATH_ENV, "").split(os.pathsep) if p]
@@ -138,16 +116,6 @@ def find_bundled(name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        return json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _describe_bench_weights(path: Path, sidecar: dict[str, Any] | None, source: str) -> str:
@@ -265,7 +233,7 @@ def resolve(spec: str | os.PathLike | None = None, *, download: bool = True) -> 
             raise WeightsError(
                 f"bundled weights {name}.safetensors not found (searched {where})", TRAIN_FIX
             )
-        sidecar = _read_sidecar(path)
+        sidecar = read_sidecar(path)
         return ResolvedWeights(
             spec=spec,
             source="bundled",
@@ -286,7 +254,7 @@ def resolve(spec: str | os.PathLike | None = None, *, download: bool = True) -> 
         raise WeightsError(f"weights file {path} not found", TRAIN_FIX)
     path = path.resolve()
     if path.suffix == ".safetensors":
-        sidecar = _read_sidecar(path)
+        sidecar = read_sidecar(path)
         return ResolvedWeights(
             spec=spec,
             source="user",
@@ -336,107 +304,3 @@ def check_default_weights() -> None:
             + ", ".join(str(p) for p in bundled_search_path()),
             TRAIN_FIX,
         )
-
-
-# --------------------------------------------------------------------------------------------
-# loading
-
-
-_MODELS: dict[str, Any] = {}
-
-
-def _load_state_dict_file(resolved: ResolvedWeights):
-    import torch
-
-    from plugins.learned.compat import import_compressai
-
-    compressai = import_compressai()
-    from compressai.zoo.pretrained import load_pretrained
-
-    try:
-        state = torch.load(resolved.path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"{resolved.path} is not a loadable state dict with weights_only=True "
-            f"({type(exc).__name__}: {exc})",
-            "give a MeanScaleHyperprior state dict (torch.save(model.state_dict(), path))",
-        ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{resolved.path} holds {type(state).__name__}, not a state dict")
-    state = load_pretrained(state)
-    try:
-        model = compressai.models.MeanScaleHyperprior.from_state_dict(state)
-    except Exception as exc:
-        raise WeightsError(
-            f"{resolved.path} is not a MeanScaleHyperprior state dict ({type(exc).__name__}: {exc})"
-        ) from exc
-    model.eval()
-    model.update(force=True)
-    return model
-
-
-def load_model(resolved: ResolvedWeights):
-    """CompressAI's eval-mode ``MeanScaleHyperprior`` of ``resolved``, cached per process by
-    sha256 (used by the ``msh`` codec, which runs CompressAI's own compress/decompress).
-
-    bench ``.safetensors`` files bring their entropy-coder tables (no ``update()``: the tables
-    are exactly the ones evaluated at export); state dicts get ``update(force=True)``.
-    """
-    with _LOCK:
-        if resolved.sha256 in _MODELS:
-            return _MODELS[resolved.sha256]
-    if resolved.file_format == "safetensors":
-        from plugins.learned.train import load_weights
-
-        try:
-            model, _meta = load_weights(resolved.path)
-        except (ValueError, OSError) as exc:
-            raise WeightsError(f"cannot load {resolved.path}: {exc}", TRAIN_FIX) from exc
-    else:
-        model = _load_state_dict_file(resolved)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with _LOCK:
-        _MODELS.setdefault(resolved.sha256, model)
-        return _MODELS[resolved.sha256]
-
-
-_STATES: dict[str, dict] = {}
-
-
-def load_state(resolved: ResolvedWeights) -> dict:
-    """The model's state dict (float32 tensors, int32 tables), cached per process by sha256.
-
-    A bench ``.safetensors`` file is read with safetensors alone (no compressai import); a
-    CompressAI state dict goes through :func:`load_model` (``update()`` builds its tables).
-    """
-    with _LOCK:
-        if resolved.sha256 in _STATES:
-            return _STATES[resolved.sha256]
-    if resolved.file_format == "safetensors":
-        import torch
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        from plugins.learned.train import WEIGHTS_FORMAT
-
-        try:
-            with safe_open(str(resolved.path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-            tensors = load_file(str(resolved.path))
-        except Exception as exc:
-            raise WeightsError(f"cannot read {resolved.path}: {exc}", TRAIN_FIX) from exc
-        if meta.get("format") != WEIGHTS_FORMAT:
-            raise WeightsError(f"{resolved.path} is not a bench MeanScaleHyperprior weights file")
-        state = {
-            k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()
-        }
-        if state.get("gaussian_conditional._offset", torch.zeros(0)).numel() == 0:
-            state = {k: v for k, v in load_model(resolved).state_dict().items()}
-    else:
-        state = {k: v.detach().clone() for k, v in load_model(resolved).state_dict().items()}
-    with _LOCK:
-        _STATES.setdefault(resolved.sha256, state)
-        return _STATES[resolved.sha256]
