@@ -300,6 +300,23 @@ def _fresh_results(
     return results
 
 
+def suite_plan(progressive: bool, tolerance_db: float) -> str:
+    """One line saying what the suite checks on each image of a codec of that kind."""
+    if progressive:
+        return (
+            "encode gives bytes; deterministic; prefixes: PrefixTooShort up to the header, "
+            f"then every length to {DENSE_BYTES} bytes past it and {SPREAD_CUTS} cuts to the "
+            f"whole stream decode to (H, W, 3) uint8; monotone: PSNR-RGB never falls more than "
+            f"{tolerance_db} dB; fresh-process: header, middle and whole stream decode alike in "
+            "a new process; full-quality: the whole stream reaches the stated PSNR (>= 16x16)"
+        )
+    return (
+        "at the lowest, middle and highest setting: deterministic; decode to (H, W, 3) uint8; "
+        f"fresh-process: identical pixels in a new process; monotone: PSNR-RGB never falls "
+        f"more than {tolerance_db} dB"
+    )
+
+
 def run_checks(
     name: str,
     params: dict[str, Any] | None = None,
@@ -320,8 +337,22 @@ def run_checks(
 
         factory = load_registry(plugin_files).spec(name).factory
     codec = factory(**params)
-    check = _check_progressive if isinstance(codec, ProgressiveCodec) else _check_ladder
-    images = list(images or conformance_images())
+    progressive = isinstance(codec, ProgressiveCodec)
+    check = _check_progressive if progressive else _check_ladder
+    report(f"checks ({codec.kind}): " + suite_plan(progressive, tolerance_db))
+    if images is None:
+        images = conformance_images()
+        crops = [
+            f"{n} of {src} at row {top}, column {left}"
+            for n, src, top, left, *_ in CONFORMANCE_CROPS
+        ]
+        report(
+            f"images: {len(crops)} crops (height x width) of bundled Kodak images: "
+            + "; ".join(crops)
+        )
+    else:
+        images = list(images)
+        report("images: " + ", ".join(f"{n} ({i.shape[0]}x{i.shape[1]})" for n, i in images))
     results: list[CheckResult] = []
     fresh: list[_FreshJob] = []
     for i, (image_name, image) in enumerate(images, 1):
@@ -350,7 +381,8 @@ def run_checks(
                 CheckResult("no-exception", "fresh process", False, f"{type(exc).__name__}: {exc}")
             )
         report(f"fresh process: done ({time.perf_counter() - start:.1f} s)")
-    return results
+    order = {image_name: i for i, (image_name, _) in enumerate(images)}
+    return sorted(results, key=lambda r: order.get(r.image, len(order)))
 
 
 def _decode_main(argv: Sequence[str] | None = None) -> None:
