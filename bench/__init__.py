@@ -10,7 +10,7 @@ from bench.codec import (
     WeightsInfo,
 )
 from bench.hookspecs import hookimpl
-from bench.registry import CodecSpec
+from bench.registry import CodecSpec, TrainerSpec
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "PrefixTooShort",
     "ProgressiveCodec",
     "RateLadderCodec",
+    "TrainerSpec",
     "WeightsInfo",
     "hookimpl",
 ]

@@ -10,6 +10,7 @@ with ``--strict``);
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import time
 import warnings
@@ -22,9 +23,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import datasets
-from bench.registry import load_registry
+from bench.registry import Registry, load_registry
 
-EXIT_PROBLEM, EXIT_INPUT, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_PROBLEM, EXIT_USAGE, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 app = typer.Typer(
     help="Compare progressive image codecs from real truncated bitstreams: R-D curves, BD-rates, "
@@ -42,8 +43,11 @@ err = Console(stderr=True)
 
 
 class _State:
+    """The plugin options of this invocation and the registry loaded with them (once)."""
+
     plugin_files: tuple[str, ...] = ()
     entry_points: bool = True
+    registry: Registry | None = None
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
@@ -65,12 +69,18 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    _State.plugin_files = tuple(str(p) for p in plugin or ())
-    _State.entry_points = not no_entry_points
+    options = (tuple(str(p) for p in plugin or ()), not no_entry_points)
+    if options != (_State.plugin_files, _State.entry_points):
+        _State.plugin_files, _State.entry_points = options
+        _State.registry = None
 
 
-def _registry():
-    return load_registry(_State.plugin_files, entry_points=_State.entry_points)
+def _registry() -> Registry:
+    """The plugins of this invocation, loaded once (by :func:`main` before the command line is
+    parsed, or here on first use when the app is called directly, as tests do)."""
+    if _State.registry is None:
+        _State.registry = load_registry(_State.plugin_files, entry_points=_State.entry_points)
+    return _State.registry
 
 
 EXECUTOR_HELP = (
@@ -115,6 +125,40 @@ def codecs(
         out.print(f"[red]plugin failed to load:[/] {failure.plugin}: {failure.error}")
     if strict and registry.failures:
         raise typer.Exit(EXIT_PROBLEM)
+
+
+@app.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+def train(
+    args: Annotated[
+        Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+        typer.Argument(
+            metavar="NAME [ARGS]...",
+            help="A trainer and its own options (`bench train NAME --help`).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Train a model with a plugin's trainer: ARGS go to it verbatim. `bench train --help`
+    lists the trainers."""
+    registry = _registry()
+    name, *rest = args or [""]
+    if name in ("", "-h", "--help"):
+        table = Table(title="trainers: bench train NAME [ARGS]... (NAME --help: its options)")
+        for column in ("trainer", "plugin", "what it trains"):
+            table.add_column(column)
+        for trainer in sorted(registry.trainers.values(), key=lambda t: t.name):
+            table.add_row(trainer.name, trainer.plugin, trainer.summary)
+        out.print(table)
+        raise typer.Exit(0 if name else EXIT_USAGE)
+    if name not in registry.trainers:
+        close = difflib.get_close_matches(name, list(registry.trainers), n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        known = ", ".join(sorted(registry.trainers)) or "none"
+        raise _fail(f"unknown model {name!r}{hint} (trainers: {known})", EXIT_USAGE)
+    raise typer.Exit(registry.trainers[name].main(list(rest)))
 
 
 @datasets_app.command("list")
@@ -489,10 +533,7 @@ def regress(
 def check(
     codec: Annotated[str, typer.Argument(help="Codec name, optionally name[key=value,...].")],
 ) -> None:
-    """Run the conformance suite on a codec: Kodak crops of odd sizes (1x1 included), every
-    short prefix and spread cuts to the whole stream, PSNR not falling as the prefix grows,
-    decoding in a fresh process. One progress line per step goes to stderr; the table of
-    checks and a final PASS/FAIL line go to stdout."""
+    """Run the conformance suite on a codec (real images, odd sizes, fresh-process decode)."""
     from bench.conformance import run_checks
     from bench.runner import RunError, parse_codec_requests
 
@@ -501,41 +542,17 @@ def check(
         spec = _registry().spec(request.name)
     except (RunError, KeyError, ValueError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-    start = time.perf_counter()
     results = run_checks(
-        request.name,
-        request.params,
-        plugin_files=_State.plugin_files,
-        factory=spec.factory,
-        progress=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
+        request.name, request.params, plugin_files=_State.plugin_files, factory=spec.factory
     )
-    seconds = time.perf_counter() - start
     table = Table(title=f"conformance: {codec}")
     for column in ("check", "image", "result", "detail"):
         table.add_column(column)
     for r in results:
-        result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
-        table.add_row(r.check, r.image, result, escape(r.detail))
+        table.add_row(r.check, r.image, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
     out.print(table)
-    failed = [r for r in results if not r.passed]
-    images = len({r.image for r in results})
-    if failed:
-        where = ", ".join(f"{r.check} on {r.image}" for r in failed)
-        verdict = f"FAIL, {len(failed)} of {len(results)} checks failed ({where})"
-    else:
-        verdict = f"PASS, {len(results)} checks on {images} images"
-    out.print(f"bench check {codec}: {verdict} in {seconds:.1f} s", markup=False, highlight=False)
-    if failed:
+    if not all(r.passed for r in results):
         raise typer.Exit(EXIT_PROBLEM)
-
-
-def _add_plugin_commands() -> None:
-    registry = _registry()
-    for impl in registry.manager.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=app)
-        except Exception as exc:  # one plugin's broken command must not break the CLI
-            warnings.warn(f"plugin {impl.plugin_name} could not add commands: {exc}", stacklevel=1)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -543,10 +560,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
+def plugin_options(argv: list[str]) -> tuple[tuple[str, ...], bool]:
+    """``(--plugin files, not --no-entry-points)`` from the global options before the command
+    name in ``argv`` (read before typer parses anything, so that plugin commands exist)."""
+    files, entry_points, index = [], True, 0
+    while index < len(argv) and argv[index].startswith("-"):
+        arg = argv[index]
+        if arg == "--plugin" and index + 1 < len(argv):
+            files.append(str(Path(argv[index + 1])))
+            index += 1
+        elif arg.startswith("--plugin="):
+            files.append(str(Path(arg.removeprefix("--plugin="))))
+        elif arg == "--no-entry-points":
+            entry_points = False
+        index += 1
+    return tuple(files), entry_points
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: load the plugins named by the global options (their commands join
+    the app), then run the command line."""
     warnings.showwarning = _show_warning
-    _add_plugin_commands()
+    _State.plugin_files, _State.entry_points = plugin_options(sys.argv[1:])
+    _State.registry = load_registry(_State.plugin_files, entry_points=_State.entry_points, cli=app)
     try:
         app()
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ and skipped, so it cannot hang or end every command.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -26,11 +28,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from bench import hookspecs
-from bench.codec import Codec, CodecUnavailable
+from bench.codec import Codec, CodecUnavailable, ProgressiveCodec, RateLadderCodec
+from bench.params import annotation_of
+
+if TYPE_CHECKING:
+    import typer
 
 #: Built-in plugin modules, loaded exactly as entry points are.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -57,22 +64,42 @@ class CodecSpec:
 
     ``factory(**params)`` returns a :class:`~bench.codec.ProgressiveCodec` or
     :class:`~bench.codec.RateLadderCodec`; it raises :class:`~bench.codec.CodecUnavailable` when a
-    dependency or binary is missing. ``check()``, if given, does the same test cheaply without
-    building the codec (used by ``bench codecs``). ``kind`` is ``"progressive"`` or
-    ``"rate-ladder"``.
+    dependency or binary is missing. Its annotated keyword parameters are the codec's parameters
+    (:mod:`bench.params`): ``name[key=value]`` values are coerced to those types before the call.
+    ``check()``, if given, does the same test cheaply without building the codec (used by
+    ``bench codecs``).
+
+    ``kind`` (``"progressive"`` or ``"rate-ladder"``) is read from the factory: a codec class's
+    own ``kind``, or the codec class its return annotation names. Give it only for a factory that
+    says neither; the registry fills it in and rejects a ``kind`` that contradicts the factory.
     """
 
     name: str
     factory: Callable[..., Codec]
     summary: str
-    kind: str = "progressive"
+    kind: str | None = None
     check: Callable[[], None] | None = None
     plugin: str = ""
 
 
 @dataclass(frozen=True)
+class TrainerSpec:
+    """A training application offered by a plugin, run as ``bench train NAME [ARGS...]``.
+
+    ``main(argv)`` receives ARGS verbatim (an argparse-style entry point: ``--help`` prints its
+    options) and returns the exit status. Import heavy modules inside ``main``.
+    """
+
+    name: str
+    main: Callable[[list[str]], int]
+    summary: str
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
 class PluginFailure:
-    """A plugin that could not be imported or whose hook raised."""
+    """A plugin that could not be imported, names a hook bench does not have, or whose hook
+    raised; ``error`` names the plugin's problem in one line."""
 
     plugin: str
     error: str
@@ -81,18 +108,23 @@ class PluginFailure:
 
 @dataclass
 class Registry:
-    """The codecs found, the plugin manager that found them, and what failed."""
+    """What the plugins provide (codecs, trainers, commands), the plugin manager that found
+    them, and the plugins that failed."""
 
     manager: pluggy.PluginManager
     codecs: dict[str, CodecSpec] = field(default_factory=dict)
+    trainers: dict[str, TrainerSpec] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
 
     def spec(self, name: str) -> CodecSpec:
-        """Return the spec of codec ``name``; ``KeyError`` with the known names otherwise."""
+        """Return the spec of codec ``name``; ``KeyError`` with the known names otherwise
+        (and the closest names, for a misspelling)."""
         if name not in self.codecs:
             known = ", ".join(sorted(self.codecs)) or "none"
+            close = difflib.get_close_matches(name, list(self.codecs), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
             broken = "".join(f"\n  plugin {f.plugin} failed: {f.error}" for f in self.failures)
-            raise KeyError(f"unknown codec {name!r} (known: {known}){broken}")
+            raise KeyError(f"unknown codec {name!r}{hint} (known: {known}){broken}")
         return self.codecs[name]
 
     def availability(self, name: str) -> CodecUnavailable | None:
@@ -105,6 +137,20 @@ class Registry:
         except CodecUnavailable as exc:
             return exc
         return None
+
+
+def codec_kind(factory: Callable[..., Codec]) -> str | None:
+    """The kind of codec ``factory`` builds, as the factory itself says: a codec class's
+    ``kind``, or that of the codec class named by its return annotation; ``None`` if neither."""
+    target: Any = factory
+    if not isinstance(factory, type):
+        try:
+            target = annotation_of(factory, "return")
+        except NameError:
+            return None
+    if isinstance(target, type) and issubclass(target, (ProgressiveCodec, RateLadderCodec)):
+        return target.kind
+    return None
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -207,12 +253,22 @@ def _probe_imports(probes: list[dict], timeout: float) -> dict[int, str]:
 
 
 def load_registry(
-    plugin_files: Iterable[str | Path] = (), *, entry_points: bool = True
+    plugin_files: Iterable[str | Path] = (),
+    *,
+    entry_points: bool = True,
+    cli: typer.Typer | None = None,
 ) -> Registry:
-    """Import every plugin and collect the codecs they register.
+    """Load every plugin once and collect what it provides, in one pass.
 
     ``plugin_files`` are extra ``.py`` files (``--plugin``). ``entry_points=False`` skips
-    installed third-party plugins (used by tests that need a known set).
+    installed third-party plugins (``--no-entry-points``). With ``cli``, each plugin's
+    ``register_commands`` hook adds its sub-commands to that typer app.
+
+    Per plugin: import (third-party ones probed first in a child process, see the module doc),
+    register with pluggy, ``check_pending()`` (a hook name bench does not define, e.g. a
+    misspelled ``register_codec``, is a failure naming the plugin and the hook), then its hooks.
+    A plugin that fails any step contributes nothing and is recorded in ``failures``; the
+    others still load.
     """
     manager = pluggy.PluginManager("bench")
     manager.add_hookspecs(hookspecs)
@@ -236,40 +292,113 @@ def load_registry(
                 PluginFailure(label, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )
             continue
-        _collect_codecs(registry, manager, module, label)
+        try:
+            _check_hooks(manager, module)
+            _collect(registry, manager, module, label, cli)
+        except Exception as exc:
+            manager.unregister(module)
+            error = str(exc) if isinstance(exc, _PluginError) else f"{type(exc).__name__}: {exc}"
+            tb = "" if isinstance(exc, _PluginError) else traceback.format_exc()
+            registry.failures.append(PluginFailure(label, error, tb))
     return registry
 
 
-def _collect_codecs(
-    registry: Registry, manager: pluggy.PluginManager, module: ModuleType, label: str
-) -> None:
-    found: list[CodecSpec] = []
+class _PluginError(Exception):
+    """A plugin broke a rule of the host (the message says which, in one line)."""
 
-    def register(spec: CodecSpec) -> None:
+
+def _check_hooks(manager: pluggy.PluginManager, module: ModuleType) -> None:
+    """``check_pending()`` for the plugin just registered: name each of its hooks that bench
+    does not define (with the closest real hook name)."""
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError:
+        known = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
+        unknown = sorted(
+            caller.name for caller in manager.get_hookcallers(module) or () if not caller.has_spec()
+        )
+        parts = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise _PluginError(
+            f"unknown hook {', '.join(parts)}; bench's hooks are {', '.join(known)}"
+        ) from None
+
+
+def _collect(
+    registry: Registry,
+    manager: pluggy.PluginManager,
+    module: ModuleType,
+    label: str,
+    cli: typer.Typer | None,
+) -> None:
+    """Call ``module``'s hooks; add what they register only if every hook succeeded."""
+    codecs: list[CodecSpec] = []
+    trainers: list[TrainerSpec] = []
+
+    def register_codec(spec: CodecSpec) -> None:
         if not isinstance(spec, CodecSpec):
             raise TypeError(f"register() takes a CodecSpec, got {type(spec).__name__}")
-        found.append(spec)
+        codecs.append(spec)
 
-    for impl in manager.hook.register_codecs.get_hookimpls():
-        if impl.plugin is not module:
-            continue
-        try:
-            impl.function(register=register)
-        except Exception as exc:
-            manager.unregister(module)
-            registry.failures.append(
-                PluginFailure(label, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            )
-            return
-    for spec in found:
-        if spec.name in registry.codecs:
-            registry.failures.append(
-                PluginFailure(
-                    label,
-                    f"codec name {spec.name!r} already registered by "
-                    f"{registry.codecs[spec.name].plugin}",
-                    "",
-                )
-            )
-            continue
-        registry.codecs[spec.name] = CodecSpec(**{**spec.__dict__, "plugin": label})
+    def register_trainer(spec: TrainerSpec) -> None:
+        if not isinstance(spec, TrainerSpec):
+            raise TypeError(f"register() takes a TrainerSpec, got {type(spec).__name__}")
+        trainers.append(spec)
+
+    def own(caller) -> list:
+        return [impl for impl in caller.get_hookimpls() if impl.plugin is module]
+
+    for impl in own(manager.hook.register_codecs):
+        impl.function(register=register_codec)
+    for impl in own(manager.hook.register_trainers):
+        impl.function(register=register_trainer)
+    commands = None
+    if cli is not None:
+        import typer
+
+        commands = typer.Typer()
+        for impl in own(manager.hook.register_commands):
+            impl.function(cli=commands)
+    specs = [_with_kind(spec, label) for spec in codecs]
+    _refuse_duplicates("codec", [s.name for s in specs], registry.codecs)
+    _refuse_duplicates("trainer", [t.name for t in trainers], registry.trainers)
+    if cli is not None and commands is not None:
+        taken = {_command_name(c) for c in cli.registered_commands}
+        taken |= {g.name for g in cli.registered_groups}
+        new = [_command_name(c) for c in commands.registered_commands]
+        new += [g.name for g in commands.registered_groups]
+        clash = sorted(set(new) & taken)
+        if clash:
+            raise _PluginError(f"command {', '.join(clash)} already exists")
+        cli.registered_commands += commands.registered_commands
+        cli.registered_groups += commands.registered_groups
+    for spec in specs:
+        registry.codecs[spec.name] = dataclasses.replace(spec, plugin=label)
+    for trainer in trainers:
+        registry.trainers[trainer.name] = dataclasses.replace(trainer, plugin=label)
+
+
+def _command_name(command) -> str:
+    """The name typer gives a registered command (its own, else the function's, dashed)."""
+    return command.name or command.callback.__name__.replace("_", "-")
+
+
+def _refuse_duplicates(what: str, names: list[str], taken: dict) -> None:
+    for name in names:
+        if name in taken:
+            raise _PluginError(f"{what} name {name!r} already registered by {taken[name].plugin}")
+    if len(set(names)) != len(names):
+        raise _PluginError(f"registers a {what} name twice: {', '.join(names)}")
+
+
+def _with_kind(spec: CodecSpec, label: str) -> CodecSpec:
+    """``spec`` with ``kind`` read from its factory (see :class:`CodecSpec`)."""
+    derived = codec_kind(spec.factory)
+    if derived is not None and spec.kind is not None and spec.kind != derived:
+        raise _PluginError(
+            f"codec {spec.name!r} declares kind {spec.kind!r} but its factory builds a "
+            f"{derived} codec"
+        )
+    return dataclasses.replace(spec, kind=derived or spec.kind or "progressive")

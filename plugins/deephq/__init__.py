@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench import CodecSpec, hookimpl
+from bench import CodecSpec, TrainerSpec, hookimpl
 
 
 def _deephq(**params):
@@ -31,5 +31,26 @@ def register_codecs(register):
             ),
             kind="progressive",
             check=_check,
+        )
+    )
+
+
+def train_deephq(argv: list[str]) -> int:
+    """``bench train deephq ARGS``: :func:`plugins.deephq.train.main` (``--help`` lists ARGS)."""
+    from plugins.deephq.train import main
+
+    return main(argv)
+
+
+@hookimpl
+def register_trainers(register):
+    register(
+        TrainerSpec(
+            name="deephq",
+            main=train_deephq,
+            summary=(
+                "DeepHQ's per-layer steps (--step 2) and masks (--step 3) on the frozen base "
+                "model; needs --out"
+            ),
         )
     )

@@ -990,21 +990,46 @@ def _parse_args(argv: Sequence[str] | None):
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m plugins.learned.train",
-        description="Train CompressAI's MeanScaleHyperprior (resumable), or export its weights.",
+        prog="bench train msh",
+        description="Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C "
+        "saves), or export its weights (--export).",
     )
-    p.add_argument("--data", help="training image folder (never Kodak)")
-    p.add_argument("--out", help="checkpoint directory")
-    for name, typ in (
-        ("N", int), ("M", int), ("lmbda", float), ("iterations", int), ("batch", int),
-        ("crop", int), ("lr", float), ("lr-min", float), ("warmup", int), ("threads", int),
-        ("stop-at", int),
-        ("checkpoint-every", int), ("eval-every", int), ("seed", int), ("log-every", int),
-        ("kodak", str), ("device", str), ("precision", str),
+    p.add_argument("--data", help="training image folder (never Kodak); needed for a new run")
+    p.add_argument(
+        "--out",
+        help="checkpoint directory (resumable state); default: the relay directory "
+        "$BENCH_TRAIN_DIR/msh-nN-mM-lLAMBDA (~/.cache/bench/train/...), continued when it holds "
+        "a checkpoint, else started from the shipped base weights",
+    )
+    for name, typ, text in (
+        ("N", int, "channels N (default 128)"),
+        ("M", int, "latent channels M (default 192)"),
+        ("lmbda", float, "loss = lmbda*255^2*MSE + bpp (default 0.18)"),
+        ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
+        ("batch", int, "batch size (default 8)"),
+        ("crop", int, "crop side (default 128)"),
+        ("lr", float, "peak Adam learning rate (default 1e-4)"),
+        ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
+        ("warmup", int, "linear warm-up iterations (default 1000)"),
+        ("threads", int, "torch threads (default 1); 0 adapts to the machine's load"),
+        ("stop-at", int, "stop at this iteration, keeping the planned end (--iterations)"),
+        ("checkpoint-every", int, "iterations between checkpoints (default 250)"),
+        ("eval-every", int, "iterations between Kodak-subset evals; 0: none (default 1000)"),
+        ("seed", int, "random seed (default 0)"),
+        ("log-every", int, "iterations between log records"),
+        ("kodak", str, "Kodak folder (evaluation only)"),
+        ("device", str, "cpu or cuda (cuda trains with bf16 autocast)"),
+        ("precision", str, "fp32, bf16 (autocast of the transforms) or auto (default): the "
+                           "fastest mode whose A/B against fp32 passed, timed at start"),
     ):  # fmt: skip
-        p.add_argument(f"--{name}", type=typ, default=None)
+        p.add_argument(f"--{name}", type=typ, default=None, help=text)
     p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="memory format (default channels_last)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--init", default=None, help="start a new run from exported weights")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
@@ -1012,20 +1037,37 @@ def _parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``bench train msh``: parse ``argv``, fill in the relay directory when ``--out`` is not
+    given (:func:`plugins.learned.training.relay.plan`), train; exit status 0, 2 (usage) or 3
+    (bad input)."""
     args = _parse_args(argv)
-    if not args.out:
-        print("--out is required", file=sys.stderr)
+    from plugins.learned.training import relay
+    from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME
+
+    if args.export and not args.out:
+        print("error: --export needs --out (the checkpoint to export)", file=sys.stderr)
         return 2
     try:
         if args.export:
             export(args.out, args.export, kodak=args.kodak, threads=args.threads)
             return 0
+        defaults = TrainConfig()
+        out, resume, init, what = relay.plan(
+            Path(args.out) if args.out else None,
+            args.resume,
+            args.init,
+            args.N or defaults.N,
+            args.M or defaults.M,
+            args.lmbda if args.lmbda is not None else defaults.lmbda,
+            BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors",
+        )
+        print(what, file=sys.stderr)
         eval_images = None
         if args.eval_images is not None:
             eval_images = tuple(s.strip() for s in args.eval_images.split(",") if s.strip())
         summary = train(
-            args.out,
-            resume=args.resume,
+            out,
+            resume=resume,
             data=args.data,
             N=args.N,
             M=args.M,
@@ -1047,7 +1089,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kodak=args.kodak,
             log_every=args.log_every,
             seed=args.seed,
-            init=args.init,
+            init=init,
         )
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
