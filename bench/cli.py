@@ -533,7 +533,10 @@ def regress(
 def check(
     codec: Annotated[str, typer.Argument(help="Codec name, optionally name[key=value,...].")],
 ) -> None:
-    """Run the conformance suite on a codec (real images, odd sizes, fresh-process decode)."""
+    """Run the conformance suite on a codec: Kodak crops of odd sizes (1x1 included), every
+    short prefix and spread cuts to the whole stream, PSNR not falling as the prefix grows,
+    decoding in a fresh process. One progress line per step goes to stderr; the table of
+    checks and a final PASS/FAIL line go to stdout."""
     from bench.conformance import run_checks
     from bench.runner import RunError, parse_codec_requests
 
@@ -542,16 +545,31 @@ def check(
         spec = _registry().spec(request.name)
     except (RunError, KeyError, ValueError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    start = time.perf_counter()
     results = run_checks(
-        request.name, request.params, plugin_files=_State.plugin_files, factory=spec.factory
+        request.name,
+        request.params,
+        plugin_files=_State.plugin_files,
+        factory=spec.factory,
+        progress=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
     )
+    seconds = time.perf_counter() - start
     table = Table(title=f"conformance: {codec}")
     for column in ("check", "image", "result", "detail"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.check, r.image, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
+        result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        table.add_row(r.check, r.image, result, escape(r.detail))
     out.print(table)
-    if not all(r.passed for r in results):
+    failed = [r for r in results if not r.passed]
+    images = len({r.image for r in results})
+    if failed:
+        where = ", ".join(f"{r.check} on {r.image}" for r in failed)
+        verdict = f"FAIL, {len(failed)} of {len(results)} checks failed ({where})"
+    else:
+        verdict = f"PASS, {len(results)} checks on {images} images"
+    out.print(f"bench check {codec}: {verdict} in {seconds:.1f} s", markup=False, highlight=False)
+    if failed:
         raise typer.Exit(EXIT_PROBLEM)
 
 

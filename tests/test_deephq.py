@@ -592,7 +592,7 @@ def test_decodes_identically_in_a_fresh_process(codec, params_file, tmp_path):
 
 
 def test_info_reports_both_weights_files_and_added_parameters(codec, params_file, base):
-    from plugins.learned.weights import sha256_file
+    from bench.hashing import sha256_file
 
     info = codec.info()
     added = {"steps": (LAYERS - 1) * base.M, "mask thresholds": LAYERS * base.M}
@@ -879,10 +879,10 @@ def test_resume_without_iterations_continues_to_the_stored_target(train_data, tm
 
 @needs_train_data
 def test_step3_from_step2_and_export(runs, tmp_path, crop, base):
+    from bench.hashing import sha256_file
     from plugins.deephq import params as dp
     from plugins.deephq import train as tr
     from plugins.deephq.codec import DeepHQCodec
-    from plugins.learned.weights import sha256_file
 
     assert runs.step3["iteration"] == 2
     assert any("starting step 3" in n for n in runs.notes)
