@@ -17,7 +17,8 @@ the declared types before the factory is called. Text is parsed per type:
 
 * ``bool``: ``true``/``false``, ``yes``/``no``, ``1``/``0`` (any case); nothing else;
 * ``int``, ``float`` (``0.5``, ``1e-3``), ``str`` (quotes around it are dropped);
-* ``list[T]``, ``tuple[T, ...]``, ``tuple[T1, T2]``: ``[8,4]`` (or ``(8,4)``);
+* ``list[T]``, ``Sequence[T]`` (both give a list), ``tuple[T, ...]``, ``tuple[T1, T2]``:
+  ``[8,4]`` (or ``(8,4)``);
 * ``Literal["a", "b"]``: one of the listed values;
 * ``X | None`` / ``Optional[X]``: ``none``, or a value of ``X``.
 
@@ -36,6 +37,7 @@ import re
 import sys
 import types
 import typing
+from collections import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +89,7 @@ def type_name(annotation: Any) -> str:
         return "any"
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
-    return re.sub(r"\btyping\.", "", str(annotation)).replace("NoneType", "None")
+    return re.sub(r"\b(typing|collections\.abc)\.", "", str(annotation)).replace("NoneType", "None")
 
 
 def annotation_of(function: Callable, name: str, module: str | None = None) -> Any:
@@ -188,7 +190,7 @@ def coerce(value: Any, annotation: Any) -> Any:
             if value == choice or (isinstance(value, str) and str(choice) == _unquote(value)):
                 return choice
         raise ValueError(f"one of {', '.join(repr(c) for c in args)}")
-    if origin in (list, tuple) or annotation in (list, tuple):
+    if origin in (list, tuple, abc.Sequence) or annotation in (list, tuple, abc.Sequence):
         return _coerce_sequence(value, origin or annotation, args)
     if annotation is type(None):
         if value is None or (isinstance(value, str) and value.strip().lower() == "none"):

@@ -15,23 +15,47 @@ built or checked.
 
 from __future__ import annotations
 
-from bench import CodecSpec, hookimpl
+from typing import Literal
+
+from bench import CodecSpec, RateLadderCodec, hookimpl
 
 __all__ = ["make_bpg", "make_hevc444", "register_codecs"]
 
 
-def make_bpg(**params):
-    """Factory of the ``bpg`` codec (raises :class:`~bench.CodecUnavailable` without bpgenc)."""
+def make_bpg(*, qp_min: int = 0, qp_max: int = 51, cache: bool = False) -> RateLadderCodec:
+    """Factory of the ``bpg`` codec (raises :class:`~bench.CodecUnavailable` without bpgenc).
+
+    Args:
+        qp_min: lowest QP of the ladder (highest rate), 0..51.
+        qp_max: highest QP of the ladder (lowest rate), 0..51.
+        cache: keep encodings on disk across runs (encode times then time a lookup).
+    """
     from plugins.bpg.bpg import BpgCodec
 
-    return BpgCodec(**params)
+    return BpgCodec(qp_min=qp_min, qp_max=qp_max, cache=cache)
 
 
-def make_hevc444(**params):
-    """Factory of the ``hevc444`` codec (raises :class:`~bench.CodecUnavailable` without x265)."""
+def make_hevc444(
+    *,
+    qp_min: int = 0,
+    qp_max: int = 51,
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+        "veryslow", "placebo",
+    ] = "veryslow",
+    cache: bool = False,
+) -> RateLadderCodec:  # fmt: skip
+    """Factory of the ``hevc444`` codec (raises :class:`~bench.CodecUnavailable` without x265).
+
+    Args:
+        qp_min: lowest QP of the ladder (highest rate), 0..51.
+        qp_max: highest QP of the ladder (lowest rate), 0..51.
+        preset: x265 preset.
+        cache: keep encodings on disk across runs (encode times then time a lookup).
+    """
     from plugins.bpg.hevc444 import Hevc444Codec
 
-    return Hevc444Codec(**params)
+    return Hevc444Codec(qp_min=qp_min, qp_max=qp_max, preset=preset, cache=cache)
 
 
 def check_bpg() -> None:
@@ -53,7 +77,6 @@ def register_codecs(register):
             name="bpg",
             factory=make_bpg,
             summary="BPG 4:4:4 anchor: bpgenc -e x265 -q QP -f 444 over QP 51..0 (not progressive)",
-            kind="rate-ladder",
             check=check_bpg,
         )
     )
@@ -65,7 +88,6 @@ def register_codecs(register):
                 "substitute for BPG 4:4:4: HEVC intra 4:4:4 via pillow-heif's x265, constant QP "
                 "51..0, rate = HEVC slice + BPG-sized header (not progressive)"
             ),
-            kind="rate-ladder",
             check=check_hevc444,
         )
     )

@@ -3,13 +3,41 @@
 
 from __future__ import annotations
 
-from bench import CodecSpec, TrainerSpec, hookimpl
+from typing import Literal
+
+from bench import CodecSpec, ProgressiveCodec, TrainerSpec, hookimpl
+
+#: The shipped DeepHQ parameters (``plugins.deephq.codec.DEFAULT_WEIGHTS``, repeated here so that
+#: declaring the codec's parameters imports nothing heavy; tests/test_params.py checks they agree).
+DEFAULT_WEIGHTS = "bundled:deephq-msh-n128-m192-l1800"
 
 
-def _deephq(**params):
+def _deephq(
+    *,
+    weights: str = DEFAULT_WEIGHTS,
+    masks: bool = True,
+    chunk_bits: int = 1024,
+    reconstruction: Literal["mean", "midpoint"] = "mean",
+    memo: bool = False,
+) -> ProgressiveCodec:
+    """DeepHQ-MS over the base model.
+
+    Args:
+        weights: DeepHQ parameters (steps, masks): a shipped name or a .safetensors path.
+        masks: selective compression (false: every element coded in every layer, the ablation).
+        chunk_bits: bits per range-coded chunk, a multiple of 64.
+        reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
+        memo: keep the last decoded hyper path and image for the next, longer prefix.
+    """
     from plugins.deephq.codec import DeepHQCodec
 
-    return DeepHQCodec(**params)
+    return DeepHQCodec(
+        weights=weights,
+        masks=masks,
+        chunk_bits=chunk_bits,
+        reconstruction=reconstruction,
+        memo=memo,
+    )
 
 
 def _check() -> None:
@@ -29,7 +57,6 @@ def register_codecs(register):
                 "hierarchical quantizer + selective compression over a fixed mean-scale "
                 "hyperprior; chunked range coding"
             ),
-            kind="progressive",
             check=_check,
         )
     )

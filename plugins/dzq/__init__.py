@@ -4,14 +4,45 @@ compressai and constriction are imported by the factory."""
 
 from __future__ import annotations
 
-from bench import CodecSpec, hookimpl
-from plugins.learned.weights import check_default_weights
+from collections.abc import Sequence
+from typing import Literal
+
+from bench import CodecSpec, ProgressiveCodec, hookimpl
+from plugins.learned.weights import DEFAULT_WEIGHTS, check_default_weights
 
 
-def _dzq(**params):
+def _dzq(
+    *,
+    weights: str = DEFAULT_WEIGHTS,
+    layers: int = 4,
+    rate_fractions: Sequence[float] | None = None,
+    layer_bpp: Sequence[float] | None = None,
+    chunk_bits: int = 1024,
+    reconstruction: Literal["mean", "midpoint", "laplace"] = "laplace",
+    memo: bool = False,
+) -> ProgressiveCodec:
+    """DZQ over the base model.
+
+    Args:
+        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        layers: embedded quality layers, 1..16.
+        rate_fractions: each layer's share of the finest layer's rate (none: the default split).
+        layer_bpp: each layer's target bpp instead of rate_fractions.
+        chunk_bits: bits per range-coded chunk, a multiple of 64.
+        reconstruction: where a latent is put in its interval.
+        memo: keep the last decoded hyper path and image for the next, longer prefix.
+    """
     from plugins.dzq.codec import DzqCodec
 
-    return DzqCodec(**params)
+    return DzqCodec(
+        weights=weights,
+        layers=layers,
+        rate_fractions=rate_fractions,
+        layer_bpp=layer_bpp,
+        chunk_bits=chunk_bits,
+        reconstruction=reconstruction,
+        memo=memo,
+    )
 
 
 @hookimpl
@@ -24,7 +55,6 @@ def register_codecs(register):
                 "DZQ (Li et al. 2023): embedded dead-zone quantizers, Laplacian-derived dead "
                 "zones and reconstruction offsets, configurable quality layers, no retraining"
             ),
-            kind="progressive",
             check=check_default_weights,
         )
     )

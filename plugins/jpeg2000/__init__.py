@@ -20,7 +20,6 @@ def register_codecs(register):
                 "JPEG 2000 (Pillow/OpenJPEG), one quality layer per target bpp, 9/7, LRCP; "
                 "truncated streams decode at the last complete layer"
             ),
-            kind="progressive",
             check=check_available,
         )
     )

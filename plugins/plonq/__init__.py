@@ -4,26 +4,64 @@ constriction are imported by the factories."""
 
 from __future__ import annotations
 
-from bench import CodecSpec, hookimpl
-from plugins.learned.weights import check_default_weights
+from collections.abc import Sequence
+from typing import Literal
+
+from bench import CodecSpec, ProgressiveCodec, RateLadderCodec, hookimpl
+from plugins.learned.weights import DEFAULT_WEIGHTS, check_default_weights
 
 
-def _plonq(**params):
+def _plonq(
+    *,
+    weights: str = DEFAULT_WEIGHTS,
+    levels: int = 4,
+    chunk_bits: int = 1024,
+    reconstruction: Literal["mean", "midpoint"] = "mean",
+    memo: bool = False,
+) -> ProgressiveCodec:
+    """PLONQ over the base model.
+
+    Args:
+        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        levels: nested dead-zone levels (steps 2**(levels-1) .. 1 base steps), 1..12.
+        chunk_bits: bits per range-coded chunk, a multiple of 64.
+        reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
+        memo: keep the last decoded hyper path and image for the next, longer prefix.
+    """
     from plugins.plonq.codec import PlonqCodec
 
-    return PlonqCodec(**params)
+    return PlonqCodec(
+        weights=weights,
+        levels=levels,
+        chunk_bits=chunk_bits,
+        reconstruction=reconstruction,
+        memo=memo,
+    )
 
 
-def _naive(**params):
+def _naive(
+    *, weights: str = DEFAULT_WEIGHTS, scales: Sequence[float] = (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0)
+) -> RateLadderCodec:
+    """Naive Scaling: one complete stream per latent scale factor.
+
+    Args:
+        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        scales: latent scale factors, strictly decreasing (low rate first), each >= 0.25.
+    """
     from plugins.learned.ladder import NaiveScalingLadder
 
-    return NaiveScalingLadder(**params)
+    return NaiveScalingLadder(weights=weights, scales=scales)
 
 
-def _msh(**params):
+def _msh(*, weights: str = DEFAULT_WEIGHTS) -> RateLadderCodec:
+    """The base model's own stream.
+
+    Args:
+        weights: base model weights: a shipped name, a .safetensors path or a URL.
+    """
     from plugins.learned.ladder import BaseModelLadder
 
-    return BaseModelLadder(**params)
+    return BaseModelLadder(weights=weights)
 
 
 @hookimpl
@@ -36,7 +74,6 @@ def register_codecs(register):
                 "PLONQ (Lu et al. 2021): nested dead-zone quantization levels + prior-std "
                 "latent ordering over a fixed mean-scale hyperprior; chunked range coding"
             ),
-            kind="progressive",
             check=check_default_weights,
         )
     )
@@ -48,7 +85,6 @@ def register_codecs(register):
                 "Naive Scaling (PLONQ's reference): one complete stream per latent scale "
                 "factor of the same base model (non-progressive)"
             ),
-            kind="rate-ladder",
             check=check_default_weights,
         )
     )
@@ -60,7 +96,6 @@ def register_codecs(register):
                 "the base MeanScaleHyperprior's own stream (CompressAI compress/decompress), "
                 "one rate point"
             ),
-            kind="rate-ladder",
             check=check_default_weights,
         )
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from bench import CodecSpec, CodecUnavailable, hookimpl
+from bench import CodecSpec, CodecUnavailable, ProgressiveCodec, hookimpl
 
 __all__ = ["check_available", "make_spiht", "make_spiht_ac", "register_codecs"]
 
@@ -29,20 +29,44 @@ def check_available() -> None:
         raise CodecUnavailable("numba is not installed", "pip install 'numba>=0.58'")
 
 
-def make_spiht(**params):
-    """``spiht``: binary, uncoded output (the paper's first table)."""
+def make_spiht(
+    *, max_bpp: float = 2.5, levels: int = 5, weighted: bool = False, recon: float = 0.5
+) -> ProgressiveCodec:
+    """``spiht``: binary, uncoded output (the paper's first table).
+
+    Args:
+        max_bpp: the encoder stops at this rate (bits per pixel).
+        levels: CDF 9/7 decomposition levels (fewer on small images).
+        weighted: weight components and bands by their RGB error and synthesis norms (off, as
+            in the paper).
+        recon: where the decoder puts a coefficient in its known interval (0.5: the midpoint).
+    """
     check_available()
     from plugins.spiht.codec import SpihtCodec
 
-    return SpihtCodec(arithmetic=False, **params)
+    return SpihtCodec(
+        arithmetic=False, max_bpp=max_bpp, levels=levels, weighted=weighted, recon=recon
+    )
 
 
-def make_spiht_ac(**params):
-    """``spiht-ac``: every decision through an adaptive binary arithmetic coder."""
+def make_spiht_ac(
+    *, max_bpp: float = 2.5, levels: int = 5, weighted: bool = False, recon: float = 0.5
+) -> ProgressiveCodec:
+    """``spiht-ac``: every decision through an adaptive binary arithmetic coder.
+
+    Args:
+        max_bpp: the encoder stops at this rate (bits per pixel).
+        levels: CDF 9/7 decomposition levels (fewer on small images).
+        weighted: weight components and bands by their RGB error and synthesis norms (off, as
+            in the paper).
+        recon: where the decoder puts a coefficient in its known interval (0.5: the midpoint).
+    """
     check_available()
     from plugins.spiht.codec import SpihtCodec
 
-    return SpihtCodec(arithmetic=True, **params)
+    return SpihtCodec(
+        arithmetic=True, max_bpp=max_bpp, levels=levels, weighted=weighted, recon=recon
+    )
 
 
 @hookimpl
@@ -55,7 +79,6 @@ def register_codecs(register):
                 "SPIHT (Said & Pearlman 1996), CDF 9/7, 5 levels, binary uncoded; "
                 "embedded to the bit"
             ),
-            kind="progressive",
             check=check_available,
         )
     )
@@ -67,7 +90,6 @@ def register_codecs(register):
                 "SPIHT with adaptive binary arithmetic coding (context-modelled decisions); "
                 "honest truncation"
             ),
-            kind="progressive",
             check=check_available,
         )
     )
