@@ -568,7 +568,8 @@ def check(
         verdict = f"FAIL, {len(failed)} of {len(results)} checks failed ({where})"
     else:
         verdict = f"PASS, {len(results)} checks on {images} images"
-    out.print(f"bench check {codec}: {verdict} in {seconds:.1f} s", markup=False, highlight=False)
+    line = f"bench check {codec}: {verdict} in {seconds:.1f} s"
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(EXIT_PROBLEM)
 

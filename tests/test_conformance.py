@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from conftest import BITPLANE, MISBEHAVING
+import subprocess
 
-from bench.conformance import run_checks
+from conftest import BITPLANE, MISBEHAVING, bench_command
+
+from bench.conformance import (
+    DENSE_BYTES,
+    SPREAD_CUTS,
+    monotone_result,
+    prefix_lengths_after_header,
+    run_checks,
+)
 from bench.testing import ConformanceSuite
 
 
@@ -58,3 +66,59 @@ def test_overstated_full_quality_is_caught(tmp_path):
     )
     failed = _failed(run_checks("boastful", plugin_files=(str(plugin),)))
     assert "full-quality" in failed
+
+
+def test_prefix_lengths_are_dense_after_the_header_then_spread():
+    lengths = prefix_lengths_after_header(7, 10_000)
+    dense = list(range(7, 7 + DENSE_BYTES + 1))
+    assert lengths[: len(dense)] == dense
+    after = lengths[len(dense) :]
+    assert len(after) == SPREAD_CUTS + 1 and after[-2:] == [9_999, 10_000]
+    assert max(b - a for a, b in zip(after[:-1], after[1:], strict=True)) < 10_000 / SPREAD_CUTS + 1
+    assert prefix_lengths_after_header(7, 7 + DENSE_BYTES + SPREAD_CUTS) == list(
+        range(7, 7 + DENSE_BYTES + SPREAD_CUTS + 1)
+    )
+
+
+def test_monotone_reports_a_rise_as_no_drop_and_a_drop_as_positive():
+    rising = monotone_result("x", [10, 20, 30], [20.0, 25.5, 31.0], 0.25, "{} bytes".format)
+    assert rising.passed and rising.detail.startswith("PSNR never fell over 3 cuts")
+    assert (
+        "20.00 dB at 10 bytes to 31.00 dB at 30 bytes" in rising.detail and "-" not in rising.detail
+    )
+    falling = monotone_result("x", [10, 20, 30], [20.0, 25.5, 25.2], 0.25, "{} bytes".format)
+    assert not falling.passed and "largest PSNR drop 0.300 dB, at 30 bytes" in falling.detail
+    assert monotone_result("x", [1, 2], [30.0, 29.8], 0.25, "{} bytes".format).passed
+
+
+def test_bench_check_says_what_it_checked_and_ends_with_a_verdict():
+    done = subprocess.run(
+        bench_command("check", "bitplane"), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    progress = done.stderr.splitlines()
+    assert progress[0].startswith("checks (progressive): encode gives bytes; deterministic;")
+    assert progress[1].startswith("images: 4 crops (height x width) of bundled Kodak images:")
+    assert "1x1 of kodim01.png at row 10, column 10" in progress[1]
+    assert [line.split(":")[0] for line in progress[2:10]] == [
+        f"[{i}/4] {name}"
+        for i, name in enumerate(("64x96", "37x53", "1x1", "192x176"), 1)
+        for _ in range(2)
+    ]
+    assert progress[-2:] == [
+        "fresh process: decoding 12 streams of 4 images in one",
+        progress[-1],
+    ] and progress[-1].startswith("fresh process: done (")
+    assert "PSNR never fell" in done.stdout and "drop -" not in done.stdout
+    verdict = done.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("bench check bitplane: PASS, 31 checks on 4 images in ")
+
+
+def test_bench_check_failure_names_the_failed_checks():
+    done = subprocess.run(
+        bench_command("check", "fragile"), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1
+    verdict = done.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("bench check fragile: FAIL, 3 of ")
+    assert "(prefixes on 64x96, prefixes on 37x53, prefixes on 192x176)" in verdict
