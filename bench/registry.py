@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.plonq",
     "plugins.dzq",
     "plugins.deephq",
+    "plugins.hc",
 )
 
 ENTRY_POINT_GROUP = "bench"

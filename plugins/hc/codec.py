@@ -1,0 +1,271 @@
+"""HC's progressive codec: header and hyper-latent, then ``y4``, ``y3``, ``y2``, each refined
+through the shared nested-interval latent coder (:mod:`plugins.learned.coding.latent`).
+
+Stream layout (varints are LEB128)::
+
+    tag            1 byte   0x43, format 1
+    H, W           varints  image size
+    weights        4 bytes  first 4 bytes of the HC weights file's sha256 (checked on decode)
+    reconstruction 1 byte   0 = Gaussian conditional mean inside an interval, 1 = midpoint
+    chunk          varint   chunk size in units of 64 bits of expected cost
+    levels         1 byte   nested levels per latent: 1 = by depth only, L = PLONQ's dead-zone
+                            steps 2**(L-1), ..., 2, 1 inside every latent
+    len(z), z      varint + the hyper-latent (the entropy bottleneck's integer tables)
+    y4 chunks ...           the deepest latent (prior: the hyperprior)
+    y3 chunks ...           prior N(mu3, sigma3) from the decoded y4
+    y2 chunks ...           prior N(mu2, sigma2) from the decoded y4 and y3
+
+Each latent is the fine integers ``n_i = round(y_i - mu_i)`` (residual quantisation), coded by
+:func:`~plugins.learned.coding.latent.encode_latent` level by level, elements in decreasing
+order of their prior scale, in self-delimiting chunks: any prefix decodes every complete chunk
+and nothing else. A latent's chunks start where the deeper latent's end, so its prior (which
+needs the deeper latents' exact integers) is computed only once they are complete; the
+decoder parses nothing of ``y3`` before ``y4`` is complete.
+
+Reconstruction of a prefix: ``y4_hat = mu4 + r4`` (``r4`` from the coder: the integer when
+known, else the reconstruction of its current interval, else, before any chunk, 0); the prior
+networks then give ``mu3`` from ``y4_hat`` and ``mu2`` from ``(y4_hat, y3_hat)``, and a latent
+with no complete chunk decodes to that conditional mean (``y3_hat = mu3``, ``y2_hat = mu2``);
+one partly received decodes like ``y4``. While ``y4`` is incomplete, the conditional means of
+the shallower latents are computed from its current estimate (they then only shape pixels,
+never parsing).
+
+``nested=False`` (one level) sends each element's integer at once: progression by depth only.
+``nested=True`` (default) adds the nested refinement inside every latent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.codec import CodecInfo, CorruptStream, ProgressiveCodec, check_image
+from plugins.hc.runtime import HCRuntime, Prior
+from plugins.hc.weights import DEFAULT_WEIGHTS, resolve
+from plugins.learned.codec import DecoderMemo, library_versions
+from plugins.learned.coding import latent as lc
+from plugins.learned.coding.bits import Reader, put_varint
+from plugins.learned.coding.header import (
+    RECON_CODES,
+    RECON_NAMES,
+    check_chunk_bits,
+    put_chunk_bits,
+    read_chunk_bits,
+    read_image_header,
+    write_image_header,
+)
+from plugins.plonq.codec import MAX_LEVELS, PlonqLevels
+
+#: Stream tag (the learned codecs' tags: msh 0x4D, plonq-naive 0x4E, PLONQ 0x51, DZQ 0x44,
+#: DeepHQ 0x48).
+TAG = 0x43
+LATENT_NAMES = ("y4", "y3", "y2")
+
+
+@dataclass
+class DecodedHC:
+    """A decoded prefix with what the decoder learned (for tests and benchmarks)."""
+
+    image: np.ndarray
+    #: Per latent (deepest first): "none", "partial" or "complete".
+    received: tuple[str, str, str]
+    latents: tuple[np.ndarray, np.ndarray, np.ndarray]  # y4_hat, y3_hat, y2_hat (float64)
+    header_bytes: int
+    seconds: dict[str, float]
+
+
+_TABLES: OrderedDict[tuple, lc.CoderTables] = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+
+
+def coder_tables(runtime: HCRuntime, levels: int, reconstruction: str) -> lc.CoderTables:
+    """The nested-interval tables of ``levels`` over the model's Gaussian tables (cached)."""
+    key = (runtime.resolved.sha256, levels, reconstruction)
+    with _TABLES_LOCK:
+        if key in _TABLES:
+            _TABLES.move_to_end(key)
+            return _TABLES[key]
+    tables = lc.build_tables(
+        runtime.cdf,
+        runtime.cdf_length,
+        runtime.offset,
+        PlonqLevels(levels),
+        runtime.scale_table,
+        reconstruction,
+        precision=16,
+    )
+    with _TABLES_LOCK:
+        _TABLES[key] = tables
+        while len(_TABLES) > 4:
+            _TABLES.popitem(last=False)
+    return tables
+
+
+def _order(prior: Prior) -> tuple[np.ndarray, np.ndarray]:
+    """Refinement order of a latent's elements and their scale indexes in that order."""
+    order = lc.refinement_order(prior.indexes)
+    return order, prior.indexes.reshape(-1).astype(np.int64)[order]
+
+
+class HCCodec(ProgressiveCodec):
+    """HC, progressive by depth (see module doc)."""
+
+    name = "hc"
+    version = "1"
+    description = (
+        "HC (Ge et al. 2021): hierarchical latents y4 (hyperprior), y3 | y4, y2 | y3,y4 with "
+        "residual quantisation; stream by depth, each latent refined by nested levels"
+    )
+    full_stream_psnr = None
+
+    def __init__(
+        self,
+        weights: str = DEFAULT_WEIGHTS,
+        nested: bool = True,
+        levels: int = 4,
+        chunk_bits: int = 1024,
+        reconstruction: str = "mean",
+        memo: bool = False,
+    ) -> None:
+        if reconstruction not in ("mean", "midpoint"):
+            raise ValueError("reconstruction must be 'mean' or 'midpoint'")
+        if not 1 <= int(levels) <= MAX_LEVELS:
+            raise ValueError(f"levels must be in 1..{MAX_LEVELS}")
+        self.weights_spec = str(weights)
+        self.resolved = resolve(self.weights_spec)  # CodecUnavailable with a fix
+        self.nested = bool(nested)
+        self.levels = int(levels) if self.nested else 1
+        self.chunk_bits = check_chunk_bits(chunk_bits)
+        self.reconstruction = reconstruction
+        self.memo = bool(memo)
+        self._memo_header = DecoderMemo(self.memo)
+        self._runtime: HCRuntime | None = None
+
+    @property
+    def runtime(self) -> HCRuntime:
+        if self._runtime is None:
+            self._runtime = HCRuntime.get(self.weights_spec)
+        return self._runtime
+
+    def parameters(self) -> dict[str, Any]:
+        out = {
+            "weights": self.weights_spec,
+            "nested": self.nested,
+            "levels": self.levels,
+            "chunk_bits": self.chunk_bits,
+            "reconstruction": self.reconstruction,
+        }
+        if self.memo:
+            out["memo"] = True
+        return out
+
+    def info(self) -> CodecInfo:
+        rt = self.runtime
+        return CodecInfo(
+            name=self.name,
+            version=self.version,
+            description=self.description,
+            parameters=self.parameters(),
+            num_parameters=rt.num_parameters,
+            parameter_groups={"hc": rt.num_parameters},
+            weights_bytes=self.resolved.weights_bytes,
+            weights=self.resolved.info(),
+            device="cpu",
+            external=library_versions(),
+        )
+
+    # -- encoder ---------------------------------------------------------------------------------
+
+    def encode(self, image: np.ndarray) -> bytes:
+        check_image(image)
+        rt = self.runtime
+        height, width = image.shape[:2]
+        enc = rt.encode(image)
+        tables = coder_tables(rt, self.levels, self.reconstruction)
+        units = self.chunk_bits * lc.UNITS_PER_BIT
+        out = write_image_header(TAG, height, width, rt.sha_prefix)
+        out.append(RECON_CODES[self.reconstruction])
+        put_chunk_bits(out, self.chunk_bits)
+        out.append(self.levels)
+        put_varint(out, len(enc.z_bytes))
+        out += enc.z_bytes
+        for prior, fine in zip(enc.priors, enc.fine, strict=True):
+            order, idx = _order(prior)
+            body, _stats = lc.encode_latent(tables, fine.reshape(-1)[order], idx, units)
+            out += body
+        return bytes(out)
+
+    # -- decoder ---------------------------------------------------------------------------------
+
+    def decode(self, prefix: bytes) -> np.ndarray:
+        return self.decode_full(prefix).image
+
+    def decode_full(self, prefix: bytes) -> DecodedHC:
+        t_start = time.perf_counter()
+        prefix = bytes(prefix)
+        rt = self.runtime
+        reader = Reader(prefix)
+        height, width = read_image_header(reader, TAG, self.name, rt.sha_prefix, self.weights_spec)
+        recon_code = reader.byte()
+        if recon_code not in RECON_NAMES or RECON_NAMES[recon_code] == "laplace":
+            raise CorruptStream(f"corrupt header: reconstruction code {recon_code}")
+        chunk_bits = read_chunk_bits(reader)
+        levels = reader.byte()
+        if not 1 <= levels <= MAX_LEVELS:
+            raise CorruptStream(f"corrupt HC header: {levels} levels")
+        z_len = reader.varint()
+        rt.check_z_length(z_len, height, width)
+        z_bytes = reader.take(z_len)
+        header_end = reader.pos
+        p4 = self._memo_header.get(prefix[:header_end])
+        if p4 is None:
+            p4 = rt.prior4(z_bytes, rt.hyper_shape(height, width))
+            self._memo_header.put(prefix[:header_end], p4)
+        t_hyper = time.perf_counter()
+        tables = coder_tables(rt, levels, RECON_NAMES[recon_code])
+        units = chunk_bits * lc.UNITS_PER_BIT
+
+        pos = header_end
+        parsing = True
+        received: list[str] = []
+        latents: list[np.ndarray] = []
+        f3 = None
+        for depth in range(3):
+            if depth == 0:
+                prior = p4
+            elif depth == 1:
+                f3, prior = rt.prior3(latents[0])
+            else:
+                prior = rt.prior2(f3, latents[1])
+            rel = np.zeros(prior.means.size, dtype=np.float64)
+            status = "none"
+            if parsing:
+                order, idx = _order(prior)
+                state = lc.decode_latent(tables, prefix, pos, idx, units)
+                rel[order] = lc.reconstruct(tables, state)
+                pos = state.end
+                if state.complete:
+                    status = "complete"
+                else:
+                    status = "partial" if state.stats.chunks else "none"
+                    parsing = False
+            received.append(status)
+            latents.append(prior.means + rel.reshape(prior.means.shape))
+        t_latent = time.perf_counter()
+        image = rt.synthesise(latents[0], latents[1], latents[2], height, width)
+        return DecodedHC(
+            image=image,
+            received=tuple(received),
+            latents=tuple(latents),
+            header_bytes=header_end,
+            seconds={
+                "header+z+hyper": t_hyper - t_start,
+                "latents+priors": t_latent - t_hyper,
+                "synthesis": time.perf_counter() - t_latent,
+            },
+        )

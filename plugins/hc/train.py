@@ -1,0 +1,450 @@
+"""``bench train hc``: train HC (resumable), export float16 weights with a sidecar.
+
+Built on the base trainer's pieces (:mod:`plugins.learned.train`: training images and the Kodak
+refusal, random crops, atomic checkpoints, the stop flag, the JSONL log; and
+:mod:`plugins.learned.training`: precision modes, cosine schedule, relay directory). The loop is
+the base trainer's, with HC's model and loss (:func:`plugins.hc.model.rd_terms`, which also logs
+the rate of each latent) and an evaluation that codes Kodak images with the real HC codec (the
+full stream of :class:`plugins.hc.codec.HCCodec`).
+
+Defaults are the base relay's settings (lambda 0.18, batch 8 of 128 px crops, Adam 1e-4 with a
+1000-iteration warm-up and cosine decay to 1e-5 at 400,000 planned iterations, aux Adam 1e-3,
+gradient clip 1.0, seed 0), so an HC run and the base run at the same iteration count had the
+same budget. Without ``--out`` the run lives in the relay directory
+``$BENCH_TRAIN_DIR/hc-n128-m192-l1800`` and is continued when it holds a checkpoint.
+Ctrl-C or SIGTERM stops after the current step and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.hashing import sha256_file
+from bench.metrics import psnr_rgb
+from plugins.hc.codec import HCCodec
+from plugins.hc.nets import HCConfig
+from plugins.hc.runtime import HCRuntime
+from plugins.hc.weights import WEIGHTS_FORMAT
+from plugins.learned.train import (
+    MAX_WEIGHTS_BYTES,
+    TrainConfig,
+    _append_log,
+    _atomic_write_json,
+    _split_parameters,
+    _StopFlag,
+    load_kodak,
+    load_training_images,
+    manifest_sha256,
+    sample_batch,
+    save_checkpoint,
+)
+from plugins.learned.training.precision import TrainMode, device_name, validated_modes
+from plugins.learned.training.relay import lambda_tag, train_root
+from plugins.learned.training.schedule import CosineSchedule
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "bench-hc-checkpoint-v1"
+LOG_NAME = "log.jsonl"
+
+
+@dataclasses.dataclass
+class HCTrainConfig(TrainConfig):
+    """The base trainer's config plus HC's channel counts (stored in every checkpoint)."""
+
+    C3: int = 16
+    C2: int = 4
+    P: int = 64
+    precision: str = "auto"
+    threads: int = 1
+
+    IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
+
+    @property
+    def model_config(self) -> HCConfig:
+        return HCConfig(N=self.N, M=self.M, C3=self.C3, C2=self.C2, P=self.P)
+
+
+def relay_dir(N: int, M: int, lmbda: float) -> Path:
+    """``$BENCH_TRAIN_DIR/hc-nN-mM-lLAMBDA``: HC's stable checkpoint directory."""
+    return train_root() / f"hc-n{N}-m{M}-l{lambda_tag(lmbda)}"
+
+
+def choose_mode(cfg: HCTrainConfig) -> TrainMode:
+    """``precision="auto"``: the last (bf16) of the base trainer's validated modes when its A/B
+    passed, else fp32 channels_last; otherwise as configured."""
+    if cfg.precision == "auto":
+        return validated_modes(cfg.device)[-1]
+    return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no HC checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an HC training checkpoint ({CHECKPOINT_FORMAT})")
+    return state
+
+
+def evaluate(model, images: dict[str, np.ndarray], work_dir: Path) -> dict[str, Any]:
+    """Kodak images through the real HC codec (full stream, float16-rounded weights written to
+    ``work_dir``): mean bpp and PSNR-RGB, per image."""
+    t0 = time.perf_counter()
+    path = work_dir / "eval.safetensors"
+    write_weights(model, path, {"iterations": "0"})
+    codec = HCCodec(weights=str(path))
+    per_image = []
+    for name, img in images.items():
+        data = codec.encode(img)
+        rec = codec.decode(data)
+        bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
+        per_image.append({"image": name, "bpp": bpp, "psnr_rgb": psnr_rgb(img, rec)})
+    HCRuntime._cache.clear()
+    return {
+        "images": list(images),
+        "bpp": float(np.mean([p["bpp"] for p in per_image])),
+        "psnr_rgb": float(np.mean([p["psnr_rgb"] for p in per_image])),
+        "per_image": per_image,
+        "eval_seconds": time.perf_counter() - t0,
+    }
+
+
+def write_weights(model, out_file: Path, meta: dict[str, str]) -> int:
+    """Float16 safetensors of a copy of ``model`` with tables built by ``update()`` from the
+    float16-rounded weights; returns the size in bytes (ValueError over 16 MB)."""
+    import copy
+
+    import torch
+    from safetensors.torch import save_file
+
+    model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.to(torch.float16).to(t.dtype))
+    model.update(force=True)
+    tensors = {
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach())
+        .contiguous()
+        .clone()
+        for k, v in model.state_dict().items()
+    }
+    meta = {"format": WEIGHTS_FORMAT, **{k: str(v) for k, v in model.cfg.to_dict().items()}, **meta}
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)
+    size = tmp.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        tmp.unlink()
+        raise ValueError(f"exported weights are {size} bytes, over {MAX_WEIGHTS_BYTES}")
+    os.replace(tmp, out_file)
+    return size
+
+
+def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str, Any]:
+    """Train (or continue) HC; returns a summary. ``options`` are :class:`HCTrainConfig` fields."""
+    import torch
+
+    from plugins.hc.model import HCModel, rd_terms
+
+    options = {k: v for k, v in options.items() if v is not None}
+    ckpt_path = out / CHECKPOINT_NAME
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        stored = HCTrainConfig.from_dict(state["config"])
+        conflicts = [
+            k for k in HCTrainConfig.IDENTITY if k in options and options[k] != getattr(stored, k)
+        ]
+        if conflicts:
+            raise ValueError(f"cannot resume with a different {', '.join(conflicts)}")
+        cfg = dataclasses.replace(stored, **options, out=str(out))
+    else:
+        if ckpt_path.exists():
+            raise ValueError(f"{ckpt_path} exists: pass --resume, or choose another --out")
+        cfg = HCTrainConfig(**options, out=str(out))
+        if not cfg.data:
+            raise ValueError("--data is required for a new training run")
+        cfg.data = str(Path(cfg.data).resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG_NAME
+    torch.set_num_threads(max(1, cfg.threads))
+
+    images = load_training_images(cfg.data, cfg.crop, cfg.kodak, log=console)
+    manifest = manifest_sha256(cfg.data)
+    eval_set = load_kodak(cfg.kodak, cfg.eval_images) if cfg.eval_every > 0 else {}
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = HCModel(cfg.model_config)
+    mode = choose_mode(cfg)
+    legs: list[dict[str, Any]] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        iteration = int(state["iteration"])
+        train_seconds = float(state["train_seconds"])
+        last_eval = state.get("last_eval")
+        legs = list(state.get("legs", []))
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        console(f"resuming {ckpt_path} at iteration {iteration}")
+    else:
+        iteration, train_seconds, last_eval = 0, 0.0, None
+        rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    _atomic_write_json(out / "config.json", cfg.to_dict())
+
+    mode.prepare_model(model)
+    main_params, aux_params = _split_parameters(model)
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+    schedule = CosineSchedule(
+        peak=cfg.lr, floor=cfg.lr_min, start=0, end=cfg.iterations, warmup=cfg.warmup
+    )
+    leg = {
+        "mode": mode.label,
+        "device": device_name(mode),
+        "threads": cfg.threads,
+        "from_iteration": iteration,
+        "to_iteration": iteration,
+        "seconds": 0.0,
+        "iterations_per_second": None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    legs.append(leg)
+    _append_log(log_path, {"type": "leg", **leg, "planned_end": cfg.iterations})
+    console(f"HC training, mode {mode.label} on {leg['device']}, {cfg.threads} thread(s)")
+
+    def checkpoint(reason: str) -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "aux_optimizer": aux_optimizer.state_dict(),
+                "iteration": iteration,
+                "train_seconds": train_seconds,
+                "last_eval": last_eval,
+                "legs": legs,
+                "manifest_sha256": manifest,
+                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+                "config": cfg.to_dict(),
+            },
+        )
+        _append_log(log_path, {"type": "checkpoint", "iteration": iteration, "reason": reason})
+
+    keys = ("loss", "mse", "bpp", "bpp_y4", "bpp_y3", "bpp_y2", "bpp_z", "aux")
+    window = dict.fromkeys(keys, 0.0)
+    count, window_s = 0, 0.0
+    stopped_by = None
+    last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
+    model.train()
+    with _StopFlag() as stop:
+        while iteration < last:
+            t0 = time.perf_counter()
+            x = mode.prepare_batch(sample_batch(images, rng, cfg.batch, cfg.crop))
+            optimizer.zero_grad(set_to_none=True)
+            aux_optimizer.zero_grad(set_to_none=True)
+            terms = rd_terms(model, x, cfg.lmbda, mode)
+            terms["loss"].backward()
+            lr = schedule(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+            optimizer.step()
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            aux_optimizer.step()
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values["aux"] = float(aux_loss.detach())
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}")
+            iteration += 1
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            leg["seconds"] += dt
+            leg["to_iteration"] = iteration
+            leg["iterations_per_second"] = (iteration - leg["from_iteration"]) / leg["seconds"]
+            for k in keys:
+                window[k] += values[k]
+            count += 1
+            window_s += dt
+            if iteration % cfg.log_every == 0 or iteration == last:
+                record = {k: window[k] / count for k in keys}
+                record.update(
+                    type="train",
+                    iteration=iteration,
+                    psnr_est=10 * math.log10(1.0 / max(record["mse"], 1e-12)),
+                    seconds=window_s / count,
+                    lr=lr,
+                    mode=mode.label,
+                    train_seconds=train_seconds,
+                    time=time.time(),
+                )
+                _append_log(log_path, record)
+                console(
+                    f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
+                    f"(y4 {record['bpp_y4']:.3f} y3 {record['bpp_y3']:.3f} "
+                    f"y2 {record['bpp_y2']:.3f} z {record['bpp_z']:.3f}) "
+                    f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it lr {lr:.2e}"
+                )
+                window = dict.fromkeys(keys, 0.0)
+                count, window_s = 0, 0.0
+            if eval_set and iteration % cfg.eval_every == 0:
+                t_eval = time.perf_counter()
+                model.eval()
+                last_eval = {"iteration": iteration, **evaluate(model, eval_set, out)}
+                model.train()
+                train_seconds += time.perf_counter() - t_eval
+                _append_log(log_path, {"type": "eval", **last_eval, "time": time.time()})
+                console(
+                    f"eval it {iteration}: Kodak subset {last_eval['bpp']:.4f} bpp, "
+                    f"{last_eval['psnr_rgb']:.2f} dB (real HC coding, full stream)"
+                )
+            if stop.requested:
+                stopped_by = stop.requested
+                break
+            if iteration % cfg.checkpoint_every == 0:
+                checkpoint("periodic")
+        checkpoint(f"stop ({stopped_by})" if stopped_by else "end")
+    return {"iteration": iteration, "stopped_by": stopped_by, "checkpoint": str(ckpt_path)}
+
+
+def export(
+    checkpoint: str | Path, out_file: str | Path, kodak_images: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Float16 weights and a JSON sidecar from a checkpoint, evaluated on Kodak with the real
+    codec (all 24 images unless ``kodak_images`` names some); returns the sidecar."""
+    import torch
+
+    from plugins.hc.model import HCModel
+
+    state = load_checkpoint(checkpoint)
+    cfg = HCTrainConfig.from_dict(state["config"])
+    torch.set_num_threads(max(1, cfg.threads))
+    model = HCModel(cfg.model_config)
+    model.load_state_dict(state["model"])
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    hours = float(state["train_seconds"]) / 3600.0
+    size = write_weights(
+        model,
+        out_file,
+        {"iterations": str(int(state["iteration"])), "hours_trained": f"{hours:.3f}"},
+    )
+    kodak = load_kodak(cfg.kodak, kodak_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = evaluate(model.eval(), kodak, Path(tmp))
+    sidecar = {
+        "format": WEIGHTS_FORMAT,
+        "model": "HC (Ge et al. 2021), this project's implementation (plugins/hc)",
+        "weights_file": out_file.name,
+        "weights_sha256": sha256_file(out_file),
+        "weights_bytes": size,
+        "dtype": "float16; entropy-coder tables int32, built by update() from the float16 weights",
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "config": {
+            **cfg.model_config.to_dict(),
+            **{
+                k: getattr(cfg, k)
+                for k in ("lmbda", "crop", "batch", "lr", "lr_min", "warmup", "aux_lr", "clip")
+            },
+            "planned_iterations": cfg.iterations,
+            "seed": cfg.seed,
+        },
+        "iterations": int(state["iteration"]),
+        "hours_trained": hours,
+        "legs": state.get("legs", []),
+        "training_set": {"path": cfg.data, "manifest_sha256": state.get("manifest_sha256")},
+        "last_training_eval": state.get("last_eval"),
+        "kodak_eval": {
+            "what": "float16 weights as shipped, full HC stream (all three latents)",
+            "num_images": len(kodak),
+            "bpp_mean": result["bpp"],
+            "psnr_rgb_mean": result["psnr_rgb"],
+            "per_image": result["per_image"],
+        },
+        "note": (
+            f"trained {int(state['iteration'])} iterations ({hours:.2f} h) of a planned "
+            f"{cfg.iterations}: far from converged; NOT the paper's model"
+        ),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _atomic_write_json(out_file.with_suffix(".json"), sidecar)
+    return sidecar
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench train hc", description="Train HC (resumable), or export its weights."
+    )
+    p.add_argument("--data", help="training image folder (never Kodak)")
+    p.add_argument("--out", type=Path, help="checkpoint directory (default: the relay dir)")
+    for name, typ in (
+        ("N", int), ("M", int), ("C3", int), ("C2", int), ("P", int), ("lmbda", float),
+        ("iterations", int), ("batch", int), ("crop", int), ("lr", float), ("lr-min", float),
+        ("warmup", int), ("threads", int), ("stop-at", int), ("checkpoint-every", int),
+        ("eval-every", int), ("seed", int), ("log-every", int), ("kodak", str),
+        ("device", str), ("precision", str),
+    ):  # fmt: skip
+        p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--export", metavar="FILE.safetensors", help="export the checkpoint")
+    p.add_argument("--export-images", default=None, help="Kodak names for the export's eval")
+    return p.parse_args(argv)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``bench train hc`` (argparse options: ``--help``); exit 0 ok, 3 bad input."""
+    args = _parse_args(argv)
+    defaults = HCTrainConfig()
+    out = args.out or relay_dir(args.N or defaults.N, args.M or defaults.M, args.lmbda or 0.18)
+    resume = args.resume or (args.out is None and (out / CHECKPOINT_NAME).is_file())
+    try:
+        if args.export:
+            sidecar = export(out, args.export, _names(args.export_images))
+            print(json.dumps({k: sidecar[k] for k in ("iterations", "hours_trained")}))
+            return 0
+        options = {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("out", "resume", "export", "export_images", "eval_images")
+        }
+        summary = train(out, resume=resume, eval_images=_names(args.eval_images), **options)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
