@@ -92,7 +92,7 @@ def dzq():
 
 class TestDzqConformance(ConformanceSuite):
     codec = "dzq"
-    params = {"weights": WEIGHTS, "memo": True}
+    params = {"weights": WEIGHTS}
     pytestmark = needs_model
 
 
@@ -100,7 +100,7 @@ class TestDzqConformance(ConformanceSuite):
 @needs_model[1]
 def test_layer_rates_hit_their_targets(dzq):
     from plugins.learned.coding import latent as lc
-    from plugins.learned.progressive import cached_tables
+    from plugins.learned.nested import cached_tables
 
     image = kodak("kodim21.png", 150, 200, 192, 256)
     base = dzq.base

@@ -34,38 +34,26 @@ Where this departs from the paper (documented choices)
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.codec import (
-    CodecInfo,
-    CodecUnavailable,
-    CorruptStream,
-    ProgressiveCodec,
-    WeightsInfo,
-    check_image,
-)
+from bench.codec import CodecUnavailable, CorruptStream, WeightsInfo
 from bench.hashing import sha256_file
 from plugins.deephq import coder
 from plugins.deephq import params as dp
+from plugins.learned.codec import LearnedProgressiveCodec
 from plugins.learned.coding import latent as lc
-from plugins.learned.coding.bits import Reader, put_varint
-from plugins.learned.model_io import BaseModel, read_z
-from plugins.learned.progressive import (
-    CHUNK_UNIT_BITS,
+from plugins.learned.coding.bits import Reader
+from plugins.learned.coding.header import (
     RECON_CODES,
     RECON_NAMES,
-    Decoded,
-    DecoderMemo,
-    check_chunk_bits,
-    library_versions,
+    put_chunk_bits,
     read_chunk_bits,
-    read_image_header,
-    write_image_header,
 )
+from plugins.learned.model_io import BaseModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "deephq-msh-n128-m192-l1800"
@@ -92,16 +80,6 @@ def resolve_params(spec: str) -> Path:
     return path
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    """A flag given as a bool or as text (``masks=false`` on the command line)."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return text in ("true", "1", "yes")
-    return bool(value)
-
-
 def check_bundled() -> None:
     """``check()`` of the plugin: the learned codecs' dependencies, the base weights and the
     shipped DeepHQ parameters (as for the other learned codecs, the check knows no ``weights=``
@@ -112,10 +90,42 @@ def check_bundled() -> None:
     resolve_params(DEFAULT_WEIGHTS)
 
 
-class DeepHQCodec(ProgressiveCodec):
+@dataclass(frozen=True)
+class DeepHQCoding:
+    """The :class:`~plugins.learned.codec.LatentCoding` of DeepHQ's layers (and masks)."""
+
+    ctx: coder.CoderContext
+    reconstruction: str
+    chunk_bits: int
+
+    @property
+    def chunk_units(self) -> int:
+        return self.chunk_bits * lc.UNITS_PER_BIT
+
+    def encode(self, fine, idx, channel):
+        return coder.encode(self.ctx, fine, idx, channel, self.chunk_units)
+
+    def decode(self, prefix, start, idx, channel):
+        return coder.decode(self.ctx, prefix, start, idx, channel, self.chunk_units)
+
+    def reconstruct(self, state) -> np.ndarray:
+        return coder.reconstruct(self.ctx, state.elements, self.reconstruction)
+
+
+@dataclass(frozen=True)
+class DeepHQFields:
+    """The header fields of a DeepHQ stream."""
+
+    masks: bool
+    reconstruction: str
+    chunk_bits: int
+
+
+class DeepHQCodec(LearnedProgressiveCodec):
     """DeepHQ-MS (see module doc). ``masks=False`` is the ablation without selective coding."""
 
     name = "deephq"
+    tag = TAG
     version = "1"
     description = (
         "DeepHQ-MS (Lee et al. 2024): learned per-layer, per-channel steps of an 8-layer "
@@ -141,17 +151,12 @@ class DeepHQCodec(ProgressiveCodec):
             raise CodecUnavailable(str(exc), TRAIN_FIX) from exc
         self.sha256 = sha256_file(self.path)
         self.base_spec = self.params.meta.get("base_weights", "")
-        self.masks = _as_bool(masks, "masks")
-        self.memo = _as_bool(memo, "memo")
-        self._memo_hyper = DecoderMemo(self.memo)
-        self._memo_image = DecoderMemo(self.memo)
-        self.chunk_bits = check_chunk_bits(chunk_bits)
-        self.reconstruction = reconstruction
-        self._base: BaseModel | None = None
-        self._ctx: coder.CoderContext | None = None
+        self.masks = bool(masks)
+        super().__init__(chunk_bits=chunk_bits, reconstruction=reconstruction, memo=memo)
 
     @property
     def base(self) -> BaseModel:
+        """The base model the parameters were trained on (checked by sha256 and channels)."""
         if self._base is None:
             base = BaseModel.get(self.base_spec or None)
             if base.resolved.sha256 != self.params.base_sha256:
@@ -198,7 +203,10 @@ class DeepHQCodec(ProgressiveCodec):
             out["mask thresholds"] = int(self.params.mask_index_threshold.size)
         return out
 
-    def info(self) -> CodecInfo:
+    def weights_bytes(self) -> int:
+        return self.base.resolved.weights_bytes + self.path.stat().st_size
+
+    def weights_info(self) -> WeightsInfo:
         base = self.base
         added = self.added_parameters()
         side = dp.read_sidecar(self.path) or {}
@@ -213,66 +221,24 @@ class DeepHQCodec(ProgressiveCodec):
             f"{sum(added.values())} parameters ({', '.join(f'{v} {k}' for k, v in added.items())})"
             f"; base: {base.resolved.description}. NOT the DeepHQ paper's weights"
         )
-        return CodecInfo(
-            name=self.name,
-            version=self.version,
-            description=self.description,
-            parameters={**self.parameters(), "added_parameters": added},
-            num_parameters=base.num_parameters + sum(added.values()),
-            weights_bytes=base.resolved.weights_bytes + self.path.stat().st_size,
-            weights=WeightsInfo(
-                source="bundled" if self.weights_spec.startswith("bundled:") else "user",
-                path=str(self.path),
-                sha256=self.sha256,
-                description=description,
-                base_kodak=base.resolved.info().base_kodak,
-            ),
-            device="cpu",
-            external=library_versions(),
-            parameter_groups={"base": base.num_parameters, **added},
+        return WeightsInfo(
+            source="bundled" if self.weights_spec.startswith("bundled:") else "user",
+            path=str(self.path),
+            sha256=self.sha256,
+            description=description,
+            base_kodak=base.resolved.info().base_kodak,
         )
 
-    # -- coding -----------------------------------------------------------------------------
+    # -- the latent strategy of LearnedProgressiveCodec -------------------------------------
 
-    def _order(self, hyper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        order = lc.refinement_order(hyper.indexes)
-        idx = hyper.indexes.reshape(-1).astype(np.int64)[order]
-        plane = hyper.indexes.shape[1] * hyper.indexes.shape[2]
-        return order, idx, order // plane
-
-    def encode(self, image: np.ndarray) -> bytes:
-        return self.encode_with_stats(image)[0]
-
-    def encode_with_stats(self, image: np.ndarray) -> tuple[bytes, lc.CoderStats]:
-        check_image(image)
-        base = self.base
-        height, width = image.shape[:2]
-        analysis = base.analyse(image)
-        hyper = analysis.hyper
-        order, idx, ch = self._order(hyper)
-        fine = np.rint(analysis.y - hyper.means).reshape(-1).astype(np.int64)[order]
-        body, stats = coder.encode(
-            self.context(self.masks), fine, idx, ch, self.chunk_bits * lc.UNITS_PER_BIT
-        )
-        out = write_image_header(TAG, height, width, base)
-        out += bytes.fromhex(self.sha256[:8])
+    def encode_fields(self, base, analysis, fine, idx) -> tuple[bytes, DeepHQCoding]:
+        out = bytearray.fromhex(self.sha256[:8])
         out.append(int(self.masks) | RECON_CODES[self.reconstruction] << 1)
-        put_varint(out, self.chunk_bits // CHUNK_UNIT_BITS)
-        put_varint(out, len(analysis.z_bytes))
-        out += analysis.z_bytes
-        return bytes(out) + body, stats
+        put_chunk_bits(out, self.chunk_bits)
+        coding = DeepHQCoding(self.context(self.masks), self.reconstruction, self.chunk_bits)
+        return bytes(out), coding
 
-    def decode(self, prefix: bytes) -> np.ndarray:
-        return self.decode_full(prefix).image
-
-    def decode_full(self, prefix: bytes) -> Decoded:
-        """The image, the decoder's latent state (:class:`coder.DecodedLatent`), the header size
-        and a time split (seconds)."""
-        t0 = time.perf_counter()
-        prefix = bytes(prefix)
-        reader = Reader(prefix)
-        base = self.base
-        height, width = read_image_header(reader, TAG, self.name, base)
+    def read_fields(self, reader: Reader, base: BaseModel) -> DeepHQFields:
         if reader.take(4).hex() != self.sha256[:8]:
             raise CorruptStream(
                 "stream made with other DeepHQ weights; decode with the same weights"
@@ -281,35 +247,7 @@ class DeepHQCodec(ProgressiveCodec):
         recon = RECON_NAMES.get(flags >> 1)
         if recon not in ("mean", "midpoint") or flags >> 3:
             raise CorruptStream(f"corrupt header: flags {flags:#x}")
-        chunk_bits = read_chunk_bits(reader)
-        z_bytes = read_z(reader, base, height, width)
-        header = prefix[: reader.pos]
-        cached = self._memo_hyper.get(header)
-        if cached is None:
-            hyper = base.hyper(z_bytes, base.hyper_shape(height, width))
-            cached = (hyper, *self._order(hyper))
-            self._memo_hyper.put(header, cached)
-        hyper, order, idx, ch = cached
-        t1 = time.perf_counter()
-        ctx = self.context(bool(flags & 1))
-        state = coder.decode(ctx, prefix, reader.pos, idx, ch, chunk_bits * lc.UNITS_PER_BIT)
-        t2 = time.perf_counter()
-        image = self._memo_image.get(prefix[: state.end])
-        if image is None:
-            rel = coder.reconstruct(ctx, state.elements, recon)
-            y_hat = np.empty(rel.size, np.float64)
-            y_hat[order] = rel
-            y_hat = y_hat.reshape(hyper.means.shape) + hyper.means
-            image = base.synthesise(y_hat, height, width)
-            self._memo_image.put(prefix[: state.end], image)
-        return Decoded(
-            image=image,
-            state=state,
-            header_bytes=len(header),
-            fine_symbols=int(idx.size),
-            seconds={
-                "header+z+hyper": t1 - t0,
-                "latent": t2 - t1,
-                "reconstruction+synthesis": time.perf_counter() - t2,
-            },
-        )
+        return DeepHQFields(bool(flags & 1), recon, read_chunk_bits(reader))
+
+    def latent_coding(self, fields: DeepHQFields, base: BaseModel) -> DeepHQCoding:
+        return DeepHQCoding(self.context(fields.masks), fields.reconstruction, fields.chunk_bits)

@@ -90,7 +90,7 @@ import numpy as np
 from bench.codec import CorruptStream
 from plugins.learned.coding.bits import Reader, put_varint
 from plugins.learned.coding.latent import partition_bits
-from plugins.learned.progressive import NestedLatentCodec
+from plugins.learned.nested import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
 
 STEP_UNITS = 256

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, CorruptStream, RateLadderCodec, check_image, check_stream_size
+from bench.codec import CorruptStream, RateLadderCodec, check_image
+from plugins.learned.codec import OnBaseModel
 from plugins.learned.coding import table as table_coder
 from plugins.learned.coding.bits import Reader, put_varint
-from plugins.learned.model_io import BaseModel, read_z
+from plugins.learned.model_io import read_z
 from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
 
 #: Naive Scaling factors, low rate first; 8, 4, 2, 1 are PLONQ's levels.
@@ -35,60 +36,16 @@ DEFAULT_SCALES = (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0)
 SCALE_UNITS = 64
 
 
-class _LadderBase(RateLadderCodec):
-    tag = 0
-
+class _LadderBase(OnBaseModel, RateLadderCodec):
     def __init__(self, weights: str = DEFAULT_WEIGHTS) -> None:
         self.weights_spec = str(weights)
         self.resolved = resolve(self.weights_spec)
-        self._base: BaseModel | None = None
-
-    @property
-    def base(self) -> BaseModel:
-        if self._base is None:
-            self._base = BaseModel.get(self.weights_spec)
-        return self._base
-
-    def parameters(self) -> dict[str, Any]:
-        return {"weights": self.weights_spec}
-
-    def info(self) -> CodecInfo:
-        from plugins.learned.progressive import library_versions
-
-        return CodecInfo(
-            name=self.name,
-            version=self.version,
-            description=self.description,
-            parameters=self.parameters(),
-            num_parameters=self.base.num_parameters,
-            parameter_groups={"base": self.base.num_parameters},
-            weights_bytes=self.resolved.weights_bytes,
-            weights=self.resolved.info(),
-            device="cpu",
-            external=library_versions(),
-        )
-
-    def _header(self, height: int, width: int) -> bytearray:
-        out = bytearray([self.tag])
-        put_varint(out, height)
-        put_varint(out, width)
-        out += self.base.sha_prefix
-        return out
+        self._base = None
 
     def _read_header(self, data: bytes) -> tuple[Reader, int, int]:
         """Tag, size and weights check of a stream; :class:`~bench.CorruptStream` if wrong."""
         reader = Reader(bytes(data), "stream")
-        tag = reader.byte()
-        if tag != self.tag:
-            raise CorruptStream(f"not a {self.name} stream (tag {tag:#x})")
-        height, width = reader.varint(), reader.varint()
-        check_stream_size(height, width)
-        sha = reader.take(4)
-        if sha != self.base.sha_prefix:
-            raise CorruptStream(
-                f"stream made with weights sha256 {sha.hex()}..., this codec has "
-                f"{self.base.sha_prefix.hex()}..."
-            )
+        height, width = self.read_image_header(reader)
         return reader, height, width
 
 
@@ -114,7 +71,7 @@ class BaseModelLadder(_LadderBase):
         with torch.no_grad():
             enc = base.model.compress(base.to_tensor(image))
         y_bytes, z_bytes = bytes(enc["strings"][0][0]), bytes(enc["strings"][1][0])
-        out = self._header(*image.shape[:2])
+        out = self.image_header(*image.shape[:2])
         put_varint(out, len(z_bytes))
         out += z_bytes
         return bytes(out) + y_bytes
@@ -175,7 +132,7 @@ class NaiveScalingLadder(_LadderBase):
         symbols = np.rint((analysis.y - hyper.means) / s).astype(np.int32)
         indexes = self._indexes(hyper.scales, s)
         y_bytes = table_coder.encode(symbols, indexes, base.cdf, base.cdf_length, base.offset)
-        out = self._header(*image.shape[:2])
+        out = self.image_header(*image.shape[:2])
         put_varint(out, round(s * SCALE_UNITS))
         put_varint(out, len(analysis.z_bytes))
         out += analysis.z_bytes

@@ -59,7 +59,7 @@ import numpy as np
 
 from bench.codec import CorruptStream
 from plugins.learned.coding.bits import Reader
-from plugins.learned.progressive import NestedLatentCodec
+from plugins.learned.nested import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
 
 MAX_LEVELS = 12
