@@ -182,6 +182,12 @@ class HCCodec(ProgressiveCodec):
     # -- encoder ---------------------------------------------------------------------------------
 
     def encode(self, image: np.ndarray) -> bytes:
+        header, sections = self.encode_sections(image)
+        return header + b"".join(sections)
+
+    def encode_sections(self, image: np.ndarray) -> tuple[bytes, list[bytes]]:
+        """The stream in parts: the header (through ``z``) and the chunks of ``y4``, ``y3``,
+        ``y2``; :meth:`encode` concatenates them."""
         check_image(image)
         rt = self.runtime
         height, width = image.shape[:2]
@@ -194,11 +200,12 @@ class HCCodec(ProgressiveCodec):
         out.append(self.levels)
         put_varint(out, len(enc.z_bytes))
         out += enc.z_bytes
+        sections = []
         for prior, fine in zip(enc.priors, enc.fine, strict=True):
             order, idx = _order(prior)
             body, _stats = lc.encode_latent(tables, fine.reshape(-1)[order], idx, units)
-            out += body
-        return bytes(out)
+            sections.append(body)
+        return bytes(out), sections
 
     # -- decoder ---------------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""FLOPs of HC and of the mean-scale base, encoder and decoder, beside the HC paper's Table 1.
+
+Counts come from ``torch.utils.flop_counter.FlopCounterMode`` on a 256x256 input
+(:func:`plugins.hc.flops.count`; what each side runs is stated there). torch counts 2 FLOPs per
+multiply-accumulate; the paper's figures (HC_N128 encoder 2.70e9, decoder 2.51e9; Balle 2018
+N=128 2.36e9) are of the size of one transform's MACs, so the table shows our MACs
+(FLOPs / 2) beside them as well. A script, not a test (it measures no time)::
+
+    .venv/bin/python benchmarks/flops.py
+    .venv/bin/python benchmarks/flops.py --json      # machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from plugins.hc.flops import PAPER_TABLE1, SIDE, count  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    rows = {name: count(name) for name in ("msh", "hc")}
+    paper = {"msh": PAPER_TABLE1["balle2018-n128"], "hc": PAPER_TABLE1["hc"]}
+    if args.json:
+        out = {
+            name: {
+                "encoder_flops": f.encoder,
+                "decoder_flops": f.decoder,
+                "encoder_flops_per_pixel": f.encoder_per_pixel,
+                "decoder_flops_per_pixel": f.decoder_per_pixel,
+                "parts_flops": f.parts,
+                "paper_table1": paper[name],
+            }
+            for name, f in rows.items()
+        }
+        print(json.dumps({"input": [1, 3, SIDE, SIDE], **out}, indent=2))
+        return 0
+    print(f"input 1x3x{SIDE}x{SIDE}; FLOPs as torch counts them (2 per MAC)\n")
+    print(
+        "| model | side | FLOPs | FLOPs/pixel | MACs (FLOPs/2) | paper Table 1 |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for name, f in rows.items():
+        for side, value in (("encoder", f.encoder), ("decoder", f.decoder)):
+            print(
+                f"| {name} | {side} | {value:.3e} | {value / SIDE**2:,.0f} | {value / 2:.3e} | "
+                f"{paper[name][side]:.2e} |"
+            )
+    print(
+        "\nparts (MACs): "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {v / 2:.3e}" for k, v in f.parts.items())
+            for name, f in rows.items()
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
