@@ -5,6 +5,11 @@ bpp and of each metric. A target where any image is undecodable (or missing) has
 point, and neither does a target whose mean bpp does not exceed the previous point's (every
 stream already exhausted): such points would repeat a rate. Per-image curves keep each image's
 decodable points with distinct byte counts.
+
+What a BD table leaves out is named, never dropped silently: :func:`bd_table` lists every image
+without a per-image BD-rate with its reason, :func:`psnr_drops` every place where a codec's
+PSNR falls as its rate rises (which makes an image's curve non-invertible), and
+:func:`short_streams` every target the whole stream did not reach.
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ BD_COLUMNS = (
     "bd_rate_per_image_mean_pct",
     "images_with_bd",
     "images",
+    "images_left_out",
+    "warning",
 )
+#: Columns of :func:`psnr_drops`.
+DROP_COLUMNS = ("codec", "image", "bpp_from", "bpp_to", "psnr_from", "psnr_to")
 
 
 def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -92,9 +101,11 @@ def bd_table(
 ) -> pd.DataFrame:
     """BD-rate and BD-PSNR (PSNR-RGB) of every codec against ``anchor``.
 
-    ``bd_rate``/``bd_psnr``/``overlap``/``reason`` come from the aggregated curves;
-    ``bd_rate_per_image_mean`` is the mean of the finite per-image BD-rates and
-    ``images_with_bd`` how many images had one.
+    ``bd_rate``/``bd_psnr``/``overlap``/``reason`` come from the aggregated curves, and
+    ``warning`` says when they rest on fewer than 4 points per curve in the overlap;
+    ``bd_rate_per_image_mean`` is the mean of the finite per-image BD-rates,
+    ``images_with_bd`` how many images had one and ``images_left_out`` each other image with
+    its reason (a list of ``(image, reason)``; :func:`bd_csv` writes it as text).
     """
     anchor_curve = curves[curves["codec"] == anchor]
     images = sorted(rows["image"].unique())
@@ -103,17 +114,21 @@ def bd_table(
         if codec == anchor:
             continue
         test = curves[curves["codec"] == codec]
-        rate = bd_rate(
-            anchor_curve["bpp"], anchor_curve["psnr_rgb"], test["bpp"], test["psnr_rgb"], method
-        )
-        psnr = bd_psnr(
-            anchor_curve["bpp"], anchor_curve["psnr_rgb"], test["bpp"], test["psnr_rgb"], method
-        )
-        per_image = [
-            bd_rate(*image_curve(rows, anchor, im), *image_curve(rows, codec, im), method).value
+        names = (f"`{anchor}`", f"`{codec}`")
+        points = (anchor_curve["bpp"], anchor_curve["psnr_rgb"], test["bpp"], test["psnr_rgb"])
+        rate = bd_rate(*points, method, names=names)
+        psnr = bd_psnr(*points, method, names=names)
+        per_image = {
+            im: bd_rate(
+                *image_curve(rows, anchor, im),
+                *image_curve(rows, codec, im),
+                method,
+                names=(f"`{anchor}` on {im}", f"`{codec}` on {im}"),
+            )
             for im in images
-        ]
-        mean, count = mean_finite(per_image)
+        }
+        mean, count = mean_finite(r.value for r in per_image.values())
+        left_out = [(im, r.reason) for im, r in per_image.items() if r.reason]
         table.append(
             {
                 "codec": codec,
@@ -126,6 +141,73 @@ def bd_table(
                 "bd_rate_per_image_mean_pct": mean,
                 "images_with_bd": count,
                 "images": len(images),
+                "images_left_out": left_out,
+                "warning": rate.warning or psnr.warning,
             }
         )
     return pd.DataFrame(table, columns=list(BD_COLUMNS))
+
+
+def bd_csv(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The BD tables as ``bdrate.csv`` holds them: ``images_left_out`` as
+    ``"image: reason | image: reason"`` (empty when none)."""
+    frame = pd.concat(tables, ignore_index=True)
+    frame["images_left_out"] = [
+        " | ".join(f"{image}: {reason}" for image, reason in items)
+        for items in frame["images_left_out"]
+    ]
+    return frame
+
+
+def psnr_drops(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every step where an image's PSNR-RGB falls (or stays) as its rate rises.
+
+    One row per (codec, image, consecutive pair of its decodable points with distinct byte
+    counts) where the PSNR at the higher rate is not above the lower one: columns
+    :data:`DROP_COLUMNS` (bpp and PSNR-RGB in dB at both points). Such an image curve is not
+    invertible, so it has no per-image BD-rate. Lossless points (infinite PSNR) never count.
+    """
+    out = []
+    for (codec, image), _ in rows.groupby(["codec", "image"], sort=False):
+        bpp, psnr = image_curve(rows, codec, image)
+        finite = np.isfinite(psnr)
+        bpp, psnr = bpp[finite], psnr[finite]
+        for i in np.flatnonzero(np.diff(psnr) <= 0):
+            out.append(
+                {
+                    "codec": codec,
+                    "image": image,
+                    "bpp_from": float(bpp[i]),
+                    "bpp_to": float(bpp[i + 1]),
+                    "psnr_from": float(psnr[i]),
+                    "psnr_to": float(psnr[i + 1]),
+                }
+            )
+    return pd.DataFrame(out, columns=list(DROP_COLUMNS))
+
+
+def short_streams(rows: pd.DataFrame) -> pd.DataFrame:
+    """Targets a progressive codec's whole stream did not reach, per codec.
+
+    Columns: codec, targets (sorted target bpps where, for some image, the stream ended before
+    the budget, so the point decodes the complete stream), images (how many images),
+    max_stream_bpp (the largest whole-stream rate among them). Rate-ladder rows (a ``setting``)
+    are never counted: a ladder's encoding fits its budget by construction.
+    """
+    columns = ["codec", "targets", "images", "max_stream_bpp"]
+    if rows.empty or "stream_bytes" not in rows:
+        return pd.DataFrame(columns=columns)
+    progressive = rows["setting"].isna() if "setting" in rows else True
+    short = rows[progressive & rows["decodable"] & (rows["stream_bytes"] < rows["budget_bytes"])]
+    out = []
+    for codec, group in short.groupby("codec", sort=False):
+        stream_bpp = 8 * group["stream_bytes"] / (group["height"] * group["width"])
+        out.append(
+            {
+                "codec": codec,
+                "targets": sorted(group["target_bpp"].unique().tolist()),
+                "images": int(group["image"].nunique()),
+                "max_stream_bpp": float(stream_bpp.max()),
+            }
+        )
+    return pd.DataFrame(out, columns=columns)

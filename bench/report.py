@@ -5,6 +5,16 @@ Writes into the run directory: ``report.md`` (Markdown), ``rd.png`` (R-D plot), 
 CompressAI-compatible ``<codec>.json`` per codec, readable by ``python -m compressai.utils.plot``,
 and ``report.html`` with ``plotly.min.js`` (interactive plots and the progressive viewer,
 :mod:`bench.report_html`).
+
+A report with other anchors or another BD method than the run's own (``bench report RUN
+--anchor X``) is a *variant*: ``report-anchor-X.md``, ``report-anchor-X.html`` and
+``bdrate-anchor-X.csv`` beside the run's own files, which stay as they are
+(:func:`variant_suffix`).
+
+What a number leaves out is said beside it: images without a per-image BD-rate with the reason,
+every place a codec's PSNR falls as its rate rises, BD-rates from fewer than 4 points per curve,
+targets a whole stream did not reach; and the learned codecs' "not the papers' weights" caveat,
+with the base model's gap to the published curve, heads the report.
 """
 
 from __future__ import annotations
@@ -15,22 +25,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.curves import aggregate, bd_table, rows_frame
+from bench.curves import aggregate, bd_csv, bd_table, psnr_drops, rows_frame, short_streams
+from bench.provenance import describe_load
 from bench.published import MBT2018_MEAN_KODAK
-from bench.report_html import REPORT_HTML, render_html
+from bench.report_html import DECODE_TIME, render_html
 from bench.store import CODECS, RUN, RunStore, dumps
 from bench.viewer import safe_filename
 
+#: Time table columns: medians say "median", sums over a codec's units say "sum".
 TIME_COLUMNS = {
     "codec": "codec",
-    "encode_s": "encode s",
-    "decode_s": "decode s",
-    "wall_s": "unit wall s",
-    "codec_s": "in codec s",
-    "metrics_s": "metrics s",
-    "viewer_s": "viewer s",
-    "overhead_s": "overhead s",
+    "encode_s": "encode s (median per image)",
+    "decode_s": DECODE_TIME,
+    "wall_s": "unit wall s (sum)",
+    "codec_s": "in codec s (sum)",
+    "metrics_s": "metrics s (sum)",
+    "viewer_s": "viewer s (sum)",
+    "overhead_s": "overhead s (sum)",
 }
+TIME_CAPTION = (
+    "Seconds, per codec. `encode s`: median over images of one whole encode; `decode s`: median "
+    "over points of one decode (each after warm-up, the median of the timed repeats). The "
+    "`(sum)` columns add up all the codec's (codec, image) units: the workers' wall time and "
+    "its split into the codec's own calls, metrics, saving the viewer's reconstructions "
+    "(report.html) and the rest (image loading, cutting, messaging). Timings depend on the "
+    "machine's load, stated below."
+)
 KIND_LABELS = {"progressive": "progressive", "rate-ladder": "non-progressive anchor (rate ladder)"}
 
 
@@ -138,13 +158,36 @@ def _timing(store: RunStore, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pchip") -> Path:
+def run_anchors(record: dict) -> list[str]:
+    """The anchors a run's own report uses: those recorded by ``bench run``, else its first
+    codec."""
+    return list(record.get("anchors") or [c["label"] for c in record["config"]["codecs"]][:1])
+
+
+def variant_suffix(record: dict, anchors: Sequence[str], method: str) -> str:
+    """File-name suffix of a report with ``anchors`` and ``method``: ``""`` for the run's own
+    report (its anchors, or none given, and pchip), else e.g. ``"-anchor-spiht"``,
+    ``"-anchor-a-b-cubic"`` or ``"-cubic"``."""
+    parts = []
+    if anchors and list(anchors) != run_anchors(record):
+        parts.append("anchor-" + "-".join(safe_filename(a) for a in anchors))
+    if method != "pchip":
+        parts.append(method)
+    return "".join(f"-{p}" for p in parts)
+
+
+def render(
+    directory: str | Path, anchors: Sequence[str] = (), method: str = "pchip", suffix: str = ""
+) -> Path:
     """(Re)write every report file of a run from its stored rows; return the report path.
 
     ``anchors``: codecs to measure BD-rates against (default: the run's, else its first codec);
-    the report has one BD table per anchor and ``bdrate.csv`` holds them all. The report is
-    written whatever is missing (no rows, no aggregated point, an anchor that failed): it says
-    what is missing and why. ``ValueError`` only for an anchor that is not a codec of the run.
+    the report has one BD table per anchor and ``bdrate.csv`` holds them all. ``suffix`` (from
+    :func:`variant_suffix`) names a variant: ``report<suffix>.md``, ``report<suffix>.html`` and
+    ``bdrate<suffix>.csv``; the anchor-independent files (curves, JSON, ``rd.png``) are the
+    same for every variant. The report is written whatever is missing (no rows, no aggregated
+    point, an anchor that failed): it says what is missing and why. ``ValueError`` only for an
+    anchor that is not a codec of the run.
     """
     store = RunStore(directory)
     record = store.read_json(RUN)
@@ -153,13 +196,13 @@ def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pc
     labels = [c["label"] for c in record["config"]["codecs"]]
     n_images = len(record["dataset"]["images"])
     curves = aggregate(rows, n_images)
-    anchors = list(anchors) or record.get("anchors") or labels[:1]
+    anchors = list(anchors) or run_anchors(record)
     for anchor in anchors:
         if anchor not in labels:
             raise ValueError(f"anchor {anchor!r} is not a codec of this run ({', '.join(labels)})")
     curves.to_csv(store.dir / "curves.csv", index=False)
     tables = [bd_table(rows, curves, anchor, method) for anchor in anchors]
-    pd.concat(tables, ignore_index=True).to_csv(store.dir / "bdrate.csv", index=False)
+    bd_csv(tables).to_csv(store.dir / f"bdrate{suffix}.csv", index=False)
     for label, points in curves.groupby("codec", sort=False):
         info = infos.get(label, {})
         (store.dir / f"{safe_filename(label)}.json").write_text(
@@ -176,6 +219,7 @@ def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pc
         for a in anchors
         if a not in set(curves["codec"])
     }
+    html_name = f"report{suffix}.html"
     render_html(
         store.dir,
         record,
@@ -184,12 +228,95 @@ def render(directory: str | Path, anchors: Sequence[str] = (), method: str = "pc
         (tables, anchors, no_table, method),
         codec_rows,
         _timing(store, rows).rename(columns=TIME_COLUMNS),
+        extras={
+            "caveat": learned_caveat(record["config"], infos),
+            "drops": psnr_drops(rows),
+            "load": _load_lines(record),
+            "markdown": f"report{suffix}.md",
+        },
+        name=html_name,
     )
-    path = store.dir / "report.md"
+    path = store.dir / f"report{suffix}.md"
     path.write_text(
-        _markdown(store, record, infos, rows, curves, tables, anchors, method, codec_rows)
+        _markdown(
+            store, record, infos, rows, curves, (tables, anchors, method), codec_rows, html_name
+        )
     )
     return path
+
+
+def learned_caveat(config: dict, infos: dict) -> str:
+    """The caveat on codecs running this project's own (bundled) learned weights, with their
+    base model's gap to the published mbt2018-mean curve; ``""`` when no codec has any."""
+    ours = {}
+    for label in [c["label"] for c in config["codecs"]]:
+        weights = (infos.get(label) or {}).get("weights") or {}
+        if weights.get("source") == "bundled":
+            ours[label] = weights.get("base_kodak")
+    if not ours:
+        return ""
+    names = ", ".join(f"`{label}`" for label in ours)
+    text = (
+        f"**Not the papers' weights.** {names} run on small weights this project trained itself "
+        "(`bench train`), not the papers' or CompressAI's models: their R-D figures are far "
+        "below the published ones and compare codecs on the same weak base."
+    )
+    points = {(p["bpp"], p["psnr_rgb"], p.get("num_images")) for p in ours.values() if p}
+    for bpp, psnr, images in sorted(points):
+        gap = MBT2018_MEAN_KODAK.gap_db(bpp, psnr)
+        using = ", ".join(f"`{label}`" for label, p in ours.items() if p and p["bpp"] == bpp)
+        text += (
+            f" The base model of {using} codes Kodak ({images or '?'} images) at {bpp:.3f} bpp / "
+            f"{psnr:.2f} dB: {gap.describe()}, the published curve."
+        )
+    return text
+
+
+def _load_lines(record: dict) -> list[str]:
+    """One line per attempt that recorded the machine load (``run.json`` ``load``)."""
+    lines = []
+    attempts = record["attempts"]
+    for number, attempt in enumerate(attempts, 1):
+        if "load" not in attempt:
+            continue
+        where = f"attempt {number}" if len(attempts) > 1 else "during the run"
+        executor = record["config"].get("executor", "local")
+        described = describe_load(attempt["load"], attempt.get("jobs", 1), executor)
+        lines.append(f"Machine load {where}: {described}.")
+    return lines
+
+
+def _left_out_lines(table: pd.DataFrame) -> list[str]:
+    """Markdown bullets naming each image left out of a codec's per-image BD-rates."""
+    out = []
+    for _, row in table.iterrows():
+        for image, reason in row["images_left_out"]:
+            out.append(f"- `{row['codec']}`: {image} left out: {reason}")
+    return out
+
+
+def _drops_section(drops: pd.DataFrame) -> list[str]:
+    """The section listing where a codec's PSNR falls as its rate rises."""
+    if drops.empty:
+        return []
+    shown = drops.assign(
+        bpp=[
+            f"{a:.3f} -> {b:.3f}" for a, b in zip(drops["bpp_from"], drops["bpp_to"], strict=True)
+        ],
+        psnr=[
+            f"{a:.2f} -> {b:.2f}" for a, b in zip(drops["psnr_from"], drops["psnr_to"], strict=True)
+        ],
+    )
+    return [
+        "## PSNR falling as the rate rises",
+        "",
+        "At these steps a codec's PSNR-RGB on an image does not rise with its rate: that "
+        "image's curve is not invertible, so it has no per-image BD-rate against any anchor "
+        "(and an aggregated curve that falls has no BD-rate at all).",
+        "",
+        _table(shown, {"codec": "codec", "image": "image", "bpp": "bpp", "psnr": "PSNR dB"}, {}),
+        "",
+    ]
 
 
 def _bd_section(table: pd.DataFrame, anchor: str, method: str) -> list[str]:
@@ -199,7 +326,14 @@ def _bd_section(table: pd.DataFrame, anchor: str, method: str) -> list[str]:
     shown = table.assign(
         overlap=table["overlap_psnr_db"].map(
             lambda o: f"{o[0]:.2f}-{o[1]:.2f} dB" if isinstance(o, tuple | list) else "none"
-        )
+        ),
+        images_shown=[
+            f"{a}/{b}" for a, b in zip(table["images_with_bd"], table["images"], strict=True)
+        ],
+        note=[
+            r or (f"warning: {w}" if w else "")
+            for r, w in zip(table["reason"], table["warning"], strict=True)
+        ],
     )
     columns = {
         "codec": "codec",
@@ -207,10 +341,14 @@ def _bd_section(table: pd.DataFrame, anchor: str, method: str) -> list[str]:
         "bd_psnr_db": "BD-PSNR dB",
         "overlap": "overlap",
         "bd_rate_per_image_mean_pct": "mean per-image BD-rate %",
-        "images_with_bd": "images",
-        "reason": "note",
+        "images_shown": "images",
+        "note": "note",
     }
-    return [*out, _table(shown, columns, {"bd_psnr_db": 3}), ""]
+    out += [_table(shown, columns, {"bd_psnr_db": 3}), ""]
+    left_out = _left_out_lines(table)
+    if left_out:
+        out += ["Images without a per-image BD-rate (not in the mean):", "", *left_out, ""]
+    return out
 
 
 def _added_parameters(info: dict) -> str:
@@ -264,7 +402,8 @@ def _codec_rows(config: dict, infos: dict) -> list[dict]:
     return codec_rows
 
 
-def _markdown(store, record, infos, rows, curves, tables, anchors, method, codec_rows) -> str:
+def _markdown(store, record, infos, rows, curves, bd, codec_rows, html_name) -> str:
+    tables, anchors, method = bd
     config, attempt = record["config"], record["attempts"][-1]
     git = attempt.get("git", {})
     out = [
@@ -280,12 +419,14 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method, codec
         f"python {attempt['python']}; jobs {config['jobs']}, threads {config['threads']}, "
         f"timing repeats {config['repeats']} (median)",
         "",
-        f"Interactive report with the progressive viewer: [{REPORT_HTML}]({REPORT_HTML}) "
+        f"Interactive report with the progressive viewer: [{html_name}]({html_name}) "
         "(opens from disk, no network).",
         "",
-        "![R-D curves](rd.png)",
-        "",
     ]
+    caveat = learned_caveat(config, infos)
+    if caveat:
+        out += [caveat, ""]
+    out += ["![R-D curves](rd.png)", ""]
     for table, anchor in zip(tables, anchors, strict=True):
         if anchor not in set(curves["codec"]):
             out += [
@@ -299,8 +440,10 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method, codec
         out += _bd_section(table, anchor, method)
     out.append(
         "Negative BD-rate: fewer bits than the anchor for the same PSNR. `n/a`: undefined (see "
-        "note); never extrapolated beyond the overlap of the two curves."
+        "note); never extrapolated beyond the overlap of the two curves. `warning: few points`: "
+        "fewer than 4 measured points of a curve lie in the overlap, so the figure is rough."
     )
+    out += ["", *_drops_section(psnr_drops(rows))]
     out += ["", "## Codecs", ""]
     out.append(_table(pd.DataFrame(codec_rows), {k: k for k in codec_rows[0]}, {}))
     if any((infos.get(r["codec"], {}).get("weights") or {}).get("base_kodak") for r in codec_rows):
@@ -324,21 +467,14 @@ def _markdown(store, record, infos, rows, curves, tables, anchors, method, codec
                 )
     timing = _timing(store, rows)
     if not timing.empty:
-        out += [
-            "",
-            "## Time",
-            "",
-            "Median encode time per image and median decode time per truncation point "
-            "(seconds, after warm-up). `in codec`/`metrics`/`viewer`/`overhead` split the "
-            "workers' wall time: viewer is saving reconstructions for report.html, overhead is "
-            "image loading, cutting and messaging.",
-            "",
-        ]
+        out += ["", "## Time", "", TIME_CAPTION, ""]
         out.append(_table(timing, TIME_COLUMNS, {}))
         out.append(
             f"\nRun wall time: {sum(a.get('wall_s', 0) for a in record['attempts']):.1f} s "
             f"over {len(record['attempts'])} attempt(s)."
         )
+        load = _load_lines(record)
+        out += ["", *load] if load else ["", "Machine load: not recorded (an older run)."]
     out += ["", "## Mean R-D points", ""]
     for label in [c["label"] for c in config["codecs"]]:
         points = curves[curves["codec"] == label]
@@ -393,6 +529,14 @@ def _missing(store: RunStore, rows: pd.DataFrame, label: str) -> str:
 
 def _notes(store: RunStore, rows: pd.DataFrame) -> list[str]:
     out = ["## Notes and failures", ""]
+    for _, short in short_streams(rows).iterrows():
+        targets = ", ".join(f"{t:g}" for t in short["targets"])
+        out.append(
+            f"- `{short['codec']}`: the whole stream is shorter than the budget at target(s) "
+            f"{targets} bpp on {short['images']} image(s) (whole streams up to "
+            f"{short['max_stream_bpp']:.3f} bpp): those points decode the complete stream, and "
+            "a target whose mean rate does not rise has no aggregated point."
+        )
     undecodable = rows[~rows["decodable"]].groupby("codec").size()
     for codec, count in undecodable.items():
         out.append(

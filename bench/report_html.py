@@ -28,6 +28,8 @@ from bench.viewer import original_file
 
 PLOTLY_FILE = "plotly.min.js"
 REPORT_HTML = "report.html"
+#: The time table's decode column (the codec table repeats it).
+DECODE_TIME = "decode s (median per point)"
 METRIC_LABELS = {
     "psnr_rgb": "PSNR-RGB [dB]",
     "psnr_y": "PSNR-Y [dB]",
@@ -149,6 +151,50 @@ def _fmt(value: Any, digits: int) -> str:
     return str(value)
 
 
+def _inline(text: str) -> str:
+    """Escape ``text`` for HTML, with Markdown's `code` and **bold** as <code> and <strong>."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+def _left_out_html(table: pd.DataFrame) -> str:
+    items = []
+    for _, row in table.iterrows():
+        for image, reason in row["images_left_out"]:
+            items.append(
+                f"<li><code>{html.escape(row['codec'])}</code>: {html.escape(image)} left out: "
+                f"{_inline(reason)}</li>"
+            )
+    if not items:
+        return ""
+    return (
+        '<p class="small">Images without a per-image BD-rate (not in the mean):</p>'
+        f'<ul class="left-out">{"".join(items)}</ul>'
+    )
+
+
+def _drops_html(drops: pd.DataFrame) -> str:
+    if drops.empty:
+        return ""
+    records = [
+        {
+            "codec": r["codec"],
+            "image": r["image"],
+            "bpp": f"{r['bpp_from']:.3f} -> {r['bpp_to']:.3f}",
+            "psnr": f"{r['psnr_from']:.2f} -> {r['psnr_to']:.2f}",
+        }
+        for _, r in drops.iterrows()
+    ]
+    columns = {"codec": "codec", "image": "image", "bpp": "bpp", "psnr": "PSNR-RGB dB"}
+    return (
+        '<h3>PSNR falling as the rate rises</h3><p class="small">At these steps a codec\'s '
+        "PSNR-RGB on an image does not rise with its rate: that image's curve is not "
+        "invertible, so it has no per-image BD-rate against any anchor.</p>"
+        + _table(records, columns, "psnr-drops")
+    )
+
+
 def _bd_html(tables: list[pd.DataFrame], anchors: list[str], notes: dict[str, str], method: str):
     out = []
     for table, anchor in zip(tables, anchors, strict=True):
@@ -169,7 +215,7 @@ def _bd_html(tables: list[pd.DataFrame], anchors: list[str], notes: dict[str, st
                 else "none",
                 "per_image": _fmt(r["bd_rate_per_image_mean_pct"], 2),
                 "images": f"{r['images_with_bd']}/{r['images']}",
-                "note": r["reason"] or "",
+                "note": r["reason"] or (f"warning: {r['warning']}" if r["warning"] else ""),
             }
             for _, r in table.iterrows()
         ]
@@ -183,6 +229,7 @@ def _bd_html(tables: list[pd.DataFrame], anchors: list[str], notes: dict[str, st
             "note": "note",
         }
         out.append(_table(records, columns, f"bd-{anchor}"))
+        out.append(_left_out_html(table))
     return "\n".join(out)
 
 
@@ -194,18 +241,23 @@ def render_html(
     bd: tuple[list[pd.DataFrame], list[str], dict[str, str], str],
     codec_rows: list[dict],
     timing: pd.DataFrame,
+    extras: dict,
+    name: str = REPORT_HTML,
 ) -> Path:
-    """Write ``report.html`` (and ``plotly.min.js``) into the run ``directory``; return its path.
+    """Write ``name`` (``report.html`` or a variant) and ``plotly.min.js`` into the run
+    ``directory``; return the page's path.
 
     ``bd``: (BD tables, their anchors, anchor -> why it has no table, method); ``codec_rows``:
     the codec table as the Markdown report shows it; ``timing``: the time table, one row per
-    codec, columns as displayed (``codec`` and ``decode s`` among them).
+    codec, columns as displayed (``codec`` and :data:`DECODE_TIME` among them). ``extras``:
+    ``caveat`` (Markdown-style text, may be empty), ``drops`` (:func:`bench.curves.psnr_drops`),
+    ``load`` (lines on the machine load), ``markdown`` (the Markdown report's file name).
     """
     plotly_version = write_plotly(directory)
     config = record["config"]
     labels = [c["label"] for c in config["codecs"]]
     targets = [float(t) for t in config["bpp"]]
-    decode = dict(zip(timing["codec"], timing["decode s"], strict=True)) if len(timing) else {}
+    decode = dict(zip(timing["codec"], timing[DECODE_TIME], strict=True)) if len(timing) else {}
     codecs = [
         {
             **r,
@@ -244,7 +296,11 @@ def render_html(
         "STYLE": (assets / "report.css").read_text(),
         "SCRIPT": (assets / "report.js").read_text(),
         "DATA": dumps(data).replace("</", "<\\/"),
-        "BD_TABLES": _bd_html(*bd),
+        "BD_TABLES": _bd_html(*bd) + _drops_html(extras["drops"]),
+        "CAVEAT": f'<p id="caveat">{_inline(extras["caveat"])}</p>' if extras["caveat"] else "",
+        "MARKDOWN": html.escape(extras["markdown"]),
+        "LOAD": "".join(f'<p class="small load">{html.escape(t)}</p>' for t in extras["load"])
+        or '<p class="small load">Machine load: not recorded (an older run).</p>',
         "CODEC_TABLE": _table(codecs, {k: k for k in codecs[0]}, "codec-table") if codecs else "",
         "TIME_TABLE": _table(timing_records, {k: k for k in timing.columns}, "time-table")
         if len(timing)
@@ -252,6 +308,6 @@ def render_html(
         "PROVENANCE": html.escape(json.dumps(record, indent=2)),
     }
     page = re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: replacements[m.group(1)], page)
-    path = directory / REPORT_HTML
+    path = directory / name
     path.write_text(page)
     return path
