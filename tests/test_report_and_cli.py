@@ -174,8 +174,17 @@ def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_pa
     assert "crashy codec refuses width 53" in report
     assert "### bitplane\n\nNo aggregated point: 1 of its 1 points undecodable" in report
     assert pd.read_csv(out / "bdrate.csv").empty
-    assert cli.invoke(app, ["report", str(out), "--anchor", "bitplane"]).exit_code == 0
-    assert "No BD-rates: the anchor `bitplane`" in (out / "report.md").read_text()
+    own = (out / "report.md").read_text()
+    variant = cli.invoke(app, ["report", str(out), "--anchor", "bitplane"])
+    assert variant.exit_code == 0, variant.output
+    # another anchor writes a variant beside the run's own report, which stays as it was
+    assert "report-anchor-bitplane.md" in variant.output and "is unchanged" in variant.output
+    assert (out / "report.md").read_text() == own
+    text = (out / "report-anchor-bitplane.md").read_text()
+    assert "No BD-rates: the anchor `bitplane`" in text
+    assert "[report-anchor-bitplane.html](report-anchor-bitplane.html)" in text
+    assert (out / "report-anchor-bitplane.html").is_file()
+    assert (out / "bdrate-anchor-bitplane.csv").is_file()
     alone = tmp_path / "alone"  # no result row at all
     command = bench_command(
         "run", "--codecs", "crashy", "--dataset", str(dataset), "--out", str(alone),
