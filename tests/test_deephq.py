@@ -633,15 +633,14 @@ def test_default_weights():
     assert quality[-1] > 25.0
 
 
+@pytest.mark.skipif(
+    not DEFAULT_DEEPHQ.is_file(),
+    reason=f"the shipped DeepHQ weights {DEFAULT_DEEPHQ} do not exist yet",
+)
 class TestDeepHQConformance(ConformanceSuite):
-    """The conformance suite on DeepHQ with the parameters of :func:`params_file`, with the
-    decoder memo (a prefix that adds no complete chunk reuses the last synthesis)."""
+    """The conformance suite on DeepHQ as shipped: the bundled steps and masks, no memo."""
 
     codec = "deephq"
-
-    @pytest.fixture(autouse=True)
-    def _params(self, params_file):
-        type(self).params = {"weights": params_file, "memo": True}
 
 
 # -- the parameter file -----------------------------------------------------------------------

@@ -50,7 +50,7 @@ def msh():
 
 class TestPlonqConformance(ConformanceSuite):
     codec = "plonq"
-    params = {"weights": WEIGHTS, "memo": True}
+    params = {"weights": WEIGHTS}
     #: Measured with the lambda-0.18 base (msh-n128-m192-l1800): on the 37x53 crop the last
     #: chunk, which moves every latent from PLONQ's in-interval reconstruction onto the base
     #: model's own integer grid, takes PSNR-RGB from 27.94 to 27.65 dB (-0.29): the base's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 
 import pandas as pd
@@ -122,7 +121,7 @@ def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
     command = bench_command(
         "run",
         "--codecs",
-        "bitplane,crashy",
+        "bitplane,crashy,slow[delay=0]",
         "--anchor",
         "bitplane",
         "--dataset",
@@ -144,8 +143,16 @@ def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):
     assert cli.invoke(app, ["report", str(out)]).exit_code == 0
     assert (out / "bdrate.csv").read_text() == before
     table = pd.read_csv(out / "bdrate.csv")
-    # crashy lacks c.png, so it has no complete aggregated points: NaN with a reason, not a number
-    assert table.empty or math.isnan(table["bd_rate_pct"].iloc[0])
+    # slow[delay=0] is bitplane with a pause: the same streams, so the same curve, BD-rate 0
+    (same,) = table[table["codec"] == "slow[delay=0]"].itertuples()
+    assert same.anchor == "bitplane" and same.bd_rate_pct == pytest.approx(0.0, abs=1e-6)
+    assert same.bd_psnr_db == pytest.approx(0.0, abs=1e-6) and same.images == 3
+    # c.png's curve falls from 22.85 dB at 3.1 bpp to 21.32 dB at 6.1 (raw bit-planes, MSB
+    # first): not invertible, so only a.png and b.png have a per-image BD-rate
+    assert same.images_with_bd == 2 and same.bd_rate_per_image_mean_pct == pytest.approx(0.0)
+    # crashy lacks c.png, so it has no aggregated point: never a number in the BD table
+    assert table[table["codec"] == "crashy"]["bd_rate_pct"].isna().all()
+    assert "### crashy\n\nNo aggregated point: 1 unit(s) failed" in report
 
 
 def test_cli_check_passes_a_conforming_codec_and_fails_a_leaky_one():
