@@ -39,8 +39,8 @@ def untrained_weights(tmp_path_factory) -> str:
     """A weights file of a freshly initialised HC model (seed 0), written by the exporter."""
     import torch
 
-    from plugins.hc.model import HCModel
     from plugins.hc.train import write_weights
+    from plugins.hc.trainable import HCModel
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("hc") / "untrained.safetensors"
@@ -51,7 +51,7 @@ def untrained_weights(tmp_path_factory) -> str:
 def test_model_shapes_and_likelihoods():
     import torch
 
-    from plugins.hc.model import HCModel, rd_terms
+    from plugins.hc.trainable import HCModel, rd_terms
     from plugins.learned.training.precision import TrainMode
 
     torch.manual_seed(0)
@@ -144,7 +144,8 @@ def test_trainer_resumes_and_exports(tmp_path):
     data = ["--data", "/work/shared/datasets/train"]
     if not Path(data[1]).is_dir():
         pytest.skip("no training images in /work/shared/datasets/train")
-    assert main([*common, *data, "--stop-at", "2", "--N", "16", "--M", "24", "--P", "8"]) == 0
+    small = ["--N", "16", "--M", "24", "--P", "8"]
+    assert main([*common, *data, "--stop-at", "2", *small]) == 0
     assert main([*common, "--resume", "--stop-at", "3"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     legs = [r for r in log if r["type"] == "leg"]
@@ -155,6 +156,27 @@ def test_trainer_resumes_and_exports(tmp_path):
     sidecar = json.loads(weights.with_suffix(".json").read_text())
     assert sidecar["iterations"] == 3 and sidecar["kodak_eval"]["num_images"] == 1
     assert sidecar["config"]["N"] == 16 and "NOT the paper's model" in sidecar["note"]
+    # a new machine continues from the shipped file: its iteration count carries on
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "--out",
+                str(again),
+                *data,
+                *common[2:],
+                *small,
+                "--init",
+                str(weights),
+                "--stop-at",
+                "4",
+            ]
+        )
+        == 0
+    )
+    legs = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
+    assert [r["from_iteration"] for r in legs if r["type"] == "leg"] == [3]
+    assert json.loads((again / "config.json").read_text())["start_iteration"] == 3
 
 
 def test_flops_count():

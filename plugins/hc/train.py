@@ -1,17 +1,19 @@
 """``bench train hc``: train HC (resumable), export float16 weights with a sidecar.
 
-Built on the base trainer's pieces (:mod:`plugins.learned.train`: training images and the Kodak
-refusal, random crops, atomic checkpoints, the stop flag, the JSONL log; and
-:mod:`plugins.learned.training`: precision modes, cosine schedule, relay directory). The loop is
-the base trainer's, with HC's model and loss (:func:`plugins.hc.model.rd_terms`, which also logs
-the rate of each latent) and an evaluation that codes Kodak images with the real HC codec (the
-full stream of :class:`plugins.hc.codec.HCCodec`).
+Runs on the learned library's shared loop (:class:`plugins.learned.training.run.Run`:
+checkpoint, RNG state, legs, stop flag, JSONL log) with its data rules
+(:mod:`plugins.learned.training.data`: the training photos, never Kodak; random flipped crops),
+precision modes, cosine schedule and relay directory. HC supplies the model and loss
+(:func:`plugins.hc.trainable.rd_terms`, which also logs the rate of each latent) and an
+evaluation that codes Kodak images with the real HC codec (the full stream of
+:class:`plugins.hc.codec.HCCodec`).
 
 Defaults are the base relay's settings (lambda 0.18, batch 8 of 128 px crops, Adam 1e-4 with a
 1000-iteration warm-up and cosine decay to 1e-5 at 400,000 planned iterations, aux Adam 1e-3,
 gradient clip 1.0, seed 0), so an HC run and the base run at the same iteration count had the
 same budget. Without ``--out`` the run lives in the relay directory
-``$BENCH_TRAIN_DIR/hc-n128-m192-l1800`` and is continued when it holds a checkpoint.
+``$BENCH_TRAIN_DIR/hc-n128-m192-l1800`` and is continued when it holds a checkpoint; on a
+machine without it, ``--init`` continues the shipped weights (their iteration count carries on).
 Ctrl-C or SIGTERM stops after the current step and writes the checkpoint.
 """
 
@@ -22,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -38,43 +39,80 @@ from plugins.hc.codec import HCCodec
 from plugins.hc.nets import HCConfig
 from plugins.hc.runtime import HCRuntime
 from plugins.hc.weights import WEIGHTS_FORMAT
-from plugins.learned.train import (
-    MAX_WEIGHTS_BYTES,
-    TrainConfig,
-    _append_log,
-    _atomic_write_json,
-    _split_parameters,
-    _StopFlag,
+from plugins.learned.training.data import (
+    DEFAULT_EVAL_IMAGES,
+    DEFAULT_KODAK,
     load_kodak,
     load_training_images,
     manifest_sha256,
     sample_batch,
-    save_checkpoint,
 )
+from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.precision import TrainMode, device_name, validated_modes
 from plugins.learned.training.relay import lambda_tag, train_root
+from plugins.learned.training.run import CheckpointError, Run, read_checkpoint
 from plugins.learned.training.schedule import CosineSchedule
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "bench-hc-checkpoint-v1"
-LOG_NAME = "log.jsonl"
+#: Shipped weights must stay <= 16 MB; HC N=128 M=192 is about 15.9 MB in float16 with tables.
+MAX_WEIGHTS_BYTES = 16_000_000
 
 
 @dataclasses.dataclass
-class HCTrainConfig(TrainConfig):
-    """The base trainer's config plus HC's channel counts (stored in every checkpoint)."""
+class HCTrainConfig:
+    """Everything that defines an HC training run (stored in every checkpoint); fields and
+    defaults as the base trainer's, plus HC's channel counts."""
 
+    data: str = ""
+    out: str = ""
+    N: int = 128
+    M: int = 192
     C3: int = 16
     C2: int = 4
     P: int = 64
-    precision: str = "auto"
+    lmbda: float = 0.18
+    iterations: int = 400_000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    lr_min: float = 1e-5
+    warmup: int = 1000
+    aux_lr: float = 1e-3
+    clip: float = 1.0
     threads: int = 1
+    stop_at: int = 0
+    device: str = "cpu"
+    #: ``auto``: bf16 channels_last when the base trainer's A/B passed, else fp32 channels_last.
+    precision: str = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = 250
+    eval_every: int = 1000
+    eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
+    kodak: str = DEFAULT_KODAK
+    log_every: int = 25
+    seed: int = 0
+    init: str = ""
+    start_iteration: int = 0
 
-    IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
+    #: Fields a resumed run must keep.
+    IDENTITY = ("data", "N", "M", "C3", "C2", "P", "lmbda", "batch", "crop", "aux_lr", "clip")
 
     @property
     def model_config(self) -> HCConfig:
         return HCConfig(N=self.N, M=self.M, C3=self.C3, C2=self.C2, P=self.P)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_images"] = list(self.eval_images)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HCTrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "eval_images" in kw:
+            kw["eval_images"] = tuple(kw["eval_images"])
+        return cls(**kw)
 
 
 def relay_dir(N: int, M: int, lmbda: float) -> Path:
@@ -91,17 +129,11 @@ def choose_mode(cfg: HCTrainConfig) -> TrainMode:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no HC checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an HC training checkpoint ({CHECKPOINT_FORMAT})")
-    return state
+    """An HC checkpoint (a file, or ``checkpoint.pt`` in a directory); :class:`CheckpointError`
+    when it is missing, corrupt or not HC's."""
+    return read_checkpoint(
+        path, (CHECKPOINT_FORMAT,), ("model", "optimizer", "config"), what="HC checkpoint"
+    )
 
 
 def evaluate(model, images: dict[str, np.ndarray], work_dir: Path) -> dict[str, Any]:
@@ -159,178 +191,186 @@ def write_weights(model, out_file: Path, meta: dict[str, str]) -> int:
     return size
 
 
+def start_from_weights(model, cfg: HCTrainConfig) -> tuple[int, list[dict[str, Any]]]:
+    """Load exported weights ``cfg.init`` into ``model`` for a new run that continues them:
+    their iteration count carries on (the warm-up restarts there, ``cfg.start_iteration``) and
+    the constant buffers float16 rounded to 0 (GDN pedestals, lower bounds) are restored from a
+    fresh model. Returns ``(iteration, legs of the sidecar)``."""
+    import torch
+
+    from plugins.hc.trainable import HCModel
+    from plugins.hc.weights import load_state
+
+    state, meta = load_state(cfg.init)
+    stored = {k: int(meta[k]) for k in ("N", "M", "C3", "C2", "P")}
+    if stored != cfg.model_config.to_dict():
+        raise ValueError(f"{cfg.init} holds {stored}, not {cfg.model_config.to_dict()}")
+    model.load_state_dict(state)
+    fresh = dict(HCModel(cfg.model_config).named_buffers())
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith((".bound", ".pedestal")) or name.endswith("scale_bound"):
+                buffer.copy_(fresh[name])
+    iteration = int(meta.get("iterations", 0))
+    cfg.start_iteration = iteration
+    side = Path(cfg.init).with_suffix(".json")
+    legs = json.loads(side.read_text()).get("legs", []) if side.is_file() else []
+    return iteration, list(legs)
+
+
 def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str, Any]:
     """Train (or continue) HC; returns a summary. ``options`` are :class:`HCTrainConfig` fields."""
     import torch
 
-    from plugins.hc.model import HCModel, rd_terms
+    from plugins.hc.trainable import HCModel, rd_terms
 
     options = {k: v for k, v in options.items() if v is not None}
-    ckpt_path = out / CHECKPOINT_NAME
+    run = Run(out, CHECKPOINT_FORMAT)
     state = None
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(run.checkpoint_path)
         stored = HCTrainConfig.from_dict(state["config"])
         conflicts = [
             k for k in HCTrainConfig.IDENTITY if k in options and options[k] != getattr(stored, k)
         ]
         if conflicts:
-            raise ValueError(f"cannot resume with a different {', '.join(conflicts)}")
+            raise CheckpointError(f"cannot resume with a different {', '.join(conflicts)}")
         cfg = dataclasses.replace(stored, **options, out=str(out))
     else:
-        if ckpt_path.exists():
-            raise ValueError(f"{ckpt_path} exists: pass --resume, or choose another --out")
+        if run.checkpoint_path.exists():
+            raise CheckpointError(
+                f"{run.checkpoint_path} exists: pass --resume, or choose another --out"
+            )
         cfg = HCTrainConfig(**options, out=str(out))
         if not cfg.data:
             raise ValueError("--data is required for a new training run")
         cfg.data = str(Path(cfg.data).resolve())
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_NAME
     torch.set_num_threads(max(1, cfg.threads))
 
     images = load_training_images(cfg.data, cfg.crop, cfg.kodak, log=console)
     manifest = manifest_sha256(cfg.data)
     eval_set = load_kodak(cfg.kodak, cfg.eval_images) if cfg.eval_every > 0 else {}
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    run.seed(cfg.seed)
     model = HCModel(cfg.model_config)
-    mode = choose_mode(cfg)
-    legs: list[dict[str, Any]] = []
+    last_eval = None
     if state is not None:
         model.load_state_dict(state["model"])
-        iteration = int(state["iteration"])
-        train_seconds = float(state["train_seconds"])
+        run.restore(state)
         last_eval = state.get("last_eval")
-        legs = list(state.get("legs", []))
-        rng = np.random.Generator(np.random.PCG64())
-        rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        console(f"resuming {ckpt_path} at iteration {iteration}")
-    else:
-        iteration, train_seconds, last_eval = 0, 0.0, None
-        rng = np.random.Generator(np.random.PCG64(cfg.seed))
-    _atomic_write_json(out / "config.json", cfg.to_dict())
+        console(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
+    elif cfg.init:
+        run.iteration, run.legs = start_from_weights(model, cfg)
+        run.train_seconds = sum(leg["seconds"] for leg in run.legs)
+        console(f"starting from {cfg.init} (iteration {run.iteration})")
+    atomic_write_json(out / "config.json", cfg.to_dict())
 
+    mode = choose_mode(cfg)
     mode.prepare_model(model)
-    main_params, aux_params = _split_parameters(model)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
     schedule = CosineSchedule(
-        peak=cfg.lr, floor=cfg.lr_min, start=0, end=cfg.iterations, warmup=cfg.warmup
+        peak=cfg.lr,
+        floor=cfg.lr_min,
+        start=cfg.start_iteration,
+        end=max(cfg.iterations, cfg.start_iteration + 1),
+        warmup=cfg.warmup,
     )
-    leg = {
-        "mode": mode.label,
-        "device": device_name(mode),
-        "threads": cfg.threads,
-        "from_iteration": iteration,
-        "to_iteration": iteration,
-        "seconds": 0.0,
-        "iterations_per_second": None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    legs.append(leg)
-    _append_log(log_path, {"type": "leg", **leg, "planned_end": cfg.iterations})
+    leg = run.start_leg(mode.label, device_name(mode), cfg.threads)
+    run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console(f"HC training, mode {mode.label} on {leg['device']}, {cfg.threads} thread(s)")
 
     def checkpoint(reason: str) -> None:
-        save_checkpoint(
-            ckpt_path,
+        saved = run.save(
             {
-                "format": CHECKPOINT_FORMAT,
                 "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
-                "iteration": iteration,
-                "train_seconds": train_seconds,
                 "last_eval": last_eval,
-                "legs": legs,
                 "manifest_sha256": manifest,
-                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
                 "config": cfg.to_dict(),
-            },
+            }
         )
-        _append_log(log_path, {"type": "checkpoint", "iteration": iteration, "reason": reason})
+        if saved:
+            run.log({"type": "checkpoint", "iteration": run.iteration, "reason": reason})
 
     keys = ("loss", "mse", "bpp", "bpp_y4", "bpp_y3", "bpp_y2", "bpp_z", "aux")
-    window = dict.fromkeys(keys, 0.0)
-    count, window_s = 0, 0.0
-    stopped_by = None
+    window = {"sums": dict.fromkeys(keys, 0.0), "count": 0, "seconds": 0.0}
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
+
+    def step() -> None:
+        nonlocal last_eval
+        t0 = time.perf_counter()
+        x = mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
+        optimizer.zero_grad(set_to_none=True)
+        aux_optimizer.zero_grad(set_to_none=True)
+        terms = rd_terms(model, x, cfg.lmbda, mode)
+        terms["loss"].backward()
+        lr = schedule(run.iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["aux"] = float(aux_loss.detach())
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"non-finite loss at iteration {run.iteration}: {values}")
+        dt = time.perf_counter() - t0
+        run.advance(dt)
+        for k in keys:
+            window["sums"][k] += values[k]
+        window["count"] += 1
+        window["seconds"] += dt
+        if run.iteration % cfg.log_every == 0 or run.iteration == last:
+            n = window["count"]
+            record = {k: v / n for k, v in window["sums"].items()}
+            record.update(
+                type="train",
+                iteration=run.iteration,
+                psnr_est=10 * math.log10(1.0 / max(record["mse"], 1e-12)),
+                seconds=window["seconds"] / n,
+                lr=lr,
+                mode=mode.label,
+                train_seconds=run.train_seconds,
+                time=time.time(),
+            )
+            run.log(record)
+            console(
+                f"it {run.iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
+                f"(y4 {record['bpp_y4']:.3f} y3 {record['bpp_y3']:.3f} "
+                f"y2 {record['bpp_y2']:.3f} z {record['bpp_z']:.3f}) "
+                f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it lr {lr:.2e}"
+            )
+            window.update(sums=dict.fromkeys(keys, 0.0), count=0, seconds=0.0)
+        if eval_set and run.iteration % cfg.eval_every == 0:
+            t_eval = time.perf_counter()
+            model.eval()
+            last_eval = {"iteration": run.iteration, **evaluate(model, eval_set, out)}
+            model.train()
+            run.train_seconds += time.perf_counter() - t_eval
+            run.log({"type": "eval", **last_eval, "time": time.time()})
+            console(
+                f"eval it {run.iteration}: Kodak subset {last_eval['bpp']:.4f} bpp, "
+                f"{last_eval['psnr_rgb']:.2f} dB (real HC coding, full stream)"
+            )
+
     model.train()
-    with _StopFlag() as stop:
-        while iteration < last:
-            t0 = time.perf_counter()
-            x = mode.prepare_batch(sample_batch(images, rng, cfg.batch, cfg.crop))
-            optimizer.zero_grad(set_to_none=True)
-            aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_terms(model, x, cfg.lmbda, mode)
-            terms["loss"].backward()
-            lr = schedule(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-            optimizer.step()
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
-            aux_optimizer.step()
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            values["aux"] = float(aux_loss.detach())
-            if not all(math.isfinite(v) for v in values.values()):
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {values}")
-            iteration += 1
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            leg["seconds"] += dt
-            leg["to_iteration"] = iteration
-            leg["iterations_per_second"] = (iteration - leg["from_iteration"]) / leg["seconds"]
-            for k in keys:
-                window[k] += values[k]
-            count += 1
-            window_s += dt
-            if iteration % cfg.log_every == 0 or iteration == last:
-                record = {k: window[k] / count for k in keys}
-                record.update(
-                    type="train",
-                    iteration=iteration,
-                    psnr_est=10 * math.log10(1.0 / max(record["mse"], 1e-12)),
-                    seconds=window_s / count,
-                    lr=lr,
-                    mode=mode.label,
-                    train_seconds=train_seconds,
-                    time=time.time(),
-                )
-                _append_log(log_path, record)
-                console(
-                    f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
-                    f"(y4 {record['bpp_y4']:.3f} y3 {record['bpp_y3']:.3f} "
-                    f"y2 {record['bpp_y2']:.3f} z {record['bpp_z']:.3f}) "
-                    f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it lr {lr:.2e}"
-                )
-                window = dict.fromkeys(keys, 0.0)
-                count, window_s = 0, 0.0
-            if eval_set and iteration % cfg.eval_every == 0:
-                t_eval = time.perf_counter()
-                model.eval()
-                last_eval = {"iteration": iteration, **evaluate(model, eval_set, out)}
-                model.train()
-                train_seconds += time.perf_counter() - t_eval
-                _append_log(log_path, {"type": "eval", **last_eval, "time": time.time()})
-                console(
-                    f"eval it {iteration}: Kodak subset {last_eval['bpp']:.4f} bpp, "
-                    f"{last_eval['psnr_rgb']:.2f} dB (real HC coding, full stream)"
-                )
-            if stop.requested:
-                stopped_by = stop.requested
-                break
-            if iteration % cfg.checkpoint_every == 0:
-                checkpoint("periodic")
-        checkpoint(f"stop ({stopped_by})" if stopped_by else "end")
-    return {"iteration": iteration, "stopped_by": stopped_by, "checkpoint": str(ckpt_path)}
+    stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every)
+    return {
+        "iteration": run.iteration,
+        "stopped_by": stopped_by,
+        "checkpoint": str(run.checkpoint_path),
+    }
 
 
 def export(
@@ -340,7 +380,7 @@ def export(
     codec (all 24 images unless ``kodak_images`` names some); returns the sidecar."""
     import torch
 
-    from plugins.hc.model import HCModel
+    from plugins.hc.trainable import HCModel
 
     state = load_checkpoint(checkpoint)
     cfg = HCTrainConfig.from_dict(state["config"])
@@ -393,7 +433,7 @@ def export(
         ),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _atomic_write_json(out_file.with_suffix(".json"), sidecar)
+    atomic_write_json(out_file.with_suffix(".json"), sidecar)
     return sidecar
 
 
@@ -413,6 +453,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--init", default=None, help="start a new run from exported HC weights")
     p.add_argument("--export", metavar="FILE.safetensors", help="export the checkpoint")
     p.add_argument("--export-images", default=None, help="Kodak names for the export's eval")
     return p.parse_args(argv)
@@ -427,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     defaults = HCTrainConfig()
     out = args.out or relay_dir(args.N or defaults.N, args.M or defaults.M, args.lmbda or 0.18)
-    resume = args.resume or (args.out is None and (out / CHECKPOINT_NAME).is_file())
+    relay_has_checkpoint = args.out is None and (out / "checkpoint.pt").is_file()
+    resume = args.resume or (relay_has_checkpoint and not args.init)
     try:
         if args.export:
             sidecar = export(out, args.export, _names(args.export_images))
@@ -439,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if k not in ("out", "resume", "export", "export_images", "eval_images")
         }
         summary = train(out, resume=resume, eval_images=_names(args.eval_images), **options)
-    except (ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     print(json.dumps(summary))

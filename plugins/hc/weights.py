@@ -2,7 +2,7 @@
 
 A spec is ``bundled:NAME`` (``NAME.safetensors`` in ``plugins/hc/weights/``, then in the folders
 of ``$BENCH_WEIGHTS_PATH``) or a path to such a file. The file is written by
-:func:`plugins.hc.train.export`: float16 parameters of :class:`plugins.hc.model.HCModel`, the
+:func:`plugins.hc.train.export`: float16 parameters of :class:`plugins.hc.trainable.HCModel`, the
 int32 entropy-coder tables ``update()`` built from the float16-rounded weights, metadata
 ``format`` = :data:`WEIGHTS_FORMAT` and the channel counts; beside it a JSON sidecar says how
 the weights were trained. Nothing here imports torch at module import.
