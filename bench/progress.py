@@ -93,6 +93,7 @@ class RunProgress:
                 f"({self.units_done} of {self.units_total} units complete); "
                 f"{self.points_total - self.points_before} to go",
                 highlight=False,
+                soft_wrap=True,
             )
         if self.live:
             self._bar = Progress(
@@ -115,6 +116,7 @@ class RunProgress:
                 f"{self.units_total - self.units_done} units; a progress line every "
                 f"{self.interval_s:g} s (${INTERVAL_ENV})",
                 highlight=False,
+                soft_wrap=True,
             )
         self._thread = threading.Thread(target=self._ticker, name="bench-progress", daemon=True)
         self._thread.start()
@@ -127,14 +129,15 @@ class RunProgress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
         else:
-            self.console.print(self.line("done" if exc[0] is None else "stopped"), highlight=False)
+            label = "done" if exc[0] is None else "stopped"
+            self.console.print(self.line(label), highlight=False, soft_wrap=True)
 
     def _ticker(self) -> None:
         while not self._stop.wait(self.interval_s):
             if self.on_tick is not None:
                 self.on_tick()
             if self._bar is None:
-                self.console.print(self.line("progress"), highlight=False)
+                self.console.print(self.line("progress"), highlight=False, soft_wrap=True)
 
     def line(self, label: str) -> str:
         """``label: N/M points (p %), u/U units, f failed, elapsed h:mm:ss, eta h:mm:ss``."""
@@ -171,4 +174,4 @@ class RunProgress:
     def failed(self, message: str) -> None:
         """A unit failed: counted, and ``message`` printed at once (plain text, not markup)."""
         self.failures += 1
-        self.console.print(f"[red]failed[/] {escape(message)}", highlight=False)
+        self.console.print(f"[red]failed[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -279,7 +279,7 @@ def _load_lines(record: dict) -> list[str]:
     for number, attempt in enumerate(attempts, 1):
         if "load" not in attempt:
             continue
-        where = f"attempt {number}" if len(attempts) > 1 else "during the run"
+        where = f"in attempt {number}" if len(attempts) > 1 else "during the run"
         executor = record["config"].get("executor", "local")
         described = describe_load(attempt["load"], attempt.get("jobs", 1), executor)
         lines.append(f"Machine load {where}: {described}.")

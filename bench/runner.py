@@ -2,8 +2,9 @@
 
 :func:`run` verifies the dataset, plans the (codec, image) units still missing from the run
 directory, spreads them over worker processes (:mod:`bench.worker`), appends each row to disk
-the moment it arrives (:mod:`bench.store`) and shows a progress bar. Killed at any point, a run
-keeps every finished row; ``resume=True`` measures only what is missing.
+the moment it arrives (:mod:`bench.store`) and shows its progress (:mod:`bench.progress`: a bar
+on a terminal, plain lines in a log). Killed at any point, a run keeps every finished row;
+``resume=True`` measures only what is missing.
 """
 
 from __future__ import annotations
@@ -17,19 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from bench import datasets
 from bench.executors import ExecutorError, check_spec, open_executor
 from bench.grid import DEFAULT_BPP_GRID
-from bench.provenance import environment
+from bench.progress import RunProgress, progress_interval
+from bench.provenance import LoadRecorder, environment
 from bench.registry import load_registry
 from bench.store import CODECS, FAILURES, ROWS, RUN, UNITS, RunStore
 from bench.viewer import select_viewer_images
@@ -210,6 +204,10 @@ def run(
     """Measure what is missing in ``directory``; see the module docstring."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
+    try:
+        interval = progress_interval()
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     manifest = datasets.load_manifest(config.dataset)
     images = _select_images(manifest, config.images)
     try:
@@ -243,6 +241,7 @@ def run(
 
     outcome = RunOutcome(directory=directory)
     units = []
+    available = 0
     for request in config.codecs:
         unavailable = registry.availability(request.name)
         if unavailable is not None:
@@ -256,21 +255,26 @@ def run(
             outcome.failures.append(failure)
             console.print(f"[yellow]skipping {request.label}: {unavailable}[/]")
             continue
+        available += 1
         units += _plan(request, config, images, done, viewer, directory)
 
     infos: dict = store.read_json(CODECS) if (directory / CODECS).exists() else {}
-    total = sum(len(u.targets) for u in units)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+    units_total = available * len(images)
+    points_total = units_total * len(config.bpp)
+    points_left = sum(len(u.targets) for u in units)
+    load = LoadRecorder(interval)
+    progress = RunProgress(
+        console,
+        points_total=points_total,
+        points_done=points_total - points_left,
+        units_total=units_total,
+        units_done=units_total - len(units),
+        interval_s=interval,
+        on_tick=load.poll,
     )
     try:
         with (
-            Progress(*columns, console=console, transient=False) as progress,
+            progress,
             open_executor(
                 config.executor,
                 jobs=config.jobs,
@@ -280,7 +284,7 @@ def run(
                 entry_points=config.entry_points,
             ) as pool,
         ):
-            task = progress.add_task(f"starting workers ({config.executor})", total=total)
+            progress.describe(f"starting workers ({config.executor})")
             record["attempts"][-1]["executor"] = pool.describe()
             store.write_json(RUN, record)
             for kind, *payload in pool.run(units):
@@ -288,23 +292,19 @@ def run(
                     row = payload[0]
                     store.append(ROWS, row)
                     outcome.rows_written += 1
-                    progress.update(
-                        task,
-                        advance=1,
-                        description=f"{row['codec']} {row['image']} {row['target_bpp']:g} bpp",
-                    )
+                    progress.point(f"{row['codec']} {row['image']} {row['target_bpp']:g} bpp")
                 elif kind == "info":
                     label, info = payload
                     infos[label] = info
                     store.write_json(CODECS, infos)
                 elif kind == "done":
                     store.append(UNITS, payload[0])
+                    progress.unit_done()
                 elif kind == "failed":
                     failure = payload[0]
                     store.append(FAILURES, failure)
                     outcome.failures.append(failure)
-                    where = f"{failure['codec']} on {failure['image']}"
-                    progress.console.print(f"[red]failed[/] {where}: {failure['error']}")
+                    progress.failed(f"{failure['codec']} on {failure['image']}: {failure['error']}")
             record["attempts"][-1]["executor"] = pool.describe()  # with the hosts used
     except KeyboardInterrupt:
         outcome.interrupted = True
@@ -319,5 +319,6 @@ def run(
         else ("failed units" if outcome.failures else "complete")
     )
     record["attempts"][-1]["wall_s"] = outcome.wall_s
+    record["attempts"][-1]["load"] = load.finish()
     store.write_json(RUN, record)
     return outcome
