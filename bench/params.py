@@ -135,18 +135,25 @@ def declared(factory: Callable) -> Declaration:
 
 
 def _docstring_args(doc: str) -> dict[str, str]:
-    """``{name: first line}`` from a Google-style ``Args:`` section."""
+    """``{name: text}`` from a Google-style ``Args:`` section (continuation lines joined)."""
     helps: dict[str, str] = {}
     lines = doc.splitlines()
-    if "Args:" not in [line.strip() for line in lines]:
+    stripped = [line.strip() for line in lines]
+    if "Args:" not in stripped:
         return helps
-    start = [line.strip() for line in lines].index("Args:") + 1
-    for line in lines[start:]:
-        if line.strip() and not line.startswith((" ", "\t")):
+    name, indent = "", 0
+    for line in lines[stripped.index("Args:") + 1 :]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:
             break  # the next section
         match = re.match(r"\s+(\w+)(?:\s*\(.*?\))?:\s*(.*)", line)
-        if match and match.group(1) not in helps:
-            helps[match.group(1)] = match.group(2).strip()
+        if match and (not name or depth <= indent):
+            name, indent = match.group(1), depth
+            helps[name] = match.group(2).strip()
+        elif name:
+            helps[name] += " " + line.strip()
     return helps
 
 

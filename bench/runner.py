@@ -9,11 +9,10 @@ on a terminal, plain lines in a log). Killed at any point, a run keeps every fin
 
 from __future__ import annotations
 
-import ast
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ from rich.console import Console
 from bench import datasets
 from bench.executors import ExecutorError, check_spec, open_executor
 from bench.grid import DEFAULT_BPP_GRID
+from bench.params import ParameterError, bind
 from bench.progress import RunProgress, progress_interval
 from bench.provenance import LoadRecorder, environment
-from bench.registry import load_registry
+from bench.registry import Registry, load_registry
 from bench.store import CODECS, FAILURES, ROWS, RUN, UNITS, RunStore
 from bench.viewer import select_viewer_images
 from bench.worker import Unit
@@ -34,11 +34,18 @@ class RunError(Exception):
     """A run cannot start or resume as asked; the message says why and what to do."""
 
 
+class CodecRequestError(RunError):
+    """A codec list naming an unknown codec or parameter, or a value of the wrong type (a usage
+    error: the CLI exits 2)."""
+
+
 @dataclass(frozen=True)
 class CodecRequest:
     """A codec with factory parameters, written ``name`` or ``name[key=value,key=value]``.
 
-    ``label`` (the text as written) names the codec in rows and reports.
+    ``label`` (the text as written) names the codec in rows and reports. ``params`` hold the
+    text of each value as parsed, or the values coerced to the factory's declared types after
+    :func:`bind_requests` (what a run stores and the workers pass to the factory).
     """
 
     label: str
@@ -64,28 +71,50 @@ def split_labels(text: str) -> list[str]:
 
 
 def parse_codec_requests(text: str) -> list[CodecRequest]:
-    """Parse ``"jpeg2000,spiht[levels=4]"``. Values are Python literals, else strings."""
+    """Parse ``"jpeg2000,spiht[levels=4,weighted=false],deephq[layers=[8,4]]"``: names and the
+    text of each value (commas inside brackets belong to the value). :func:`bind_requests`
+    checks them against the codecs' declarations."""
     requests = []
     for item in split_labels(text):
         match = _REQUEST.match(item)
         if not match:
-            raise RunError(f"cannot parse codec {item!r}; write name or name[key=value,...]")
+            raise CodecRequestError(
+                f"cannot parse codec {item!r}; write name or name[key=value,...]"
+            )
         params: dict[str, Any] = {}
-        for pair in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
+        for pair in split_labels(match.group(2) or ""):
             key, sep, value = pair.partition("=")
-            if not sep:
-                raise RunError(f"codec parameter {pair!r} in {item!r} is not key=value")
-            try:
-                params[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                params[key.strip()] = value.strip()
+            if not sep or not key.strip():
+                raise CodecRequestError(f"codec parameter {pair!r} in {item!r} is not key=value")
+            if key.strip() in params:
+                raise CodecRequestError(f"codec parameter {key.strip()!r} given twice in {item!r}")
+            params[key.strip()] = value.strip()
         requests.append(
             CodecRequest(label=item.replace(" ", ""), name=match.group(1), params=params)
         )
     labels = [r.label for r in requests]
     if not requests or len(set(labels)) != len(labels):
-        raise RunError(f"codec list {text!r} is empty or names a codec twice")
+        raise CodecRequestError(f"codec list {text!r} is empty or names a codec twice")
     return requests
+
+
+def bind_requests(requests: Sequence[CodecRequest], registry: Registry) -> list[CodecRequest]:
+    """``requests`` with their parameters coerced to each codec's declared types
+    (:func:`bench.params.bind`); no codec is built. Raises :class:`CodecRequestError` for an
+    unknown codec (naming the closest ones) or parameter (listing the valid ones with types and
+    defaults) or a value that does not fit."""
+    bound = []
+    for request in requests:
+        try:
+            spec = registry.spec(request.name)
+        except KeyError as exc:
+            raise CodecRequestError(str(exc.args[0])) from None
+        try:
+            params = bind(request.name, spec.factory, request.params)
+        except ParameterError as exc:
+            raise CodecRequestError(str(exc)) from None
+        bound.append(CodecRequest(request.label, request.name, params))
+    return bound
 
 
 @dataclass(frozen=True)
@@ -215,11 +244,7 @@ def run(
     except ValueError as exc:
         raise RunError(str(exc)) from None
     registry = load_registry(config.plugin_files, entry_points=config.entry_points)
-    for request in config.codecs:
-        try:
-            registry.spec(request.name)
-        except KeyError as exc:
-            raise RunError(str(exc.args[0])) from None
+    config = replace(config, codecs=tuple(bind_requests(config.codecs, registry)))
     try:
         check_spec(config.executor)
     except ExecutorError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,95 @@ def test_plugins_that_hang_or_exit_at_import_are_reported_and_skipped(tmp_path):
     assert "exit7.py: its import calls sys.exit(7); skipped" in text
     assert "die.py: its import ended the process (exit status 5); skipped" in text
     assert "bitplane" in text and "jpeg2000" in text
+
+
+COMMAND_PLUGIN = PLUGINS / "command_and_trainer.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real ``bench`` entry point (``python -m bench``) in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "300", **(env or {})},
+    )
+
+
+def test_plugin_file_commands_and_trainers_exist_before_the_command_line_is_parsed():
+    done = _bench("--no-entry-points", "--plugin", str(COMMAND_PLUGIN), "hello", "--name", "x")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello x"
+    done = _bench(f"--plugin={COMMAND_PLUGIN}", "--no-entry-points", "hello")
+    assert done.returncode == 0 and done.stdout.strip() == "hello world", done.stderr
+    # bench train NAME forwards ARGS verbatim, --help included, and returns the trainer's status
+    args = ["--out", "/x", "--help", "-v", "positional", "--fail"]
+    done = _bench("--plugin", str(COMMAND_PLUGIN), "train", "echo", *args)
+    assert json.loads(done.stdout) == args and done.returncode == 4, done.stderr
+    listing = _bench("--plugin", str(COMMAND_PLUGIN), "train", "--help")
+    assert listing.returncode == 0
+    for name, summary in (("echo", "prints its arguments"), ("msh", "MeanScaleHyperprior")):
+        assert name in listing.stdout and summary in listing.stdout
+    unknown = _bench("--plugin", str(COMMAND_PLUGIN), "train", "ecko")
+    assert unknown.returncode == 2 and "did you mean echo?" in unknown.stderr
+    without = _bench("--no-entry-points", "hello")
+    assert without.returncode == 2 and "No such command" in without.stderr
+
+
+def test_no_entry_points_drops_an_installed_plugins_commands(tmp_path):
+    """A real installed distribution (dist-info on PYTHONPATH) adding ``bench ep-hello``."""
+    source = COMMAND_PLUGIN.read_text().replace('"hello"', '"ep-hello"')
+    (tmp_path / "ep_commands.py").write_text(source.replace('name="echo"', 'name="ep-echo"'))
+    dist = tmp_path / "ep_commands-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-commands\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[bench]\nep = ep_commands\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = _bench("ep-hello", env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "hello world", done.stderr
+    assert "ep-echo" in _bench("train", "--help", env=env).stdout
+    dropped = _bench("--no-entry-points", "ep-hello", env=env)
+    assert dropped.returncode == 2 and "No such command" in dropped.stderr
+    assert "ep-echo" not in _bench("--no-entry-points", "train", "--help", env=env).stdout
+
+
+def test_misspelled_hook_fails_strict_naming_plugin_and_hook_and_the_others_load():
+    misspelled = PLUGINS / "misspelled_hook.py"
+    registry = load_registry([misspelled, BITPLANE], entry_points=False)
+    (failure,) = registry.failures
+    assert failure.plugin == str(misspelled.resolve())
+    assert "unknown hook 'register_codec' (did you mean 'register_codecs'?)" in failure.error
+    assert "never-registered" not in registry.codecs
+    assert {"bitplane", "jpeg2000", "spiht"} <= set(registry.codecs)
+    args = ["--no-entry-points", "--plugin", str(misspelled), "--plugin", BITPLANE, "codecs"]
+    done = _bench(*args, "--strict")
+    assert done.returncode == 1
+    text = " ".join(done.stdout.split())
+    assert f"plugin failed to load: {misspelled.resolve()}: unknown hook 'register_codec'" in text
+    assert "bitplane" in text and "jpeg2000" in text
+    assert _bench(*args).returncode == 0  # without --strict: reported, not fatal
+
+
+def test_codec_kind_comes_from_the_factory(tmp_path):
+    registry = load_registry([BITPLANE], entry_points=False)
+    assert registry.codecs["bitplane"].kind == "progressive"  # the class's own kind
+    assert registry.codecs["bpg"].kind == "rate-ladder"  # the factory's return annotation
+    assert registry.codecs["spiht"].kind == "progressive"
+    wrong = tmp_path / "wrong_kind.py"
+    wrong.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(PLUGINS)!r})
+        from bitplane_codec import BitplaneCodec
+        from bench import CodecSpec, hookimpl
+        @hookimpl
+        def register_codecs(register):
+            register(CodecSpec(name="liar", factory=BitplaneCodec, summary="x", kind="rate-ladder"))
+    """)
+    )
+    registry = load_registry([wrong], entry_points=False)
+    assert "liar" not in registry.codecs
+    assert any("declares kind 'rate-ladder'" in f.error for f in registry.failures)

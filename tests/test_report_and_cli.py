@@ -103,17 +103,16 @@ def test_cli_help_codecs_and_datasets():
         assert name in result.output
 
 
-def test_cli_bad_input_exit_codes(tmp_path):
-    assert (
-        cli.invoke(
-            app, ["run", "--codecs", "nope", "--dataset", "kodak", "--out", str(tmp_path / "x")]
-        ).exit_code
-        == 3
-    )
+def test_cli_bad_input_and_usage_exit_codes(tmp_path):
+    """3 for input that is not there or not valid (dataset, run directory); 2 for a command line
+    naming an unknown codec or a malformed grid."""
     assert cli.invoke(app, ["run", "--codecs", "jpeg2000", "--dataset", "nope"]).exit_code == 3
     assert cli.invoke(app, ["report", str(tmp_path)]).exit_code == 3
-    assert cli.invoke(app, ["run", "--codecs", "jpeg2000", "--bpp", "0:1"]).exit_code == 3
     assert cli.invoke(app, ["datasets", "verify", "nope"]).exit_code == 3
+    unknown = ["run", "--codecs", "nope", "--dataset", "kodak", "--out", str(tmp_path / "x")]
+    assert cli.invoke(app, unknown).exit_code == 2
+    assert cli.invoke(app, ["run", "--codecs", "jpeg2000", "--bpp", "0:1"]).exit_code == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_run_end_to_end_with_failures_gives_exit_1(crops_dataset, tmp_path):

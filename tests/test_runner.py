@@ -39,7 +39,7 @@ def _config(dataset: Path, codecs: str, **kwargs) -> RunConfig:
 def test_parse_codec_requests_with_parameters():
     requests = parse_codec_requests("jpeg2000, slow[delay=0.5,mode=fast],spiht")
     assert [r.label for r in requests] == ["jpeg2000", "slow[delay=0.5,mode=fast]", "spiht"]
-    assert requests[1].params == {"delay": 0.5, "mode": "fast"}
+    assert requests[1].params == {"delay": "0.5", "mode": "fast"}  # text until bind_requests
     for bad in ("", "a,a", "x[y]", "bad name"):
         with pytest.raises(RunError):
             parse_codec_requests(bad)

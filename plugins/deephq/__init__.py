@@ -23,7 +23,7 @@ def _deephq(
     """DeepHQ-MS over the base model.
 
     Args:
-        weights: DeepHQ parameters (steps, masks): a shipped name or a .safetensors path.
+        weights: DeepHQ parameters (steps, masks): bundled:NAME or a .safetensors path.
         masks: selective compression (false: every element coded in every layer, the ablation).
         chunk_bits: bits per range-coded chunk, a multiple of 64.
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.

@@ -24,7 +24,7 @@ def _dzq(
     """DZQ over the base model.
 
     Args:
-        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
         layers: embedded quality layers, 1..16.
         rate_fractions: each layer's share of the finest layer's rate (none: the default split).
         layer_bpp: each layer's target bpp instead of rate_fractions.

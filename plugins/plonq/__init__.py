@@ -22,7 +22,7 @@ def _plonq(
     """PLONQ over the base model.
 
     Args:
-        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
         levels: nested dead-zone levels (steps 2**(levels-1) .. 1 base steps), 1..12.
         chunk_bits: bits per range-coded chunk, a multiple of 64.
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
@@ -45,7 +45,7 @@ def _naive(
     """Naive Scaling: one complete stream per latent scale factor.
 
     Args:
-        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
         scales: latent scale factors, strictly decreasing (low rate first), each >= 0.25.
     """
     from plugins.learned.ladder import NaiveScalingLadder
@@ -57,7 +57,7 @@ def _msh(*, weights: str = DEFAULT_WEIGHTS) -> RateLadderCodec:
     """The base model's own stream.
 
     Args:
-        weights: base model weights: a shipped name, a .safetensors path or a URL.
+        weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
     """
     from plugins.learned.ladder import BaseModelLadder
 
