@@ -34,8 +34,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no type column (<bool>, <list[Path]>), no markup eaten
 )
-datasets_app = typer.Typer(help="List, download, import and verify datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="List, download, import and verify datasets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(datasets_app, name="datasets")
 
 out = Console()
@@ -51,7 +54,7 @@ class _State:
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
-    err.print(f"[red]error:[/] {escape(message)}")
+    err.print(f"[red]error:[/] {message}")
     return typer.Exit(code)
 
 
@@ -59,7 +62,9 @@ def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
 def main_options(
     plugin: Annotated[
         Optional[list[Path]],  # noqa: UP045 - typer needs Optional here
-        typer.Option("--plugin", help="Load a plugin from a local .py file (repeatable)."),
+        typer.Option(
+            "--plugin", metavar="FILE.py", help="Load a plugin from a local .py file (repeatable)."
+        ),
     ] = None,
     no_entry_points: Annotated[
         bool,
@@ -102,21 +107,9 @@ def _executor(value: str) -> str:
 @app.command()
 def codecs(
     strict: Annotated[bool, typer.Option(help="Exit 1 if any plugin failed to load.")] = False,
-    params: Annotated[
-        str,
-        typer.Option(
-            "--params",
-            metavar="CODEC",
-            help="Show CODEC's parameters (name[key=value,...]): type, default, meaning.",
-        ),
-    ] = "",
 ) -> None:
-    """List every codec found, whether it can run here, and why not; plugins that failed to
-    load (import error, unknown hook name, a hook that raised) are listed below the table."""
+    """List every codec found, whether it can run here, and why not."""
     registry = _registry()
-    if params:
-        _show_parameters(registry, params)
-        return
     table = Table(title="codecs")
     for column in ("codec", "kind", "plugin", "status"):
         table.add_column(column)
@@ -127,40 +120,16 @@ def codecs(
             "[green]available[/]"
             if problem is None
             else (
-                f"[yellow]unavailable:[/] {escape(problem.reason)}"
-                + (f"\n  fix: {escape(problem.fix)}" if problem.fix else "")
+                f"[yellow]unavailable:[/] {problem.reason}"
+                + (f"\n  fix: {problem.fix}" if problem.fix else "")
             )
         )
         table.add_row(name, spec.kind, spec.plugin, status)
     out.print(table)
     for failure in registry.failures:
-        out.print(
-            f"[red]plugin failed to load:[/] {escape(failure.plugin)}: {escape(failure.error)}"
-        )
+        out.print(f"[red]plugin failed to load:[/] {failure.plugin}: {failure.error}")
     if strict and registry.failures:
         raise typer.Exit(EXIT_PROBLEM)
-
-
-def _show_parameters(registry: Registry, name: str) -> None:
-    """The table of ``bench codecs --params NAME``."""
-    from bench.params import declared, type_name
-
-    try:
-        spec = registry.spec(name)
-    except KeyError as exc:
-        raise _fail(str(exc.args[0]), EXIT_USAGE) from None
-    declaration = declared(spec.factory)
-    table = Table(title=f'{name} parameters: --codecs "{name}\\[key=value,...]"')
-    for column in ("parameter", "type", "default", "meaning"):
-        table.add_column(column)
-    for p in declaration.parameters.values():
-        default = "(required)" if p.required else repr(p.default)
-        table.add_row(p.name, escape(type_name(p.annotation)), escape(default), escape(p.help))
-    out.print(table)
-    if not declaration.parameters:
-        out.print(f"{name} takes no parameters")
-    if declaration.open:
-        out.print(f"{name} also accepts other keys (**kwargs), passed as Python literals")
 
 
 @app.command(
@@ -202,7 +171,7 @@ def datasets_list() -> None:
     """Every dataset manifest, where its files are, and whether they verify."""
     table = Table(title="datasets")
     for column in ("dataset", "images", "where", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # names and paths in full, never cut
     for path in sorted(datasets.manifests_dir().glob("*.toml")):
         try:
             manifest = datasets.load_manifest(path)
@@ -224,7 +193,16 @@ def datasets_list() -> None:
         if manifest.checksums != "published":
             status += " (checksums pinned on first download)"
         table.add_row(manifest.name, str(count), where, status)
-    out.print(table)
+    _print_wide(table)
+
+
+def _print_wide(table: Table) -> None:
+    """Print ``table`` at its natural width when stdout is not a terminal (a file or a pipe
+    has no width to fit, and rich would otherwise cut it to 80 columns)."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=max(out.width, 1000), no_color=out.no_color).print(table)
 
 
 def _manifest(name: str) -> datasets.Manifest:
@@ -235,7 +213,7 @@ def _manifest(name: str) -> datasets.Manifest:
 
 
 @datasets_app.command("fetch")
-def datasets_fetch(name: str) -> None:
+def datasets_fetch(name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
     """Download a dataset into the cache ($BENCH_DATA_DIR) and verify it."""
     try:
         paths = datasets.fetch(_manifest(name))
@@ -246,8 +224,10 @@ def datasets_fetch(name: str) -> None:
 
 @datasets_app.command("import")
 def datasets_import(
-    name: str,
-    source: Annotated[Path, typer.Option("--from", help="Folder holding the dataset's images.")],
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    source: Annotated[
+        Path, typer.Option("--from", metavar="DIR", help="Folder holding the dataset's images.")
+    ],
 ) -> None:
     """Copy a dataset from a local folder into the cache, verifying checksums."""
     try:
@@ -258,7 +238,7 @@ def datasets_import(
 
 
 @datasets_app.command("verify")
-def datasets_verify(name: str) -> None:
+def datasets_verify(name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
     """Check every file of a dataset against its manifest (size and sha256)."""
     try:
         paths = datasets.verify(_manifest(name))
@@ -272,67 +252,66 @@ def run(
     codecs: Annotated[
         str,
         typer.Option(
-            help="Comma-separated codecs, e.g. 'jpeg2000,spiht' or 'jpeg2000\\[levels=4]'."
+            metavar="CODECS",
+            help="Comma-separated codecs, e.g. 'jpeg2000,spiht' or 'jpeg2000[levels=4]'.",
         ),
     ] = "",
-    dataset: Annotated[str, typer.Option(help="Dataset name or manifest path.")] = "kodak",
+    dataset: Annotated[
+        str, typer.Option(metavar="NAME", help="Dataset name or manifest path.")
+    ] = "kodak",
     bpp: Annotated[
-        str, typer.Option(help="Target bpp: a list '0.25,0.5,1' or 'start:stop:step'.")
+        str,
+        typer.Option(metavar="GRID", help="Target bpp: a list '0.25,0.5,1' or 'start:stop:step'."),
     ] = "0.1:2.0:0.1",
     anchor: Annotated[
         str,
         typer.Option(
+            metavar="CODECS",
             help="Codec(s) the BD-rates are measured against, comma-separated "
-            "(default: the first codec)."
+            "(default: the first codec).",
         ),
     ] = "",
-    images: Annotated[str, typer.Option(help="Comma-separated subset of image names.")] = "",
+    images: Annotated[
+        str, typer.Option(metavar="NAMES", help="Comma-separated subset of image names.")
+    ] = "",
     out_dir: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Run directory "  # noqa: UP045
-            "(default results/<dataset>-<time>).",
+            metavar="DIR",
+            help="Run directory (default results/<dataset>-<time>).",
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    jobs: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 1,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats (median).")] = 3,
-    timeout: Annotated[float, typer.Option(help="Seconds allowed per codec and image.")] = 1800.0,
-    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP, callback=_executor)] = "local",
-    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+    jobs: Annotated[int, typer.Option(min=1, metavar="N", help="Worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, metavar="N", help="Threads per worker.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Timed repeats (median).")] = 3,
+    timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds allowed per codec and image.")
+    ] = 1800.0,
+    executor: Annotated[
+        str, typer.Option(metavar="WHERE", help=EXECUTOR_HELP, callback=_executor)
+    ] = "local",
+    method: Annotated[str, typer.Option(metavar="FIT", help="BD fit: pchip or cubic.")] = "pchip",
     viewer_images: Annotated[
         str,
         typer.Option(
+            metavar="NAMES",
             help="Images whose reconstructions report.html's viewer shows: comma-separated "
-            "names, 'auto' (the first and last image), 'all' or 'none'."
+            "names, 'auto' (the first and last image), 'all' or 'none'.",
         ),
     ] = "auto",
 ) -> None:
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
     _check_method(method)
     from bench.grid import parse_bpp_grid
-    from bench.runner import (
-        CodecRequestError,
-        RunConfig,
-        RunError,
-        bind_requests,
-        parse_codec_requests,
-        split_labels,
-    )
+    from bench.runner import RunConfig, RunError, parse_codec_requests, split_labels
     from bench.runner import run as run_benchmark
     from bench.store import RUN, RunStore
 
-    if resume and out_dir is None:
-        raise _fail("--resume needs --out with the run directory to continue", EXIT_USAGE)
-    if not codecs and not resume:
-        raise _fail("--codecs is required (see `bench codecs`)", EXIT_USAGE)
     try:
-        grid = parse_bpp_grid(bpp)
-    except ValueError as exc:
-        raise _fail(f"--bpp: {exc}", EXIT_USAGE) from None
-    try:
+        if resume and out_dir is None:
+            raise RunError("--resume needs --out with the run directory to continue")
         if resume and not codecs:
             config = RunConfig.from_dict(RunStore(out_dir).read_json(RUN)["config"])
             config = RunConfig(
@@ -346,10 +325,12 @@ def run(
                 }
             )
         else:
+            if not codecs:
+                raise RunError("--codecs is required (see `bench codecs`)")
             config = RunConfig(
                 codecs=tuple(parse_codec_requests(codecs)),
                 dataset=dataset,
-                bpp=grid,
+                bpp=parse_bpp_grid(bpp),
                 images=tuple(filter(None, images.split(","))),
                 jobs=jobs,
                 threads=threads,
@@ -360,24 +341,16 @@ def run(
                 entry_points=_State.entry_points,
                 viewer_images=tuple(filter(None, viewer_images.split(","))),
             )
-        # names and parameters checked against the declarations before any folder or worker
-        config = dataclasses.replace(
-            config, codecs=tuple(bind_requests(config.codecs, _registry()))
-        )
         labels = [c.label for c in config.codecs]
         anchors = [a.replace(" ", "") for a in split_labels(anchor)]
         for name in anchors:
             if name not in labels:
-                raise CodecRequestError(
-                    f"--anchor {name!r} is not among the codecs ({', '.join(labels)})"
-                )
+                raise RunError(f"--anchor {name!r} is not among the codecs ({', '.join(labels)})")
         directory = (
             out_dir or Path("results") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         err.print(f"run directory: {directory}")
         outcome = run_benchmark(config, directory, resume=resume, console=err)
-    except CodecRequestError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
     except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if outcome.interrupted:
@@ -395,7 +368,7 @@ def _check_method(method: str) -> None:
     from bench.bdrate import METHODS
 
     if method not in METHODS:
-        raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}", EXIT_USAGE)
+        raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
 def _record_anchors(directory: Path, anchors: list[str]) -> None:
@@ -408,75 +381,150 @@ def _record_anchors(directory: Path, anchors: list[str]) -> None:
         store.write_json(RUN, record)
 
 
-def _render_and_summarise(directory: Path, anchors: list[str], method: str) -> None:
+def _render_and_summarise(
+    directory: Path, anchors: list[str], method: str, suffix: str = ""
+) -> None:
+    """Render the report (``suffix``: a variant's, see bench.report.variant_suffix) and print
+    its BD tables, the PSNR drops that leave images out of them, and where it is."""
     import pandas as pd
 
+    from bench.curves import psnr_drops, rows_frame
     from bench.report import render
+    from bench.store import RunStore
 
     try:
-        path = render(directory, anchors, method)
+        path = render(directory, anchors, method, suffix)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc), EXIT_PROBLEM) from None
-    tables = pd.read_csv(directory / "bdrate.csv", keep_default_na=False, na_values=[""])
+    tables = pd.read_csv(directory / f"bdrate{suffix}.csv", keep_default_na=False, na_values=[""])
     for anchor, table in tables.groupby("anchor", sort=False):
-        shown = Table(title=f"BD-rate vs {anchor} ({method})")
-        for column in ("codec", "BD-rate %", "BD-PSNR dB", "per-image mean %", "note"):
+        shown = Table(title=f"BD-rate vs {escape(anchor)} ({method})")
+        for column in ("codec", "BD-rate %", "BD-PSNR dB", "per-image mean %", "images", "note"):
             shown.add_column(column)
         for _, row in table.iterrows():
+            note = row["reason"] if isinstance(row["reason"], str) else ""
+            if not note and isinstance(row["warning"], str):
+                note = f"warning: {row['warning']}"
             shown.add_row(
-                row["codec"],
+                escape(row["codec"]),
                 f"{row['bd_rate_pct']:.2f}",
                 f"{row['bd_psnr_db']:.3f}",
                 f"{row['bd_rate_per_image_mean_pct']:.2f}",
-                row["reason"] if isinstance(row["reason"], str) else "",
+                f"{row['images_with_bd']}/{row['images']}",
+                escape(note),
             )
-        out.print(shown)
-    out.print(f"report: {path}")
+        _print_wide(shown)
+    for _, drop in psnr_drops(rows_frame(RunStore(directory).rows())).iterrows():
+        out.print(
+            f"note: {drop['codec']} on {drop['image']}: PSNR-RGB falls from "
+            f"{drop['psnr_from']:.2f} dB at {drop['bpp_from']:.3f} bpp to {drop['psnr_to']:.2f} dB "
+            f"at {drop['bpp_to']:.3f} bpp; that image has no per-image BD-rate",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+    if suffix:
+        out.print(
+            f"(a variant: {directory / 'report.md'}, the run's own report, is unchanged)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def report(
-    directory: Path,
+    directory: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     anchor: Annotated[
-        str, typer.Option(help="Anchor codec(s), comma-separated (default: the run's).")
+        str,
+        typer.Option(
+            metavar="CODECS",
+            help="Anchor codec(s), comma-separated (default: the run's). Other anchors or "
+            "--method make a variant beside the run's own report: report-anchor-X.md, "
+            "report-anchor-X.html, bdrate-anchor-X.csv.",
+        ),
     ] = "",
-    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+    method: Annotated[str, typer.Option(metavar="FIT", help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
-    """Re-render a run's report from its stored rows."""
+    """Re-render a run's report from its stored rows (other anchors: a variant beside it)."""
     _check_method(method)
+    from bench.report import variant_suffix
     from bench.runner import split_labels
+    from bench.store import RUN, RunStore
 
     if not (directory / "run.json").exists():
         raise _fail(f"{directory} is not a bench run directory (no run.json)")
-    from bench.store import RUN, RunStore
-
     anchors = [a.replace(" ", "") for a in split_labels(anchor)]
-    labels = [c["label"] for c in RunStore(directory).read_json(RUN)["config"]["codecs"]]
-    for name in anchors:
-        if name not in labels:
-            close = difflib.get_close_matches(name, labels, n=3)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise _fail(
-                f"--anchor {name!r} is not a codec of this run{hint} ({', '.join(labels)})",
-                EXIT_USAGE,
-            )
-    _render_and_summarise(directory, anchors, method)
+    suffix = variant_suffix(RunStore(directory).read_json(RUN), anchors, method)
+    _render_and_summarise(directory, anchors, method, suffix)
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
+    out_file: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Option(
+            "--out",
+            metavar="FILE.png",
+            help="Where to write the plot (default: RUN/rd-compressai.png).",
+        ),
+    ] = None,
+    with_files: Annotated[
+        Optional[list[Path]],  # noqa: UP045 - typer needs Optional here
+        typer.Option(
+            "--with",
+            metavar="FILE.json",
+            help="A CompressAI-format results file to draw beside the run: CompressAI's "
+            "published results, another run's <codec>.json (repeatable).",
+        ),
+    ] = None,
+    published: Annotated[
+        bool,
+        typer.Option(
+            "--published", help="Add CompressAI's published mbt2018-mean Kodak curve (psnr)."
+        ),
+    ] = False,
+    metric: Annotated[
+        str, typer.Option(metavar="METRIC", help="psnr or ms-ssim (in dB).")
+    ] = "psnr",
+) -> None:
+    """Plot a run's R-D curves beside CompressAI-format results (PNG)."""
+    from bench.plot import METRICS, PlotError, published_curve, read_curve, run_curves
+    from bench.plot import plot as draw
+
+    if metric not in METRICS:
+        raise _fail(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}", EXIT_USAGE)
+    if published and metric != "psnr":
+        raise _fail("--published has PSNR-RGB only: use it with --metric psnr", EXIT_USAGE)
+    try:
+        curves = run_curves(run_dir, metric)
+        curves += [read_curve(f, metric) for f in with_files or ()]
+    except PlotError as exc:
+        raise _fail(str(exc)) from None
+    if published:
+        curves.append(published_curve())
+    target = out_file or run_dir / "rd-compressai.png"
+    draw(curves, target, metric, run_dir.name)
+    out.print(f"plot: {target} ({len(curves)} curves)", markup=False, highlight=False)
 
 
 @app.command()
 def compare(
-    baseline: Path,
-    candidate: Path,
+    baseline: Annotated[Path, typer.Argument(metavar="BASE", help="The reference run.")],
+    candidate: Annotated[Path, typer.Argument(metavar="NEW", help="The run to compare with it.")],
     fail_above: Annotated[
         float | None,
         typer.Option(  # noqa: UP045
+            metavar="PCT",
             help="Exit 1 if a codec's BD-rate (candidate vs baseline) exceeds this many percent, "
-            "or cannot be computed."
+            "or cannot be computed.",
         ),
     ] = None,
-    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+    method: Annotated[str, typer.Option(metavar="FIT", help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
-    """Compare the same codecs across two runs (e.g. main vs a pull request)."""
+    """Compare the same codecs across two runs, such as main and a pull request."""
     _check_method(method)
     from bench.compare import compare_runs
 
@@ -510,7 +558,9 @@ def compare(
 
 @app.command()
 def regress(
-    baseline: Annotated[Path, typer.Option(help="Committed baseline run, e.g. results/baseline.")],
+    baseline: Annotated[
+        Path, typer.Option(metavar="DIR", help="Committed baseline run, e.g. results/baseline.")
+    ],
     run_dir: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional here
         typer.Argument(
@@ -519,10 +569,16 @@ def regress(
         ),
     ] = None,
     max_bd_rate: Annotated[
-        float, typer.Option(help="Fail a codec whose BD-rate against the baseline exceeds this %.")
+        float,
+        typer.Option(
+            metavar="PCT", help="Fail a codec whose BD-rate against the baseline exceeds this %."
+        ),
     ] = 0.5,
     max_psnr_drop: Annotated[
-        float, typer.Option(help="Fail a codec losing more PSNR-RGB than this (dB) at any point.")
+        float,
+        typer.Option(
+            metavar="DB", help="Fail a codec losing more PSNR-RGB than this (dB) at any point."
+        ),
     ] = 0.05,
     update: Annotated[
         bool,
@@ -531,26 +587,35 @@ def regress(
     codecs: Annotated[
         str,
         typer.Option(
+            metavar="CODECS",
             help="With --update and no RUN: 'builtin' (every built-in codec available here) or "
-            "a codec list (default: the baseline's)."
+            "a codec list (default: the baseline's).",
         ),
     ] = "",
     out_dir: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional here
-        typer.Option("--out", help="Directory of the fresh run (default results/regress-<time>)."),
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Directory of the fresh run (default results/regress-<time>).",
+        ),
     ] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Worker processes for the fresh run.")] = 1,
-    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP, callback=_executor)] = "local",
-    method: Annotated[str, typer.Option(help="BD fit: pchip or cubic.")] = "pchip",
+    jobs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Worker processes for the fresh run.")
+    ] = 1,
+    executor: Annotated[
+        str, typer.Option(metavar="WHERE", help=EXECUTOR_HELP, callback=_executor)
+    ] = "local",
+    method: Annotated[str, typer.Option(metavar="FIT", help="BD fit: pchip or cubic.")] = "pchip",
 ) -> None:
     """Gate a run against a baseline: exit 1 with a table of what moved when a codec got worse."""
     _check_method(method)
     from bench.regress import RegressError, Tolerances, adopt, markdown, measure, subset_config
     from bench.regress import regress as regress_runs
-    from bench.runner import CodecRequestError, RunError, bind_requests
+    from bench.runner import RunError
 
     if codecs and (run_dir is not None or not update):
-        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", EXIT_USAGE)
+        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", 2)
     if not update and not (baseline / "run.json").exists():
         raise _fail(f"{baseline} is not a bench run directory (no run.json)")
     if run_dir is None:
@@ -564,12 +629,9 @@ def regress(
                 plugin_files=_State.plugin_files,
                 entry_points=_State.entry_points,
             )
-            codec_list = tuple(bind_requests(config.codecs, _registry()))  # before any folder
-            config = dataclasses.replace(config, codecs=codec_list, executor=executor)
+            config = dataclasses.replace(config, executor=executor)
             err.print(f"run directory: {run_dir}")
             outcome = measure(config, record, run_dir, err)
-        except CodecRequestError as exc:  # --codecs is usage; the baseline's own list is input
-            raise _fail(str(exc), EXIT_USAGE if codecs else EXIT_INPUT) from None
         except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
             raise _fail(str(exc)) from None
         if outcome.interrupted:
@@ -601,23 +663,22 @@ def regress(
 
 @app.command()
 def check(
-    codec: Annotated[str, typer.Argument(help="Codec name, optionally name[key=value,...].")],
+    codec: Annotated[
+        str, typer.Argument(metavar="CODEC", help="Codec name, optionally name[key=value,...].")
+    ],
 ) -> None:
     """Run the conformance suite on a codec: Kodak crops of odd sizes (1x1 included), every
     short prefix and spread cuts to the whole stream, PSNR not falling as the prefix grows,
     decoding in a fresh process. One progress line per step goes to stderr; the table of
     checks and a final PASS/FAIL line go to stdout."""
     from bench.conformance import run_checks
-    from bench.runner import CodecRequestError, bind_requests, parse_codec_requests
+    from bench.runner import RunError, parse_codec_requests
 
     try:
-        requests = bind_requests(parse_codec_requests(codec), _registry())
-    except CodecRequestError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
-    if len(requests) != 1:
-        raise _fail(f"bench check takes one codec, got {len(requests)}", EXIT_USAGE)
-    (request,) = requests
-    spec = _registry().spec(request.name)
+        (request,) = parse_codec_requests(codec)
+        spec = _registry().spec(request.name)
+    except (RunError, KeyError, ValueError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     start = time.perf_counter()
     results = run_checks(
         request.name,
