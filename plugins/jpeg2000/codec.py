@@ -248,7 +248,12 @@ def fit_rates(
 
 
 class Jpeg2000Codec(ProgressiveCodec):
-    """JPEG 2000 (OpenJPEG via Pillow) with one quality layer per target bpp; see module doc."""
+    """JPEG 2000 (OpenJPEG via Pillow) with one quality layer per target bpp; see module doc.
+
+    Args:
+        levels: 9/7 decomposition levels, 0..32.
+        layer_bpp: quality-layer targets (bpp) until the harness hints its own grid (prepare).
+    """
 
     name = "jpeg2000"
     version = PLUGIN_VERSION
