@@ -71,10 +71,18 @@ def _worker_main(
     _set_threads(threads)
     from bench.codec import ProgressiveCodec
     from bench.images import load_rgb
-    from bench.measure import UnitTimes, measure_ladder, measure_progressive, warm_up
+    from bench.measure import (
+        TIMING_POLICY,
+        UnitTimes,
+        measure_ladder,
+        measure_progressive,
+        warm_up,
+    )
+    from bench.metrics import load_kernels
     from bench.registry import load_registry
     from bench.viewer import ReconstructionSaver
 
+    load_kernels()
     registry = load_registry(plugin_files, entry_points=entry_points)
     codecs: dict[str, Any] = {}
     while True:
@@ -115,6 +123,8 @@ def _worker_main(
                         "codec_s": times.codec_s,
                         "metrics_s": times.metrics_s,
                         "encode_s": times.encode_s,
+                        "encode_calls": times.encode_calls,
+                        "timing_policy": TIMING_POLICY,
                         "stream_bytes": times.stream_bytes,
                         "save_s": times.save_s,
                         "notes": times.notes,
