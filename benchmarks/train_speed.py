@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plugins.learned import train as tr  # noqa: E402
+from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training.precision import (  # noqa: E402
     AB_RECORD,
     TrainMode,

@@ -929,7 +929,7 @@ def test_training_refuses_bad_starts(runs, train_data, tmp_path, capsys):
     import torch
 
     from plugins.deephq import train as tr
-    from plugins.learned.train import DEFAULT_KODAK
+    from plugins.learned.training.data import DEFAULT_KODAK
 
     with pytest.raises(ValueError, match="--init"):
         tr.train(tmp_path / "a", data=str(train_data), step=3, iterations=1, **TINY)

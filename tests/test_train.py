@@ -15,7 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from plugins.learned import train as tr  # noqa: E402
+from plugins.learned.training import msh as tr  # noqa: E402
+from plugins.learned.training.data import read_rgb  # noqa: E402
+from plugins.learned.training.evaluation import code_image, to_tensor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The training photos live in ../shared beside the project (never inside it).
@@ -149,8 +151,8 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
         assert torch.equal(t, tensors[name].to(t.dtype)), name
 
     # A real image crop: entropy coding round trip == forward pass with rounding.
-    img = tr._read_rgb(data_dir / "mcmaster18_01.png")[100:228, 50:178]
-    x = tr._to_tensor(img)
+    img = read_rgb(data_dir / "mcmaster18_01.png")[100:228, 50:178]
+    x = to_tensor(img)
     with torch.no_grad():
         enc = model.compress(x)
         dec = model.decompress(enc["strings"], enc["shape"])["x_hat"]
@@ -164,7 +166,7 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
         ref = model.g_s(y_hat).clamp(0, 1)
     assert sum(len(s) for g in enc["strings"] for s in g) > 0
     assert torch.allclose(dec, ref, atol=1e-5)
-    coded = tr.code_image(model, img[:100, :90])  # padding path: not a multiple of 64
+    coded = code_image(model, img[:100, :90])  # padding path: not a multiple of 64
     assert coded["reconstruction"].shape == (100, 90, 3) and coded["bpp"] > 0
 
     # A later session continues from the shipped file: a new run initialised from it.

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bench.published import MBT2018_MEAN_KODAK  # noqa: E402
-from plugins.learned import train as tr  # noqa: E402
+from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training import relay  # noqa: E402
 from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
 from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
@@ -220,7 +220,7 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(tmp_path):
     run = tmp_path / "relay" / "msh-n128-m192-l1800"
     state = tr.load_checkpoint(run)
     assert state["iteration"] == start + 2
-    shipped_legs = tr._legs_of_weights(SHIPPED / f"{BUNDLED_NAME}.safetensors")
+    shipped_legs = tr.legs_of_weights(SHIPPED / f"{BUNDLED_NAME}.safetensors")
     assert shipped_legs and shipped_legs[-1]["to_iteration"] == start
     legs = state["legs"]
     assert legs[: len(shipped_legs)] == shipped_legs  # the shipped weights' own training

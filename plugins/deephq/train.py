@@ -1,7 +1,7 @@
 """Training DeepHQ's parameters on the frozen base model: the paper's steps 2 and 3 on CPU.
 
 Step 1 of the paper (training the base compression model) is the shipped MeanScaleHyperprior
-(:mod:`plugins.learned.train`); it stays frozen here. What is learned:
+(:mod:`plugins.learned.training.msh`); it stays frozen here. What is learned:
 
 * step 2 (``--step 2``): the quantization step ``D[l, c]`` of every layer ``l < L`` and latent
   channel ``c`` (the last layer's step is 1, the base model's grid), with the multi-rate loss
@@ -31,8 +31,9 @@ the sliver merging. Each iteration draws
 ``--layers-per-iteration`` of the trainable layers (an unbiased estimate of the multi-rate
 loss at a fraction of the cost of running the synthesis ``L`` times).
 
-Resumable like ``bench train``: ``<out>/checkpoint.pt`` (atomic, every ``--checkpoint-every``
-iterations and on SIGINT/SIGTERM) and ``<out>/log.jsonl``. ``--export FILE.safetensors`` writes
+Resumable in the same loop as ``bench train msh`` (:class:`plugins.learned.training.run.Run`):
+``<out>/checkpoint.pt`` (atomic, every ``--checkpoint-every`` iterations and on SIGINT/SIGTERM)
+and ``<out>/log.jsonl``. ``--export FILE.safetensors`` writes
 the shippable parameters (:mod:`plugins.deephq.params`) and a JSON sidecar.
 
 Run ``bench train deephq --help``.
@@ -44,7 +45,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -55,12 +55,14 @@ from typing import Any
 import numpy as np
 
 from plugins.deephq import params as dp
+from plugins.learned.training.run import (  # noqa: F401 - the run's files, named for users
+    CHECKPOINT_NAME,
+    LOG_NAME,
+)
 
 LAYERS = 8
 MASK_TEMPERATURE = 0.5
 CHECKPOINT_FORMAT = "bench-deephq-checkpoint-v1"
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
 DEFAULT_ITERATIONS = 800
 
 
@@ -186,33 +188,14 @@ def _prior(base, x):
     return y, mu, sigma
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    import torch
-
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A DeepHQ checkpoint (file, or ``checkpoint.pt`` in a directory); ``ValueError`` if not."""
-    import torch
+    from plugins.learned.training.run import CheckpointError, read_checkpoint
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise ValueError(f"no DeepHQ checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a DeepHQ checkpoint ({CHECKPOINT_FORMAT})")
-    return state
+        return read_checkpoint(path, (CHECKPOINT_FORMAT,), what="DeepHQ checkpoint")
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def train(
@@ -238,16 +221,21 @@ def train(
     resume: bool = False,
     log=print,
 ) -> dict[str, Any]:
-    """Run (or resume) step 2 or 3; returns ``{"iteration", "checkpoint", "stopped_by"}``."""
+    """Run (or resume) step 2 or 3 in the shared resumable loop
+    (:class:`plugins.learned.training.run.Run`); returns ``{"iteration", "checkpoint",
+    "stopped_by"}``."""
     import torch
 
     from plugins.learned.model_io import BaseModel
-    from plugins.learned.train import _StopFlag, load_training_images, sample_batch
+    from plugins.learned.training.data import load_training_images, sample_batch
+    from plugins.learned.training.precision import TrainMode, device_name
+    from plugins.learned.training.run import Run
     from plugins.learned.weights import DEFAULT_WEIGHTS
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT_NAME
+    run = Run(out, CHECKPOINT_FORMAT)
+    ckpt = run.checkpoint_path
     if resume:
         state = load_checkpoint(ckpt)
         cfg = dict(state["config"])
@@ -293,7 +281,7 @@ def train(
     if prev is not None and prev.get("base_sha256") != base_model.resolved.sha256:
         raise ValueError(f"{cfg['init']} was trained on other base weights than {cfg['base']}")
     use_masks = cfg["step"] == 3
-    torch.manual_seed(cfg["seed"])
+    run.seed(cfg["seed"])
     quant = build_quantizer(
         base_model.M,
         cfg["layers"],
@@ -307,93 +295,79 @@ def train(
     if state is not None:
         quant.load_state_dict(state["quantizer"])
         optimizer.load_state_dict(state["optimizer"])
-        iteration, seconds = int(state["iteration"]), float(state["train_seconds"])
+        run.restore(state)
         history = state.get("history", {})
-        rng = np.random.Generator(np.random.PCG64())
-        rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        log(f"resuming {ckpt} at iteration {iteration}")
-    else:
-        iteration, seconds = 0, 0.0
-        rng = np.random.Generator(np.random.PCG64(cfg["seed"]))
-        if prev is not None:
-            quant.load_state_dict(prev["quantizer"])
-            history = {
-                **prev.get("history", {}),
-                f"step{prev['config']['step']}": {
-                    "iterations": int(prev["iteration"]),
-                    "train_seconds": float(prev["train_seconds"]),
-                    "config": prev["config"],
-                },
-            }
-            log(f"starting step {cfg['step']} from {cfg['init']} (step {prev['config']['step']})")
+        log(f"resuming {ckpt} at iteration {run.iteration}")
+    elif prev is not None:
+        quant.load_state_dict(prev["quantizer"])
+        history = {
+            **prev.get("history", {}),
+            f"step{prev['config']['step']}": {
+                "iterations": int(prev["iteration"]),
+                "train_seconds": float(prev["train_seconds"]),
+                "config": prev["config"],
+            },
+        }
+        log(f"starting step {cfg['step']} from {cfg['init']} (step {prev['config']['step']})")
     images = load_training_images(cfg["data"], cfg["crop"], log=log)
     lam = cfg["lambdas"]
+    mode = TrainMode()
+    run.start_leg(mode.label, device_name(mode), int(cfg["threads"]))
 
-    def checkpoint() -> None:
-        _save(
-            ckpt,
+    def checkpoint(reason: str) -> None:
+        run.save(
             {
-                "format": CHECKPOINT_FORMAT,
                 "config": cfg,
                 "quantizer": quant.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "iteration": iteration,
-                "train_seconds": seconds,
                 "history": history,
                 "base_sha256": base_model.resolved.sha256,
-                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
-            },
+            }
         )
 
     running: dict[int, list[float]] = {}
-    stopped_by = None
-    with _StopFlag() as stop, open(out / LOG_NAME, "a") as logf:
-        while iteration < cfg["iterations"]:
-            if stop.requested:
-                stopped_by = stop.requested
-                break
-            t0 = time.perf_counter()
-            x = sample_batch(images, rng, cfg["batch"], cfg["crop"])
-            y, mu, sigma = _prior(base_model, x)
-            chosen = rng.choice(
-                trainable, size=min(cfg["layers_per_iteration"], len(trainable)), replace=False
-            )
-            optimizer.zero_grad()
-            num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
-            for layer in sorted(int(k) for k in chosen):
-                y_hat, bits = quant.layer(y, mu, sigma, layer, use_masks)
-                x_hat = base_model.nets.g_s(y_hat)
-                mse = torch.mean((x_hat - x) ** 2)
-                bpp = bits / num_pixels
-                loss = bpp + lam[layer] * 255.0**2 * mse
-                loss.backward()
-                psnr = 10 * math.log10(1.0 / max(mse.item(), 1e-12))
-                running.setdefault(layer, []).append((bpp.item(), psnr))
-            optimizer.step()
-            iteration += 1
-            seconds += time.perf_counter() - t0
-            if iteration % cfg.get("log_every", log_every) == 0:
-                rec = {"type": "train", "iteration": iteration, "train_seconds": seconds}
-                for layer, vals in sorted(running.items()):
-                    arr = np.array(vals)
-                    rec[f"layer{layer + 1}"] = {"bpp": arr[:, 0].mean(), "psnr": arr[:, 1].mean()}
-                steps = quant.steps().detach()
-                rec["step_mean"] = steps.mean(1).tolist()
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
-                running.clear()
-                log(
-                    f"it {iteration} {seconds / iteration:.2f} s/it; "
-                    + " ".join(
-                        f"L{k}:{v['bpp']:.3f}/{v['psnr']:.2f}"
-                        for k, v in ((key[5:], rec[key]) for key in rec if key.startswith("layer"))
-                    )
+
+    def step() -> None:
+        t0 = time.perf_counter()
+        x = sample_batch(images, run.rng, cfg["batch"], cfg["crop"])
+        y, mu, sigma = _prior(base_model, x)
+        chosen = run.rng.choice(
+            trainable, size=min(cfg["layers_per_iteration"], len(trainable)), replace=False
+        )
+        optimizer.zero_grad()
+        num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        for layer in sorted(int(k) for k in chosen):
+            y_hat, bits = quant.layer(y, mu, sigma, layer, use_masks)
+            x_hat = base_model.nets.g_s(y_hat)
+            mse = torch.mean((x_hat - x) ** 2)
+            bpp = bits / num_pixels
+            loss = bpp + lam[layer] * 255.0**2 * mse
+            loss.backward()
+            psnr = 10 * math.log10(1.0 / max(mse.item(), 1e-12))
+            running.setdefault(layer, []).append((bpp.item(), psnr))
+        optimizer.step()
+        run.advance(time.perf_counter() - t0)
+        iteration, seconds = run.iteration, run.train_seconds
+        if iteration % cfg.get("log_every", log_every) == 0:
+            rec = {"type": "train", "iteration": iteration, "train_seconds": seconds}
+            for layer, vals in sorted(running.items()):
+                arr = np.array(vals)
+                rec[f"layer{layer + 1}"] = {"bpp": arr[:, 0].mean(), "psnr": arr[:, 1].mean()}
+            steps = quant.steps().detach()
+            rec["step_mean"] = steps.mean(1).tolist()
+            run.log(rec)
+            running.clear()
+            log(
+                f"it {iteration} {seconds / iteration:.2f} s/it; "
+                + " ".join(
+                    f"L{k}:{v['bpp']:.3f}/{v['psnr']:.2f}"
+                    for k, v in ((key[5:], rec[key]) for key in rec if key.startswith("layer"))
                 )
-            if iteration % cfg.get("checkpoint_every", checkpoint_every) == 0:
-                checkpoint()
-        checkpoint()
-    return {"iteration": iteration, "checkpoint": str(ckpt), "stopped_by": stopped_by}
+            )
+
+    every = cfg.get("checkpoint_every", checkpoint_every)
+    stopped_by = run.loop(cfg["iterations"], step, checkpoint, every)
+    return {"iteration": run.iteration, "checkpoint": str(ckpt), "stopped_by": stopped_by}
 
 
 def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:

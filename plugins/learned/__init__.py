@@ -1,5 +1,5 @@
 """Built-in plugin for the learned codecs' base model: the ``msh`` trainer (``bench train msh``,
-CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.train`) and ``bench train-export``.
+CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`) and ``bench train-export``.
 
 Heavy modules (torch, compressai) are imported inside the trainer and the command so that
 ``bench --help`` stays fast. The torchvision/compressai import fix is in
@@ -21,8 +21,9 @@ BAD_INPUT = 3
 
 
 def train_msh(argv: list[str]) -> int:
-    """``bench train msh ARGS``: :func:`plugins.learned.train.main` (``--help`` lists ARGS)."""
-    from plugins.learned.train import main
+    """``bench train msh ARGS``: :func:`plugins.learned.training.msh.main` (``--help`` lists
+    ARGS)."""
+    from plugins.learned.training.msh import main
 
     return main(argv)
 
@@ -57,7 +58,7 @@ def register_commands(cli: typer.Typer) -> None:
         threads: Annotated[int | None, _opt("--threads", "torch threads.")] = None,
     ) -> None:
         """Export float16 .safetensors weights + JSON sidecar, evaluated on all 24 Kodak images."""
-        from plugins.learned.train import CheckpointError, export, sidecar_path
+        from plugins.learned.training.msh import CheckpointError, export, sidecar_path
 
         try:
             export(checkpoint, out, kodak=kodak, threads=threads)

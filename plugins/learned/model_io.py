@@ -6,7 +6,7 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
 :mod:`plugins.learned.weights`. It exposes the steps the learned codecs share:
 
 * :meth:`BaseModel.analyse`: pad the image to a multiple of 64 (edge replication, as
-  :func:`plugins.learned.train.pad_to_multiple`), ``y = g_a(x)``, ``z = h_a(y)``; the
+  :func:`plugins.learned.training.evaluation.pad_to_multiple`), ``y = g_a(x)``, ``z = h_a(y)``; the
   hyper-latent's integers ``round(z - medians)`` coded with the entropy bottleneck's own
   per-channel integer tables (:mod:`plugins.learned.coding.table`, a range coder in place of
   CompressAI's rANS: same probabilities, within a few bytes of the same size); then the hyper

@@ -1,41 +1,39 @@
-"""Training and export of the learned codecs' base model: CompressAI's ``MeanScaleHyperprior``.
+"""The ``msh`` trainer: training and export of the learned codecs' base model, CompressAI's
+``MeanScaleHyperprior``.
 
 The model is Minnen et al. 2018 without the context model (mean-scale Gaussian hyperprior),
 trained on random crops with the usual CompressAI rate-distortion loss
 ``lmbda * 255**2 * MSE + bpp`` (bpp from the likelihoods), Adam for the network and a separate
 Adam for the entropy bottleneck's quantiles (``model.aux_loss()``).
 
-Training is resumable: ``<out>/checkpoint.pt`` holds the model, both optimizers, the iteration,
-every RNG state and the config; it is written atomically (temporary file, then ``os.replace``)
-every ``checkpoint_every`` iterations and when the process gets Ctrl-C or SIGTERM.
+Training runs the shared resumable loop (:class:`plugins.learned.training.run.Run`):
+``<out>/checkpoint.pt`` holds the model, both optimizers, the iteration, every RNG state, the
+legs and the config; it is written atomically every ``checkpoint_every`` iterations and when
+the process gets Ctrl-C or SIGTERM.
 ``<out>/log.jsonl`` receives one JSON object per line: ``{"type": "train", ...}`` every
 ``log_every`` iterations, ``{"type": "checkpoint", ...}`` for each checkpoint, and
 ``{"type": "eval", ...}`` for each evaluation on a few Kodak images with real entropy coding
-(Kodak is used for evaluation only, never for training; :func:`load_training_images` refuses a
-training folder that contains a Kodak image).
+(:mod:`plugins.learned.training.evaluation`; Kodak is used for evaluation only, never for
+training: :func:`~plugins.learned.training.data.load_training_images` refuses a training folder
+that contains a Kodak image).
 
 :func:`export` turns a checkpoint into shippable weights: a float16 ``.safetensors`` file that
 also stores the entropy-coder tables computed by ``update()`` from the float16-rounded weights
 (so a loader gets exactly the CDFs the exporter evaluated with, without calling ``update()``),
 plus a JSON sidecar describing provenance and the Kodak rate-distortion point of the exported
-weights. :func:`load_weights` reads such a file back.
+weights (:mod:`plugins.learned.weights.format`; :func:`load_weights` reads such a file back).
 
-Run ``python -m plugins.learned.train --help`` (or ``bench train`` once the CLI is wired).
+Command line: ``bench train msh --help`` (:func:`main`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +44,16 @@ import numpy as np
 
 from bench.hashing import sha256_file
 from bench.published import MBT2018_MEAN_KODAK
+from plugins.learned.training.data import (
+    DEFAULT_EVAL_IMAGES,
+    DEFAULT_KODAK,
+    load_kodak,
+    load_training_images,
+    manifest_sha256,
+    sample_batch,
+)
+from plugins.learned.training.evaluation import evaluate
+from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.precision import (
     TrainMode,
     device_name,
@@ -53,32 +61,24 @@ from plugins.learned.training.precision import (
     time_step,
     validated_modes,
 )
+from plugins.learned.training.run import (
+    CHECKPOINT_NAME,
+    LOG_NAME,  # noqa: F401 - the log file of a run, named here for this trainer's users
+    CheckpointError,
+    Run,
+    read_checkpoint,
+)
 from plugins.learned.training.schedule import CosineSchedule
 from plugins.learned.training.threads import AdaptiveThreads
 from plugins.learned.weights.format import WEIGHTS_FORMAT, build_model, load_weights, sidecar_path
 
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
 CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
-#: Evaluation images: the project's bundled Kodak copy (never used for training).
-DEFAULT_KODAK = os.environ.get(
-    "BENCH_KODAK", str(Path(__file__).resolve().parents[2] / "datasets" / "kodak")
-)
-DEFAULT_EVAL_IMAGES = ("kodim01", "kodim05", "kodim15", "kodim23")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 #: Exported weights larger than this are refused (the shipped file must stay <= 16 MB). N=128,
 #: M=192 has 7.03M parameters: about 14.1 MB in float16 plus the CDF tables (< 1 MB).
 MAX_WEIGHTS_BYTES = 16_000_000
-#: compress/decompress need sides that are multiples of 2**6 (four stride-2 analysis layers
-#: plus two in the hyper analysis).
-PAD_MULTIPLE = 64
 #: Newest checkpoint format; v1 checkpoints (no schedule, mode or legs) still resume.
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, corrupt, or does not match the requested config."""
 
 
 @dataclass
@@ -178,117 +178,9 @@ def restore_constants(model) -> None:
                 buffer.copy_(fresh[name])
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def manifest_sha256(data: str | Path) -> str:
-    """sha256 of ``MANIFEST.tsv`` at the top of the training folder, or of a listing built here.
-
-    The built listing is ``relative/path<TAB>sha256<LF>`` per image, sorted by path.
-    """
-    folder = Path(data)
-    manifest = folder / "MANIFEST.tsv"
-    if manifest.is_file():
-        return sha256_file(manifest)
-    lines = [
-        f"{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n" for p in _list_images(folder)
-    ]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def _kodak_hashes(kodak: str | Path) -> set[str]:
-    folder = Path(kodak)
-    if not folder.is_dir():
-        return set()
-    return {sha256_file(p) for p in _list_images(folder)}
-
-
-def load_training_images(
-    data: str | Path,
-    crop: int,
-    kodak: str | Path = DEFAULT_KODAK,
-    log: Callable[[str], None] = print,
-) -> list[np.ndarray]:
-    """Decode every image under ``data`` once into RAM as ``(H, W, 3)`` uint8 arrays.
-
-    Images smaller than ``crop`` on either side are skipped with a note; files without an image
-    suffix are ignored. Raises ``ValueError`` if the folder is (inside) the Kodak folder, holds a
-    file identical to a Kodak image, or holds image-named files that do not decode (all named).
-    """
-    folder = Path(data).resolve()
-    if not folder.is_dir():
-        raise ValueError(f"training folder {folder} does not exist")
-    kodak_dir = Path(kodak).resolve()
-    if folder == kodak_dir or kodak_dir in folder.parents:
-        raise ValueError(f"refusing to train on the Kodak evaluation set ({folder})")
-    kodak_sha = _kodak_hashes(kodak_dir)
-    images: list[np.ndarray] = []
-    skipped = 0
-    unreadable: list[str] = []
-    for path in _list_images(folder):
-        if kodak_sha and sha256_file(path) in kodak_sha:
-            raise ValueError(f"refusing to train on a Kodak image: {path}")
-        try:
-            img = _read_rgb(path)
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
-            unreadable.append(f"{path.relative_to(folder)} ({type(exc).__name__})")
-            continue
-        if img.shape[0] < crop or img.shape[1] < crop:
-            log(f"note: skipping {path} ({img.shape[1]}x{img.shape[0]} < crop {crop})")
-            skipped += 1
-            continue
-        images.append(img)
-    if unreadable:
-        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
-        raise ValueError(
-            f"{len(unreadable)} file(s) under {folder} have an image suffix but do not decode: "
-            f"{shown}; remove or replace them"
-        )
-    if not images:
-        raise ValueError(f"no usable training image (>= {crop}x{crop}) under {folder}")
-    note = f", skipped {skipped}" if skipped else ""
-    log(f"loaded {len(images)} training images from {folder}{note}")
-    return images
-
-
-def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: int, crop: int):
-    """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1]."""
-    torch = _torch()
-    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
-    for b in range(batch):
-        img = images[int(rng.integers(len(images)))]
-        h, w = img.shape[:2]
-        y0 = int(rng.integers(h - crop + 1))
-        x0 = int(rng.integers(w - crop + 1))
-        patch = img[y0 : y0 + crop, x0 : x0 + crop]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        out[b] = patch
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _split_parameters(model):
+def split_parameters(model):
+    """``(main, aux)``: the trainable parameters Adam updates, and the entropy bottleneck's
+    quantiles (``model.aux_loss()``'s own optimiser)."""
     main, aux = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -298,168 +190,20 @@ def _split_parameters(model):
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation with real entropy coding
-
-
-def _to_tensor(img: np.ndarray):
-    torch = _torch()
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)[None]
-
-
-def _to_uint8(x) -> np.ndarray:
-    arr = x[0].clamp(0, 1).mul(255.0).round().to(dtype=_torch().uint8).permute(1, 2, 0)
-    return np.ascontiguousarray(arr.numpy())
-
-
-def pad_to_multiple(x, multiple: int = PAD_MULTIPLE):
-    """Pad ``(1, 3, H, W)`` right and bottom (edge replication) to multiples of ``multiple``."""
-    import torch.nn.functional as F
-
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
-
-
-def code_image(model, img: np.ndarray) -> dict[str, Any]:
-    """Compress and decompress one image with real entropy coding.
-
-    ``model`` must be in eval mode with its CDF tables built (``update()``). Returns the byte
-    count, real bpp, PSNR-RGB of the rounded, cropped reconstruction and the reconstruction.
-    """
-    from bench.metrics import psnr_rgb
-
-    torch = _torch()
-    h, w = img.shape[:2]
-    with torch.no_grad():
-        x = pad_to_multiple(_to_tensor(img))
-        enc = model.compress(x)
-        nbytes = sum(len(s) for group in enc["strings"] for s in group)
-        x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"][..., :h, :w]
-    rec = _to_uint8(x_hat)
-    return {
-        "bytes": nbytes,
-        "bpp": 8.0 * nbytes / (h * w),
-        "psnr_rgb": psnr_rgb(img, rec),
-        "reconstruction": rec,
-    }
-
-
-def evaluate(model, images: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, Any]:
-    """Real-coding evaluation on named images; means of bpp and PSNR-RGB plus per-image values.
-
-    Unless ``prepared``, works on a deep copy (CPU, contiguous, eval mode, ``update(force=True)``),
-    so the model being trained is left untouched. ``published_gap`` is the mean point's distance
-    below CompressAI's published mbt2018-mean curve at the same bpp (:mod:`bench.published`);
-    a subset's mean is not comparable with the 24-image figure.
-    """
-    torch = _torch()
-    t0 = time.perf_counter()
-    if not prepared:
-        model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
-        model.update(force=True)
-    per_image = []
-    with torch.no_grad():
-        for name, img in images.items():
-            r = code_image(model, img)
-            per_image.append(
-                {"image": name, "bytes": r["bytes"], "bpp": r["bpp"], "psnr_rgb": r["psnr_rgb"]}
-            )
-    bpp = float(np.mean([p["bpp"] for p in per_image]))
-    psnr = float(np.mean([p["psnr_rgb"] for p in per_image]))
-    return {
-        "images": list(images),
-        "bpp": bpp,
-        "psnr_rgb": psnr,
-        "published_gap": MBT2018_MEAN_KODAK.gap_db(bpp, psnr).to_dict(),
-        "per_image": per_image,
-        "eval_seconds": time.perf_counter() - t0,
-    }
-
-
-def load_kodak(kodak: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Kodak images by stem (``kodim01``...); all ``kodim*.png`` when ``names`` is None."""
-    folder = Path(kodak)
-    if names is None:
-        paths = sorted(folder.glob("kodim*.png"))
-        if not paths:
-            raise FileNotFoundError(f"no kodim*.png under {folder}")
-    else:
-        paths = [folder / (n if n.endswith(".png") else f"{n}.png") for n in names]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"Kodak images not found: {', '.join(missing)}")
-    return {p.stem: _read_rgb(p) for p in paths}
-
-
-# --------------------------------------------------------------------------------------------
 # checkpoints
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to ``path.tmp``, fsync, then ``os.replace``: never a half-written file."""
-    torch = _torch()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file, or ``checkpoint.pt`` in a directory.
+    """A checkpoint of this trainer (file, or ``checkpoint.pt`` in a directory).
 
     Raises :class:`CheckpointError` when it is missing, corrupt, or not a training checkpoint.
     """
-    torch = _torch()
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle garbage, ...
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
-            "delete it to start over"
-        ) from exc
     required = ("format", "model", "optimizer", "aux_optimizer", "iteration", "rng", "config")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a bench training checkpoint ({CHECKPOINT_FORMAT})")
-    missing = [k for k in required if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
-    return state
+    return read_checkpoint(path, CHECKPOINT_FORMATS, required)
 
 
 # --------------------------------------------------------------------------------------------
 # training
-
-
-class _StopFlag:
-    """Turns the first SIGINT/SIGTERM into a polite stop request; a second SIGINT interrupts."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig:
@@ -514,15 +258,14 @@ def train(
     SIGINT/SIGTERM, writing a checkpoint either way. Each process's stretch of training is a
     *leg* (mode, device, threads, iterations/s), kept in the checkpoint and the weights' sidecar.
     """
-    torch = _torch()
+    import torch
     from rich.console import Console
 
     console = console or Console(stderr=True)
     cfg = resolve_config(out, resume, **options)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT_NAME
-    log_path = out / LOG_NAME
+    run = Run(out, CHECKPOINT_FORMAT)
 
     adaptive = AdaptiveThreads() if cfg.threads == 0 else None
     if adaptive is None:
@@ -538,47 +281,25 @@ def train(
 
     # Seeded before the model is built so that a run is reproducible from its config (a resumed
     # run then restores the RNG states saved with the checkpoint).
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    run.seed(cfg.seed)
     model = build_model(cfg.N, cfg.M)
-    legs: list[dict[str, Any]] = []
+    last_eval = None
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(run.checkpoint_path)
         try:
             model.load_state_dict(state["model"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model: {exc}") from exc
+            raise CheckpointError(
+                f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
+            ) from exc
         if state.get("manifest_sha256") not in (None, manifest):
             console.print(
                 f"[yellow]warning: training data changed since the checkpoint: {cfg.data}"
             )
         restore_constants(model)  # checkpoints of runs started from float16 exports lack them
-        iteration = int(state["iteration"])
-        train_seconds = float(state.get("train_seconds", 0.0))
+        run.restore(state)
         last_eval = state.get("last_eval")
-        legs = list(state.get("legs", []))
-        rng = np.random.Generator(np.random.PCG64())
-        rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_to_tuple(state["rng"]["python"]))
-        console.print(f"resuming {ckpt_path} at iteration {iteration}")
-    else:
-        iteration, train_seconds, last_eval = 0, 0.0, None
-        rng = np.random.Generator(np.random.PCG64(cfg.seed))
-        if cfg.init:
-            initial, meta = load_weights(cfg.init)
-            if (int(meta["N"]), int(meta["M"])) != (cfg.N, cfg.M):
-                raise CheckpointError(
-                    f"{cfg.init} holds N={meta['N']}, M={meta['M']}, not N={cfg.N}, M={cfg.M}"
-                )
-            model.load_state_dict(initial.state_dict())
-            restore_constants(model)
-            iteration = int(meta.get("iterations", 0))
-            cfg.start_iteration = iteration
-            legs = _legs_of_weights(cfg.init)
-            train_seconds = sum(leg["seconds"] for leg in legs)
-            console.print(f"starting from {cfg.init} (iteration {iteration})")
-    if resume:
+        console.print(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
         before = TrainConfig.from_dict(state["config"])
         changed = {
             k: [getattr(before, k), getattr(cfg, k)]
@@ -586,13 +307,26 @@ def train(
             if getattr(before, k) != getattr(cfg, k)
         }
         if changed:
-            _append_log(log_path, {"type": "schedule", "iteration": iteration, "changed": changed})
-            console.print(f"schedule changed at iteration {iteration}: {changed}")
-    _atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
+            run.log({"type": "schedule", "iteration": run.iteration, "changed": changed})
+            console.print(f"schedule changed at iteration {run.iteration}: {changed}")
+    elif cfg.init:
+        initial, meta = load_weights(cfg.init)
+        if (int(meta["N"]), int(meta["M"])) != (cfg.N, cfg.M):
+            raise CheckpointError(
+                f"{cfg.init} holds N={meta['N']}, M={meta['M']}, not N={cfg.N}, M={cfg.M}"
+            )
+        model.load_state_dict(initial.state_dict())
+        restore_constants(model)
+        run.iteration = int(meta.get("iterations", 0))
+        cfg.start_iteration = run.iteration
+        run.legs = legs_of_weights(cfg.init)
+        run.train_seconds = sum(leg["seconds"] for leg in run.legs)
+        console.print(f"starting from {cfg.init} (iteration {run.iteration})")
+    atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
 
-    mode = resolve_mode(cfg, model, images, rng, console)
+    mode = resolve_mode(cfg, model, images, run.rng, console)
     mode.prepare_model(model)
-    main_params, aux_params = _split_parameters(model)
+    main_params, aux_params = split_parameters(model)
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     if resume:
@@ -600,7 +334,9 @@ def train(
             optimizer.load_state_dict(state["optimizer"])
             aux_optimizer.load_state_dict(state["aux_optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model: {exc}") from exc
+            raise CheckpointError(
+                f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
+            ) from exc
     schedule = CosineSchedule(
         peak=cfg.lr,
         floor=cfg.lr_min,
@@ -608,164 +344,134 @@ def train(
         end=max(cfg.iterations, cfg.start_iteration + 1),
         warmup=cfg.warmup,
     )
-    leg = {
-        "mode": mode.label,
-        "device": device_name(mode),
-        "threads": "adaptive" if adaptive else cfg.threads,
-        "from_iteration": iteration,
-        "to_iteration": iteration,
-        "seconds": 0.0,
-        "iterations_per_second": None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    legs.append(leg)
-    _append_log(log_path, {"type": "leg", **leg, "planned_end": cfg.iterations})
+    leg = run.start_leg(mode.label, device_name(mode), "adaptive" if adaptive else cfg.threads)
+    run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console.print(f"training mode {mode.label} on {leg['device']}, threads {leg['threads']}")
 
-    saved_at = -1
-
     def checkpoint(reason: str) -> None:
-        nonlocal saved_at
-        if saved_at == iteration:
-            return
-        saved_at = iteration
-        save_checkpoint(
-            ckpt_path,
+        saved = run.save(
             {
-                "format": CHECKPOINT_FORMAT,
                 "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
-                "iteration": iteration,
-                "train_seconds": train_seconds,
                 "last_eval": last_eval,
-                "legs": legs,
                 "manifest_sha256": manifest,
-                "rng": {
-                    "numpy": rng.bit_generator.state,
-                    "torch": torch.get_rng_state(),
-                    "python": list(random.getstate()),
-                },
                 "config": cfg.to_dict(),
-            },
+            }
         )
-        _append_log(
-            log_path,
-            {
-                "type": "checkpoint",
-                "iteration": iteration,
-                "reason": reason,
-                "mode": leg["mode"],
-                "iterations_per_second": leg["iterations_per_second"],
-            },
-        )
+        if saved:
+            run.log(
+                {
+                    "type": "checkpoint",
+                    "iteration": run.iteration,
+                    "reason": reason,
+                    "mode": leg["mode"],
+                    "iterations_per_second": leg["iterations_per_second"],
+                }
+            )
 
     model.train()
     window: dict[str, float] = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "aux": 0.0, "n": 0, "s": 0.0}
-    stopped_by: str | None = None
+    last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
     progress = _make_progress(console)
-    task = progress.add_task("training", total=cfg.iterations, completed=iteration, status="")
-    with _StopFlag() as stop, progress:
-        last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
-        while iteration < last:
-            threads = adaptive.update(iteration) if adaptive else cfg.threads
-            t0 = time.perf_counter()
-            x = mode.prepare_batch(sample_batch(images, rng, cfg.batch, cfg.crop))
-            optimizer.zero_grad(set_to_none=True)
-            aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_forward(model, x, cfg.lmbda, mode)
-            terms["loss"].backward()
-            lr = schedule(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-            optimizer.step()
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
-            aux_optimizer.step()
-            values = {k: float(v.detach()) for k, v in terms.items()}  # synchronises the device
-            values["aux"] = float(aux_loss.detach())
-            iteration += 1
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            leg["seconds"] += dt
-            leg["to_iteration"] = iteration
-            leg["iterations_per_second"] = (iteration - leg["from_iteration"]) / leg["seconds"]
-            if not all(math.isfinite(v) for v in values.values()):
-                raise FloatingPointError(
-                    f"non-finite loss at iteration {iteration}: {values}; the last checkpoint "
-                    "is intact"
-                )
-            for k in ("loss", "mse", "bpp", "aux"):
-                window[k] += values[k]
-            window["n"] += 1
-            window["s"] += dt
-            psnr_est = 10 * math.log10(1.0 / max(values["mse"], 1e-12))
-            progress.update(
-                task,
-                completed=iteration,
-                status=f"loss {values['loss']:.3f} bpp {values['bpp']:.3f} psnr~{psnr_est:.2f}",
+    task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
+
+    def step() -> None:
+        nonlocal window, last_eval
+        threads = adaptive.update(run.iteration) if adaptive else cfg.threads
+        t0 = time.perf_counter()
+        x = mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
+        optimizer.zero_grad(set_to_none=True)
+        aux_optimizer.zero_grad(set_to_none=True)
+        terms = rd_forward(model, x, cfg.lmbda, mode)
+        terms["loss"].backward()
+        lr = schedule(run.iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}  # synchronises the device
+        values["aux"] = float(aux_loss.detach())
+        dt = time.perf_counter() - t0
+        run.advance(dt)
+        iteration = run.iteration
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(
+                f"non-finite loss at iteration {iteration}: {values}; the last checkpoint is intact"
             )
-            if iteration % cfg.log_every == 0 or iteration == last:
-                n = window["n"]
-                record = {
-                    "type": "train",
-                    "iteration": iteration,
-                    "loss": window["loss"] / n,
-                    "mse": window["mse"] / n,
-                    "bpp": window["bpp"] / n,
-                    "aux": window["aux"] / n,
-                    "psnr_est": 10 * math.log10(1.0 / max(window["mse"] / n, 1e-12)),
-                    "seconds": window["s"] / n,
-                    "lr": lr,
-                    "mode": mode.label,
-                    "threads": threads,
-                    "train_seconds": train_seconds,
-                    "time": time.time(),
-                }
-                _append_log(log_path, record)
-                if not progress.console.is_terminal:
-                    console.print(
-                        f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
-                        f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it "
-                        f"lr {lr:.2e} {threads} thr"
-                    )
-                window = dict.fromkeys(window, 0.0)
-            if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
-                t_eval = time.perf_counter()
-                result = evaluate(model, eval_set)
-                train_seconds += time.perf_counter() - t_eval
-                last_eval = {"iteration": iteration, **result}
-                _append_log(log_path, {"type": "eval", **last_eval, "time": time.time()})
+        for k in ("loss", "mse", "bpp", "aux"):
+            window[k] += values[k]
+        window["n"] += 1
+        window["s"] += dt
+        psnr_est = 10 * math.log10(1.0 / max(values["mse"], 1e-12))
+        progress.update(
+            task,
+            completed=iteration,
+            status=f"loss {values['loss']:.3f} bpp {values['bpp']:.3f} psnr~{psnr_est:.2f}",
+        )
+        if iteration % cfg.log_every == 0 or iteration == last:
+            n = window["n"]
+            record = {
+                "type": "train",
+                "iteration": iteration,
+                "loss": window["loss"] / n,
+                "mse": window["mse"] / n,
+                "bpp": window["bpp"] / n,
+                "aux": window["aux"] / n,
+                "psnr_est": 10 * math.log10(1.0 / max(window["mse"] / n, 1e-12)),
+                "seconds": window["s"] / n,
+                "lr": lr,
+                "mode": mode.label,
+                "threads": threads,
+                "train_seconds": run.train_seconds,
+                "time": time.time(),
+            }
+            run.log(record)
+            if not progress.console.is_terminal:
                 console.print(
-                    f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
-                    f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding); "
-                    f"{result['published_gap']['gap_db']:.2f} dB below mbt2018-mean"
+                    f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
+                    f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it "
+                    f"lr {lr:.2e} {threads} thr"
                 )
-            if on_iteration is not None:
-                on_iteration(iteration, values)
-            if stop.requested:
-                stopped_by = stop.requested
-                break
-            if iteration % cfg.checkpoint_every == 0:
-                checkpoint("periodic")
-        checkpoint(f"stop ({stopped_by})" if stopped_by else "end")
+            window = dict.fromkeys(window, 0.0)
+        if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
+            t_eval = time.perf_counter()
+            result = evaluate(model, eval_set)
+            run.train_seconds += time.perf_counter() - t_eval
+            last_eval = {"iteration": iteration, **result}
+            run.log({"type": "eval", **last_eval, "time": time.time()})
+            console.print(
+                f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
+                f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding); "
+                f"{result['published_gap']['gap_db']:.2f} dB below mbt2018-mean"
+            )
+        if on_iteration is not None:
+            on_iteration(iteration, values)
+
+    with progress:
+        stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every)
     if stopped_by:
-        console.print(f"stopped by {stopped_by} at iteration {iteration}; checkpoint {ckpt_path}")
+        console.print(
+            f"stopped by {stopped_by} at iteration {run.iteration}; "
+            f"checkpoint {run.checkpoint_path}"
+        )
     return {
-        "iteration": iteration,
+        "iteration": run.iteration,
         "stopped_by": stopped_by,
-        "checkpoint": str(ckpt_path),
-        "log": str(log_path),
-        "train_seconds": train_seconds,
+        "checkpoint": str(run.checkpoint_path),
+        "log": str(run.log_path),
+        "train_seconds": run.train_seconds,
         "last_eval": last_eval,
-        "legs": legs,
+        "legs": run.legs,
         "config": cfg.to_dict(),
     }
 
 
-def _legs_of_weights(path: str | Path) -> list[dict[str, Any]]:
+def legs_of_weights(path: str | Path) -> list[dict[str, Any]]:
     """The training legs recorded in a weights sidecar; one summary leg for older sidecars."""
     side = sidecar_path(path)
     if not side.is_file():
@@ -807,18 +513,6 @@ def resolve_mode(cfg: TrainConfig, model, images, rng, console) -> TrainMode:
         + f" -> {chosen.label}"
     )
     return chosen
-
-
-def _to_tuple(obj):
-    """``random.getstate()`` round-trips through lists in the checkpoint; rebuild the tuples."""
-    if isinstance(obj, list):
-        return tuple(_to_tuple(o) for o in obj)
-    return obj
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _make_progress(console):
@@ -967,7 +661,7 @@ def export(
         "versions": {"torch": torch.__version__, "compressai": compressai.__version__},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _atomic_write_json(sidecar_path(out_file), sidecar)
+    atomic_write_json(sidecar_path(out_file), sidecar)
     gap = MBT2018_MEAN_KODAK.gap_db(result["bpp"], result["psnr_rgb"])
     console.print(
         f"Kodak ({len(kodak_set)} images): {result['bpp']:.4f} bpp, "
@@ -983,7 +677,7 @@ def _strip_eval(ev: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------
-# command line (``python -m plugins.learned.train``; ``bench train`` uses the same functions)
+# command line (``bench train msh``)
 
 
 def _parse_args(argv: Sequence[str] | None):

@@ -1,0 +1,135 @@
+"""Training data: the training folder's images in RAM, random crops, the Kodak evaluation
+images, and the provenance hash of a training set. Kodak is used for evaluation only:
+:func:`load_training_images` refuses a training folder that holds a Kodak image."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.hashing import sha256_file
+
+#: Evaluation images: the project's bundled Kodak copy (never used for training).
+DEFAULT_KODAK = os.environ.get(
+    "BENCH_KODAK", str(Path(__file__).resolve().parents[3] / "datasets" / "kodak")
+)
+DEFAULT_EVAL_IMAGES = ("kodim01", "kodim05", "kodim15", "kodim23")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Files under ``folder`` (recursively) with an image suffix, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def manifest_sha256(data: str | Path) -> str:
+    """sha256 of ``MANIFEST.tsv`` at the top of the training folder, or of a listing built here.
+
+    The built listing is ``relative/path<TAB>sha256<LF>`` per image, sorted by path.
+    """
+    folder = Path(data)
+    manifest = folder / "MANIFEST.tsv"
+    if manifest.is_file():
+        return sha256_file(manifest)
+    lines = [f"{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n" for p in list_images(folder)]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def kodak_hashes(kodak: str | Path) -> set[str]:
+    """sha256 of every image in the Kodak folder (empty when there is none)."""
+    folder = Path(kodak)
+    if not folder.is_dir():
+        return set()
+    return {sha256_file(p) for p in list_images(folder)}
+
+
+def load_training_images(
+    data: str | Path,
+    crop: int,
+    kodak: str | Path = DEFAULT_KODAK,
+    log: Callable[[str], None] = print,
+) -> list[np.ndarray]:
+    """Decode every image under ``data`` once into RAM as ``(H, W, 3)`` uint8 arrays.
+
+    Images smaller than ``crop`` on either side are skipped with a note; files without an image
+    suffix are ignored. Raises ``ValueError`` if the folder is (inside) the Kodak folder, holds a
+    file identical to a Kodak image, or holds image-named files that do not decode (all named).
+    """
+    folder = Path(data).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"training folder {folder} does not exist")
+    kodak_dir = Path(kodak).resolve()
+    if folder == kodak_dir or kodak_dir in folder.parents:
+        raise ValueError(f"refusing to train on the Kodak evaluation set ({folder})")
+    kodak_sha = kodak_hashes(kodak_dir)
+    images: list[np.ndarray] = []
+    skipped = 0
+    unreadable: list[str] = []
+    for path in list_images(folder):
+        if kodak_sha and sha256_file(path) in kodak_sha:
+            raise ValueError(f"refusing to train on a Kodak image: {path}")
+        try:
+            img = read_rgb(path)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
+            unreadable.append(f"{path.relative_to(folder)} ({type(exc).__name__})")
+            continue
+        if img.shape[0] < crop or img.shape[1] < crop:
+            log(f"note: skipping {path} ({img.shape[1]}x{img.shape[0]} < crop {crop})")
+            skipped += 1
+            continue
+        images.append(img)
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        raise ValueError(
+            f"{len(unreadable)} file(s) under {folder} have an image suffix but do not decode: "
+            f"{shown}; remove or replace them"
+        )
+    if not images:
+        raise ValueError(f"no usable training image (>= {crop}x{crop}) under {folder}")
+    note = f", skipped {skipped}" if skipped else ""
+    log(f"loaded {len(images)} training images from {folder}{note}")
+    return images
+
+
+def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: int, crop: int):
+    """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1]."""
+    import torch
+
+    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
+    for b in range(batch):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        y0 = int(rng.integers(h - crop + 1))
+        x0 = int(rng.integers(w - crop + 1))
+        patch = img[y0 : y0 + crop, x0 : x0 + crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[b] = patch
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def load_kodak(kodak: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Kodak images by stem (``kodim01``...); all ``kodim*.png`` when ``names`` is None."""
+    folder = Path(kodak)
+    if names is None:
+        paths = sorted(folder.glob("kodim*.png"))
+        if not paths:
+            raise FileNotFoundError(f"no kodim*.png under {folder}")
+    else:
+        paths = [folder / (n if n.endswith(".png") else f"{n}.png") for n in names]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"Kodak images not found: {', '.join(missing)}")
+    return {p.stem: read_rgb(p) for p in paths}
