@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import subprocess
 
 import pandas as pd
@@ -200,3 +202,88 @@ def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_pa
     assert (
         "### crashy\n\nNo aggregated point: 1 unit(s) failed" in (alone / "report.md").read_text()
     )
+
+
+def test_images_left_out_of_bd_rates_are_named_with_the_psnr_drop(finished_run):
+    """Issue 18 item 2: an image leaving the per-image BD-rates is named, with its reason, in
+    report.md, report.html, bdrate.csv and on the console; the drop itself is listed."""
+    done = subprocess.run(
+        bench_command("report", str(finished_run)), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    # c.png's bit-plane curve falls (raw bit-planes, most significant first)
+    assert (
+        "note: bitplane on c.png: PSNR-RGB falls from 22.85 dB at 3.096 bpp to 21.32 dB at "
+        "6.099 bpp; that image has no per-image BD-rate" in done.stdout
+    )
+    report = (finished_run / "report.md").read_text()
+    assert "| slow[delay=0] | 0.000 | 0.000 |" in report and "| 2/3 |" in report
+    assert (
+        "- `slow[delay=0]`: c.png left out: non-invertible curve: `bitplane` on c.png has PSNR "
+        "decreasing with rate (22.8453 dB at 3.09638 bpp, then 21.3231 dB at 6.09893 bpp)"
+    ) in report
+    assert "## PSNR falling as the rate rises" in report
+    assert "| bitplane | c.png | 3.096 -> 6.099 | 22.85 -> 21.32 |" in report
+    table = pd.read_csv(finished_run / "bdrate.csv", keep_default_na=False)
+    (row,) = table[table["codec"] == "slow[delay=0]"].itertuples()
+    assert row.images_left_out.startswith("c.png: non-invertible curve: `bitplane` on c.png")
+    page = (finished_run / "report.html").read_text()
+    assert 'id="psnr-drops"' in page and "c.png left out: non-invertible curve" in page
+
+
+def test_few_points_short_streams_and_the_learned_caveat(crops_dataset, tmp_path):
+    """Issue 18 items 6 and 8: a BD-rate from fewer than 4 points per curve is marked on the
+    console and in the reports; a target past the whole stream is noted; the learned codecs'
+    'not the papers' weights' caveat, with the base's gap, heads report.md and report.html."""
+    out = tmp_path / "run"
+    command = bench_command(
+        "run", "--codecs", "jpeg2000,spiht,plonq", "--anchor", "jpeg2000", "--dataset",
+        str(crops_dataset), "--bpp", "0.5,1,5", "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    spiht = next(line for line in done.stdout.splitlines() if "│ spiht " in line)
+    assert "warning: few points: `jpeg2000` has" in spiht and "a rough figure" in spiht
+    report = (out / "report.md").read_text()
+    assert "| spiht |" in report and "warning: few points: `jpeg2000` has" in report
+    assert pd.read_csv(out / "bdrate.csv")["warning"].str.startswith("few points").all()
+    # spiht's encoder stops at 2.5 bpp: the 5 bpp target decodes the whole stream
+    assert (
+        "- `spiht`: the whole stream is shorter than the budget at target(s) 5 bpp on 3" in report
+    )
+    top, _, _ = report.partition("![R-D curves](rd.png)")
+    assert "**Not the papers' weights.** `plonq` run on small weights this project trained" in top
+    assert re.search(r"at \d\.\d{3} bpp / \d+\.\d\d dB: \d+\.\d\d dB below mbt2018-mean", top)
+    page = (out / "report.html").read_text()
+    header = page[: page.index("</header>")]
+    assert '<p id="caveat"><strong>Not the papers' in html.unescape(header)
+
+
+def test_help_shows_metavars_not_types():
+    """Issue 18 item 8: no <bool>, <list[Path]>, literal double backticks or eaten markup."""
+    for args in ((), ("run",), ("report",), ("plot",), ("compare",), ("datasets", "list")):
+        done = subprocess.run(
+            bench_command(*args, "--help"), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        for noise in ("<bool>", "<list[Path]>", "<str>", "<int range>", "``", "\\["):
+            assert noise not in done.stdout, (args, noise, done.stdout)
+    top = subprocess.run(bench_command("--help"), capture_output=True, text=True, timeout=120)
+    assert "--plugin FILE.py" in top.stdout and "plot" in top.stdout
+    run_help = subprocess.run(
+        bench_command("run", "--help"), capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "'jpeg2000[levels=4]'" in run_help and "'.[dask]'" in run_help
+    assert "--bpp GRID" in run_help and "--jobs N" in run_help
+
+
+def test_datasets_list_prints_full_names_and_paths_off_terminal():
+    from bench import datasets
+
+    done = subprocess.run(
+        bench_command("datasets", "list"), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    clic = datasets.load_manifest("clic-2020-professional-valid")
+    assert "clic-2020-professional-valid" in done.stdout and str(clic.root) in done.stdout
+    assert "…" not in done.stdout
