@@ -54,7 +54,7 @@ class _State:
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    err.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -107,9 +107,21 @@ def _executor(value: str) -> str:
 @app.command()
 def codecs(
     strict: Annotated[bool, typer.Option(help="Exit 1 if any plugin failed to load.")] = False,
+    params: Annotated[
+        str,
+        typer.Option(
+            "--params",
+            metavar="CODEC",
+            help="Show CODEC's parameters (name[key=value,...]): type, default, meaning.",
+        ),
+    ] = "",
 ) -> None:
-    """List every codec found, whether it can run here, and why not."""
+    """List every codec found, whether it can run here, and why not; plugins that failed to
+    load (import error, unknown hook name, a hook that raised) are listed below the table."""
     registry = _registry()
+    if params:
+        _show_parameters(registry, params)
+        return
     table = Table(title="codecs")
     for column in ("codec", "kind", "plugin", "status"):
         table.add_column(column)
@@ -120,16 +132,40 @@ def codecs(
             "[green]available[/]"
             if problem is None
             else (
-                f"[yellow]unavailable:[/] {problem.reason}"
-                + (f"\n  fix: {problem.fix}" if problem.fix else "")
+                f"[yellow]unavailable:[/] {escape(problem.reason)}"
+                + (f"\n  fix: {escape(problem.fix)}" if problem.fix else "")
             )
         )
         table.add_row(name, spec.kind, spec.plugin, status)
     out.print(table)
     for failure in registry.failures:
-        out.print(f"[red]plugin failed to load:[/] {failure.plugin}: {failure.error}")
+        out.print(
+            f"[red]plugin failed to load:[/] {escape(failure.plugin)}: {escape(failure.error)}"
+        )
     if strict and registry.failures:
         raise typer.Exit(EXIT_PROBLEM)
+
+
+def _show_parameters(registry: Registry, name: str) -> None:
+    """The table of ``bench codecs --params NAME``."""
+    from bench.params import declared, type_name
+
+    try:
+        spec = registry.spec(name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), EXIT_USAGE) from None
+    declaration = declared(spec.factory)
+    table = Table(title=f'{name} parameters: --codecs "{name}\\[key=value,...]"')
+    for column in ("parameter", "type", "default", "meaning"):
+        table.add_column(column)
+    for p in declaration.parameters.values():
+        default = "(required)" if p.required else repr(p.default)
+        table.add_row(p.name, escape(type_name(p.annotation)), escape(default), escape(p.help))
+    out.print(table)
+    if not declaration.parameters:
+        out.print(f"{name} takes no parameters")
+    if declaration.open:
+        out.print(f"{name} also accepts other keys (**kwargs), passed as Python literals")
 
 
 @app.command(
@@ -305,13 +341,26 @@ def run(
     """Run codecs over a dataset at fixed bpp truncations and write the report."""
     _check_method(method)
     from bench.grid import parse_bpp_grid
-    from bench.runner import RunConfig, RunError, parse_codec_requests, split_labels
+    from bench.runner import (
+        CodecRequestError,
+        RunConfig,
+        RunError,
+        bind_requests,
+        parse_codec_requests,
+        split_labels,
+    )
     from bench.runner import run as run_benchmark
     from bench.store import RUN, RunStore
 
+    if resume and out_dir is None:
+        raise _fail("--resume needs --out with the run directory to continue", EXIT_USAGE)
+    if not codecs and not resume:
+        raise _fail("--codecs is required (see `bench codecs`)", EXIT_USAGE)
     try:
-        if resume and out_dir is None:
-            raise RunError("--resume needs --out with the run directory to continue")
+        grid = parse_bpp_grid(bpp)
+    except ValueError as exc:
+        raise _fail(f"--bpp: {exc}", EXIT_USAGE) from None
+    try:
         if resume and not codecs:
             config = RunConfig.from_dict(RunStore(out_dir).read_json(RUN)["config"])
             config = RunConfig(
@@ -325,12 +374,10 @@ def run(
                 }
             )
         else:
-            if not codecs:
-                raise RunError("--codecs is required (see `bench codecs`)")
             config = RunConfig(
                 codecs=tuple(parse_codec_requests(codecs)),
                 dataset=dataset,
-                bpp=parse_bpp_grid(bpp),
+                bpp=grid,
                 images=tuple(filter(None, images.split(","))),
                 jobs=jobs,
                 threads=threads,
@@ -341,16 +388,24 @@ def run(
                 entry_points=_State.entry_points,
                 viewer_images=tuple(filter(None, viewer_images.split(","))),
             )
+        # names and parameters checked against the declarations before any folder or worker
+        config = dataclasses.replace(
+            config, codecs=tuple(bind_requests(config.codecs, _registry()))
+        )
         labels = [c.label for c in config.codecs]
         anchors = [a.replace(" ", "") for a in split_labels(anchor)]
         for name in anchors:
             if name not in labels:
-                raise RunError(f"--anchor {name!r} is not among the codecs ({', '.join(labels)})")
+                raise CodecRequestError(
+                    f"--anchor {name!r} is not among the codecs ({', '.join(labels)})"
+                )
         directory = (
             out_dir or Path("results") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         err.print(f"run directory: {directory}")
         outcome = run_benchmark(config, directory, resume=resume, console=err)
+    except CodecRequestError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if outcome.interrupted:
@@ -368,7 +423,7 @@ def _check_method(method: str) -> None:
     from bench.bdrate import METHODS
 
     if method not in METHODS:
-        raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}", EXIT_USAGE)
 
 
 def _record_anchors(directory: Path, anchors: list[str]) -> None:
@@ -449,13 +504,24 @@ def report(
 ) -> None:
     """Re-render a run's report from its stored rows (other anchors: a variant beside it)."""
     _check_method(method)
-    from bench.report import variant_suffix
     from bench.runner import split_labels
-    from bench.store import RUN, RunStore
 
     if not (directory / "run.json").exists():
         raise _fail(f"{directory} is not a bench run directory (no run.json)")
+    from bench.store import RUN, RunStore
+
     anchors = [a.replace(" ", "") for a in split_labels(anchor)]
+    labels = [c["label"] for c in RunStore(directory).read_json(RUN)["config"]["codecs"]]
+    for name in anchors:
+        if name not in labels:
+            close = difflib.get_close_matches(name, labels, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise _fail(
+                f"--anchor {name!r} is not a codec of this run{hint} ({', '.join(labels)})",
+                EXIT_USAGE,
+            )
+    from bench.report import variant_suffix
+
     suffix = variant_suffix(RunStore(directory).read_json(RUN), anchors, method)
     _render_and_summarise(directory, anchors, method, suffix)
 
@@ -612,10 +678,10 @@ def regress(
     _check_method(method)
     from bench.regress import RegressError, Tolerances, adopt, markdown, measure, subset_config
     from bench.regress import regress as regress_runs
-    from bench.runner import RunError
+    from bench.runner import CodecRequestError, RunError, bind_requests
 
     if codecs and (run_dir is not None or not update):
-        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", 2)
+        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", EXIT_USAGE)
     if not update and not (baseline / "run.json").exists():
         raise _fail(f"{baseline} is not a bench run directory (no run.json)")
     if run_dir is None:
@@ -629,9 +695,12 @@ def regress(
                 plugin_files=_State.plugin_files,
                 entry_points=_State.entry_points,
             )
-            config = dataclasses.replace(config, executor=executor)
+            codec_list = tuple(bind_requests(config.codecs, _registry()))  # before any folder
+            config = dataclasses.replace(config, codecs=codec_list, executor=executor)
             err.print(f"run directory: {run_dir}")
             outcome = measure(config, record, run_dir, err)
+        except CodecRequestError as exc:  # --codecs is usage; the baseline's own list is input
+            raise _fail(str(exc), EXIT_USAGE if codecs else EXIT_INPUT) from None
         except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
             raise _fail(str(exc)) from None
         if outcome.interrupted:
@@ -672,13 +741,16 @@ def check(
     decoding in a fresh process. One progress line per step goes to stderr; the table of
     checks and a final PASS/FAIL line go to stdout."""
     from bench.conformance import run_checks
-    from bench.runner import RunError, parse_codec_requests
+    from bench.runner import CodecRequestError, bind_requests, parse_codec_requests
 
     try:
-        (request,) = parse_codec_requests(codec)
-        spec = _registry().spec(request.name)
-    except (RunError, KeyError, ValueError) as exc:
-        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        requests = bind_requests(parse_codec_requests(codec), _registry())
+    except CodecRequestError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if len(requests) != 1:
+        raise _fail(f"bench check takes one codec, got {len(requests)}", EXIT_USAGE)
+    (request,) = requests
+    spec = _registry().spec(request.name)
     start = time.perf_counter()
     results = run_checks(
         request.name,
