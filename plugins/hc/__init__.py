@@ -67,7 +67,7 @@ def make_hc(
         levels: nested dead-zone levels per latent when nested (steps 2**(levels-1) .. 1), 1..12.
         chunk_bits: bits per range-coded chunk, a multiple of 64.
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
-        memo: keep the last decoded hyper path for the next, longer prefix.
+        memo: keep the last decoded hyper path and image for the next, longer prefix.
     """
     from plugins.hc.codec import HCCodec
 

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.codec import CodecInfo, CorruptStream, ProgressiveCodec, check_image
+from bench.codec import CorruptStream, ProgressiveCodec, check_image
 from plugins.hc.runtime import HCRuntime, Prior
 from plugins.hc.weights import DEFAULT_WEIGHTS, resolve
-from plugins.learned.codec import DecoderMemo, library_versions
+from plugins.learned.codec import DecoderMemo, OnBaseModel
 from plugins.learned.coding import latent as lc
 from plugins.learned.coding.bits import Reader, put_varint
 from plugins.learned.coding.header import (
@@ -56,8 +56,6 @@ from plugins.learned.coding.header import (
     check_chunk_bits,
     put_chunk_bits,
     read_chunk_bits,
-    read_image_header,
-    write_image_header,
 )
 from plugins.plonq.codec import MAX_LEVELS, PlonqLevels
 
@@ -112,11 +110,15 @@ def _order(prior: Prior) -> tuple[np.ndarray, np.ndarray]:
     return order, prior.indexes.reshape(-1).astype(np.int64)[order]
 
 
-class HCCodec(ProgressiveCodec):
-    """HC, progressive by depth (see module doc)."""
+class HCCodec(OnBaseModel, ProgressiveCodec):
+    """HC, progressive by depth (see module doc). The learned codecs' shared base
+    (:class:`~plugins.learned.codec.OnBaseModel`) gives the image header and ``info()``; its
+    "base model" is HC's own (:class:`~plugins.hc.runtime.HCRuntime`), not the mean-scale
+    base, and the latent strategy (three latents, deepest first) is this class's."""
 
     name = "hc"
     version = "1"
+    tag = TAG
     description = (
         "HC (Ge et al. 2021): hierarchical latents y4 (hyperprior), y3 | y4, y2 | y3,y4 with "
         "residual quantisation; stream by depth, each latent refined by nested levels"
@@ -144,13 +146,20 @@ class HCCodec(ProgressiveCodec):
         self.reconstruction = reconstruction
         self.memo = bool(memo)
         self._memo_header = DecoderMemo(self.memo)
+        self._memo_image = DecoderMemo(self.memo)
         self._runtime: HCRuntime | None = None
 
     @property
     def runtime(self) -> HCRuntime:
+        """HC's model and tables (loaded on first use, shared per process)."""
         if self._runtime is None:
             self._runtime = HCRuntime.get(self.weights_spec)
         return self._runtime
+
+    @property
+    def base(self) -> HCRuntime:
+        """What :class:`~plugins.learned.codec.OnBaseModel` calls the base: HC's own model."""
+        return self.runtime
 
     def parameters(self) -> dict[str, Any]:
         out = {
@@ -163,21 +172,6 @@ class HCCodec(ProgressiveCodec):
         if self.memo:
             out["memo"] = True
         return out
-
-    def info(self) -> CodecInfo:
-        rt = self.runtime
-        return CodecInfo(
-            name=self.name,
-            version=self.version,
-            description=self.description,
-            parameters=self.parameters(),
-            num_parameters=rt.num_parameters,
-            parameter_groups={"hc": rt.num_parameters},
-            weights_bytes=self.resolved.weights_bytes,
-            weights=self.resolved.info(),
-            device="cpu",
-            external=library_versions(),
-        )
 
     # -- encoder ---------------------------------------------------------------------------------
 
@@ -194,7 +188,7 @@ class HCCodec(ProgressiveCodec):
         enc = rt.encode(image)
         tables = coder_tables(rt, self.levels, self.reconstruction)
         units = self.chunk_bits * lc.UNITS_PER_BIT
-        out = write_image_header(TAG, height, width, rt.sha_prefix)
+        out = self.image_header(height, width)
         out.append(RECON_CODES[self.reconstruction])
         put_chunk_bits(out, self.chunk_bits)
         out.append(self.levels)
@@ -217,7 +211,7 @@ class HCCodec(ProgressiveCodec):
         prefix = bytes(prefix)
         rt = self.runtime
         reader = Reader(prefix)
-        height, width = read_image_header(reader, TAG, self.name, rt.sha_prefix, self.weights_spec)
+        height, width = self.read_image_header(reader)
         recon_code = reader.byte()
         if recon_code not in RECON_NAMES or RECON_NAMES[recon_code] == "laplace":
             raise CorruptStream(f"corrupt header: reconstruction code {recon_code}")
@@ -264,7 +258,10 @@ class HCCodec(ProgressiveCodec):
             received.append(status)
             latents.append(prior.means + rel.reshape(prior.means.shape))
         t_latent = time.perf_counter()
-        image = rt.synthesise(latents[0], latents[1], latents[2], height, width)
+        image = self._memo_image.get(prefix[:pos])
+        if image is None:
+            image = rt.synthesise(latents[0], latents[1], latents[2], height, width)
+            self._memo_image.put(prefix[:pos], image)
         return DecodedHC(
             image=image,
             received=tuple(received),
