@@ -573,7 +573,9 @@ def plot(
         curves.append(published_curve())
     target = out_file or run_dir / "rd-compressai.png"
     draw(curves, target, metric, run_dir.name)
-    out.print(f"plot: {target} ({len(curves)} curves)", markup=False, highlight=False)
+    out.print(
+        f"plot: {target} ({len(curves)} curves)", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 @app.command()

@@ -267,7 +267,7 @@ def learned_caveat(config: dict, infos: dict) -> str:
         using = ", ".join(f"`{label}`" for label, p in ours.items() if p and p["bpp"] == bpp)
         text += (
             f" The base model of {using} codes Kodak ({images or '?'} images) at {bpp:.3f} bpp / "
-            f"{psnr:.2f} dB: {gap.describe()}, the published curve."
+            f"{psnr:.2f} dB, {gap.describe()} on CompressAI's published curve."
         )
     return text
 

@@ -9,12 +9,12 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import BITPLANE, CROPS, MISBEHAVING, PLUGINS, bench_command, write_dataset
+from conftest import BITPLANE, CROPS, MISBEHAVING, PLUGINS, ROOT, bench_command, write_dataset
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.compare import compare_runs
-from bench.report import render
+from bench.report import render, variant_suffix
 from bench.runner import RunConfig, parse_codec_requests, run
 
 BPP = (3.1, 6.1, 9.1, 12.1, 15.1, 18.1)  # one more complete bit-plane each
@@ -253,7 +253,7 @@ def test_few_points_short_streams_and_the_learned_caveat(crops_dataset, tmp_path
     )
     top, _, _ = report.partition("![R-D curves](rd.png)")
     assert "**Not the papers' weights.** `plonq` run on small weights this project trained" in top
-    assert re.search(r"at \d\.\d{3} bpp / \d+\.\d\d dB: \d+\.\d\d dB below mbt2018-mean", top)
+    assert re.search(r"at \d\.\d{3} bpp / \d+\.\d\d dB, \d+\.\d\d dB below mbt2018-mean", top)
     page = (out / "report.html").read_text()
     header = page[: page.index("</header>")]
     assert '<p id="caveat"><strong>Not the papers' in html.unescape(header)
@@ -287,3 +287,39 @@ def test_datasets_list_prints_full_names_and_paths_off_terminal():
     clic = datasets.load_manifest("clic-2020-professional-valid")
     assert "clic-2020-professional-valid" in done.stdout and str(clic.root) in done.stdout
     assert "…" not in done.stdout
+
+
+def test_plot_draws_a_run_beside_other_results_and_names_what_it_cannot_read(finished_run):
+    """Issue 18 item 7: `bench plot` works on the README's install (no compressai import)."""
+    render(finished_run)  # the CompressAI-format <codec>.json files
+    png = finished_run.parent / "rd.png"
+    done = subprocess.run(
+        bench_command(
+            "plot", str(finished_run), "--with", "results/reference/compressai-bpg444-kodak.json",
+            "--published", "--out", str(png),
+        ),
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"plot: {png} (4 curves)" in done.stdout and png.stat().st_size > 20_000
+    bad = subprocess.run(
+        bench_command("plot", str(finished_run), "--with", str(finished_run / "run.json")),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 3 and "not in CompressAI's results format" in " ".join(
+        bad.stderr.split()
+    )
+    empty = subprocess.run(
+        bench_command("plot", str(finished_run.parent)), capture_output=True, text=True, timeout=300
+    )
+    assert empty.returncode == 3
+    assert "no CompressAI-format <codec>.json" in " ".join(empty.stderr.split())
+
+
+def test_variant_names():
+    record = {"anchors": ["spiht"], "config": {"codecs": [{"label": "jpeg2000"}]}}
+    assert variant_suffix(record, [], "pchip") == ""
+    assert variant_suffix(record, ["spiht"], "pchip") == ""
+    assert variant_suffix(record, ["jpeg2000"], "pchip") == "-anchor-jpeg2000"
+    assert variant_suffix(record, ["jpeg2000", "spiht"], "cubic") == "-anchor-jpeg2000-spiht-cubic"
+    assert variant_suffix(record, [], "cubic") == "-cubic"
