@@ -44,6 +44,7 @@ from plugins.learned.training.precision import (  # noqa: E402
     cpu_model,
     time_step,
 )
+from plugins.learned.training.run import LOG_NAME  # noqa: E402
 from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME  # noqa: E402
 
 TRAIN = ROOT.parent / "shared" / "datasets" / "train"
@@ -88,7 +89,7 @@ def speed(args) -> None:
 
 
 def _windows(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / tr.LOG_NAME).read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
     return {r["iteration"]: r for r in rows if r["type"] in ("train", "eval")} | {
         -r["iteration"]: r for r in rows if r["type"] == "eval"
     }

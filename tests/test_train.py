@@ -18,6 +18,8 @@ pytest.importorskip("safetensors")
 from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training.data import read_rgb  # noqa: E402
 from plugins.learned.training.evaluation import code_image, to_tensor  # noqa: E402
+from plugins.learned.training.msh_export import MAX_WEIGHTS_BYTES  # noqa: E402
+from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The training photos live in ../shared beside the project (never inside it).
@@ -75,7 +77,7 @@ def test_sigterm_stops_with_checkpoint_and_resume_continues(stopped_and_resumed)
     c1, c2 = dict(first["config"]), dict(second["config"])
     assert c1.pop("iterations") == 50 and c2.pop("iterations") == 6
     assert c1 == c2
-    records = [json.loads(line) for line in (out / tr.LOG_NAME).read_text().splitlines()]
+    records = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
     train_its = [r["iteration"] for r in records if r["type"] == "train"]
     assert train_its == [1, 2, 3, 4, 5, 6]
     for r in records:
@@ -106,18 +108,18 @@ def test_resume_refuses_other_model_config_and_new_run_refuses_existing(stopped_
 
 
 def test_corrupt_checkpoint_gives_clear_error(stopped_and_resumed, tmp_path):
-    good = stopped_and_resumed[0] / tr.CHECKPOINT_NAME
+    good = stopped_and_resumed[0] / CHECKPOINT_NAME
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     data = good.read_bytes()
-    (bad_dir / tr.CHECKPOINT_NAME).write_bytes(data[: len(data) // 2])
+    (bad_dir / CHECKPOINT_NAME).write_bytes(data[: len(data) // 2])
     with pytest.raises(tr.CheckpointError, match="corrupt"):
         tr.load_checkpoint(bad_dir)
     with pytest.raises(tr.CheckpointError, match="corrupt"):
         tr.train(bad_dir, resume=True)
     with pytest.raises(tr.CheckpointError, match="corrupt"):
         tr.export(bad_dir, tmp_path / "w.safetensors")
-    (bad_dir / tr.CHECKPOINT_NAME).write_bytes(b"not a checkpoint at all")
+    (bad_dir / CHECKPOINT_NAME).write_bytes(b"not a checkpoint at all")
     with pytest.raises(tr.CheckpointError, match="corrupt"):
         tr.load_checkpoint(bad_dir)
     with pytest.raises(tr.CheckpointError, match="no checkpoint"):
@@ -130,7 +132,7 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
     out = stopped_and_resumed[0]
     weights = tmp_path / "tiny.safetensors"
     sidecar = tr.export(out, weights, kodak=KODAK, kodak_images=["kodim01", "kodim05"])
-    assert weights.is_file() and weights.stat().st_size <= tr.MAX_WEIGHTS_BYTES
+    assert weights.is_file() and weights.stat().st_size <= MAX_WEIGHTS_BYTES
     on_disk = json.loads(tr.sidecar_path(weights).read_text())
     assert on_disk == json.loads(json.dumps(sidecar))
     assert on_disk["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -20,6 +20,7 @@ from bench.published import MBT2018_MEAN_KODAK  # noqa: E402
 from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training import relay  # noqa: E402
 from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
+from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
 from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
 from plugins.learned.training.threads import AdaptiveThreads, free_cores  # noqa: E402
 from plugins.learned.weights import BUNDLED_NAME  # noqa: E402
@@ -191,7 +192,7 @@ def test_relay_plan(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="--resume"):
         relay.plan(None, True, None, 8, 8, 0.18, shipped)
     out.mkdir()
-    (out / tr.CHECKPOINT_NAME).write_bytes(b"x")
+    (out / CHECKPOINT_NAME).write_bytes(b"x")
     assert relay.plan(None, False, None, 8, 8, 0.18, shipped)[:3] == (out, True, None)
     explicit = tmp_path / "mine"
     assert relay.plan(explicit, False, None, 8, 8, 0.18, shipped)[:3] == (explicit, False, None)
@@ -228,7 +229,7 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(tmp_path):
     assert [leg["mode"] for leg in new] == ["cpu-bf16-cl", "cpu-bf16-cl"]
     assert [leg["to_iteration"] for leg in new] == [start + 1, start + 2]
     assert all(leg["iterations_per_second"] > 0 for leg in new)
-    log = [json.loads(line) for line in (run / tr.LOG_NAME).read_text().splitlines()]
+    log = [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
     assert [r["iteration"] for r in log if r["type"] == "train"] == [start + 1, start + 2]
     assert all(r["mode"] == "cpu-bf16-cl" and r["lr"] > 0 for r in log if r["type"] == "train")
 

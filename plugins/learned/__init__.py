@@ -58,7 +58,9 @@ def register_commands(cli: typer.Typer) -> None:
         threads: Annotated[int | None, _opt("--threads", "torch threads.")] = None,
     ) -> None:
         """Export float16 .safetensors weights + JSON sidecar, evaluated on all 24 Kodak images."""
-        from plugins.learned.training.msh import CheckpointError, export, sidecar_path
+        from plugins.learned.training.msh_export import export
+        from plugins.learned.training.run import CheckpointError
+        from plugins.learned.weights.format import sidecar_path
 
         try:
             export(checkpoint, out, kodak=kodak, threads=threads)

@@ -1,5 +1,4 @@
-"""The ``msh`` trainer: training and export of the learned codecs' base model, CompressAI's
-``MeanScaleHyperprior``.
+"""The ``msh`` trainer: CompressAI's ``MeanScaleHyperprior``, the learned codecs' base model.
 
 The model is Minnen et al. 2018 without the context model (mean-scale Gaussian hyperprior),
 trained on random crops with the usual CompressAI rate-distortion loss
@@ -8,20 +7,15 @@ Adam for the entropy bottleneck's quantiles (``model.aux_loss()``).
 
 Training runs the shared resumable loop (:class:`plugins.learned.training.run.Run`):
 ``<out>/checkpoint.pt`` holds the model, both optimizers, the iteration, every RNG state, the
-legs and the config; it is written atomically every ``checkpoint_every`` iterations and when
-the process gets Ctrl-C or SIGTERM.
+legs and the config (:mod:`plugins.learned.training.msh_config`); it is written atomically
+every ``checkpoint_every`` iterations and when the process gets Ctrl-C or SIGTERM.
 ``<out>/log.jsonl`` receives one JSON object per line: ``{"type": "train", ...}`` every
 ``log_every`` iterations, ``{"type": "checkpoint", ...}`` for each checkpoint, and
 ``{"type": "eval", ...}`` for each evaluation on a few Kodak images with real entropy coding
 (:mod:`plugins.learned.training.evaluation`; Kodak is used for evaluation only, never for
 training: :func:`~plugins.learned.training.data.load_training_images` refuses a training folder
-that contains a Kodak image).
-
-:func:`export` turns a checkpoint into shippable weights: a float16 ``.safetensors`` file that
-also stores the entropy-coder tables computed by ``update()`` from the float16-rounded weights
-(so a loader gets exactly the CDFs the exporter evaluated with, without calling ``update()``),
-plus a JSON sidecar describing provenance and the Kodak rate-distortion point of the exported
-weights (:mod:`plugins.learned.weights.format`; :func:`load_weights` reads such a file back).
+that contains a Kodak image). :mod:`plugins.learned.training.msh_export` turns a checkpoint
+into shippable weights.
 
 Command line: ``bench train msh --help`` (:func:`main`).
 """
@@ -29,24 +23,17 @@ Command line: ``bench train msh --help`` (:func:`main`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.hashing import sha256_file
-from bench.published import MBT2018_MEAN_KODAK
 from plugins.learned.training.data import (
-    DEFAULT_EVAL_IMAGES,
-    DEFAULT_KODAK,
     load_kodak,
     load_training_images,
     manifest_sha256,
@@ -54,6 +41,13 @@ from plugins.learned.training.data import (
 )
 from plugins.learned.training.evaluation import evaluate
 from plugins.learned.training.files import atomic_write_json
+from plugins.learned.training.msh_config import (
+    CHECKPOINT_FORMAT,
+    TrainConfig,
+    load_checkpoint,
+    resolve_config,
+)
+from plugins.learned.training.msh_export import export
 from plugins.learned.training.precision import (
     TrainMode,
     device_name,
@@ -62,95 +56,14 @@ from plugins.learned.training.precision import (
     validated_modes,
 )
 from plugins.learned.training.run import (
-    CHECKPOINT_NAME,
-    LOG_NAME,  # noqa: F401 - the log file of a run, named here for this trainer's users
     CheckpointError,
     Run,
-    read_checkpoint,
 )
 from plugins.learned.training.schedule import CosineSchedule
 from plugins.learned.training.threads import AdaptiveThreads
-from plugins.learned.weights.format import WEIGHTS_FORMAT, build_model, load_weights, sidecar_path
+from plugins.learned.weights.format import build_model, load_weights, sidecar_path
 
 CONFIG_NAME = "config.json"
-CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
-CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
-#: Exported weights larger than this are refused (the shipped file must stay <= 16 MB). N=128,
-#: M=192 has 7.03M parameters: about 14.1 MB in float16 plus the CDF tables (< 1 MB).
-MAX_WEIGHTS_BYTES = 16_000_000
-#: Newest checkpoint format; v1 checkpoints (no schedule, mode or legs) still resume.
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Stored in every checkpoint."""
-
-    data: str = ""
-    out: str = ""
-    N: int = 128
-    M: int = 192
-    #: 0.18 is CompressAI's quality 8 (about 1.6 bpp on Kodak when well trained).
-    lmbda: float = 0.18
-    iterations: int = 400_000
-    batch: int = 8
-    crop: int = 128
-    #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over
-    #: ``warmup`` iterations from ``start_iteration``, cosine decay to ``lr_min`` at
-    #: ``iterations`` (the planned end; a relay may move it).
-    lr: float = 1e-4
-    lr_min: float = 1e-5
-    warmup: int = 1000
-    aux_lr: float = 1e-3
-    clip: float = 1.0
-    #: torch threads; 0 adapts to the machine's load (:class:`AdaptiveThreads`).
-    threads: int = 1
-    #: Stop this process at this iteration without moving the planned end (0: run to the end).
-    stop_at: int = 0
-    #: ``cpu`` or ``cuda``; ``fp32``, ``bf16`` (autocast of the transforms) or ``auto`` (the
-    #: fastest of the validated modes, timed at start); channels_last memory format.
-    device: str = "cpu"
-    precision: str = "auto"
-    channels_last: bool = True
-    checkpoint_every: int = 250
-    eval_every: int = 1000
-    eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
-    kodak: str = DEFAULT_KODAK
-    log_every: int = 25
-    seed: int = 0
-    #: A ``bench train-export`` file to start a new run from (its iteration count carries on).
-    #: Shipped weights hold no optimiser state, so this is how a later session continues the
-    #: bundled model when the resumable checkpoint is gone.
-    init: str = ""
-    #: Iteration the run started at: 0, or the iteration count of the ``init`` weights. The
-    #: schedule's warm-up starts here (a fresh Adam state on trained weights otherwise takes
-    #: full-size first steps and undoes hours of training).
-    start_iteration: int = 0
-
-    #: Fields that define the model and the objective; a resumed run must keep them. The
-    #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
-    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
-    SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
-    #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
-    #: arm's forced precision or stop): they fall back to the defaults unless given again.
-    PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["eval_images"] = list(self.eval_images)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        d = dict(d)
-        if "warmup_from" in d:  # v1 checkpoints (constant lr): the schedule starts when resumed
-            d.setdefault("start_iteration", max(0, d.pop("warmup_from")))
-        kw = {k: v for k, v in d.items() if k in names}
-        if "eval_images" in kw:
-            kw["eval_images"] = tuple(kw["eval_images"])
-        return cls(**kw)
-
-
 # --------------------------------------------------------------------------------------------
 # small helpers
 
@@ -187,60 +100,6 @@ def split_parameters(model):
             continue
         (aux if name.endswith(".quantiles") else main).append(p)
     return main, aux
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint of this trainer (file, or ``checkpoint.pt`` in a directory).
-
-    Raises :class:`CheckpointError` when it is missing, corrupt, or not a training checkpoint.
-    """
-    required = ("format", "model", "optimizer", "aux_optimizer", "iteration", "rng", "config")
-    return read_checkpoint(path, CHECKPOINT_FORMATS, required)
-
-
-# --------------------------------------------------------------------------------------------
-# training
-
-
-def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig:
-    """The config of a run: ``options`` for a new run, the checkpoint's for ``resume``.
-
-    When resuming, options that define the model or optimisation (:attr:`TrainConfig.IDENTITY`)
-    must be omitted (``None``) or equal to the stored ones; operational options (iterations,
-    threads, checkpoint/eval/log intervals, eval images) may change.
-    """
-    options = {k: v for k, v in options.items() if v is not None}
-    if "eval_images" in options:
-        options["eval_images"] = tuple(options["eval_images"])
-    out = Path(out)
-    ckpt_path = out / CHECKPOINT_NAME
-    if not resume:
-        if ckpt_path.exists():
-            raise CheckpointError(
-                f"{ckpt_path} already exists: pass --resume to continue it, or choose another --out"
-            )
-        cfg = TrainConfig(**options, out=str(out))
-        if not cfg.data:
-            raise ValueError("--data is required for a new training run")
-        cfg.data = str(Path(cfg.data).resolve())
-        return cfg
-    stored = TrainConfig.from_dict(load_checkpoint(ckpt_path)["config"])
-    if "data" in options:
-        options["data"] = str(Path(options["data"]).resolve())
-    conflicts = [
-        f"{k}={options[k]!r} (checkpoint has {getattr(stored, k)!r})"
-        for k in TrainConfig.IDENTITY
-        if k in options and options[k] != getattr(stored, k)
-    ]
-    if conflicts:
-        raise CheckpointError("cannot resume with a different config: " + ", ".join(conflicts))
-    defaults = TrainConfig()
-    per_process = {k: getattr(defaults, k) for k in TrainConfig.PER_PROCESS}
-    return dataclasses.replace(stored, **{**per_process, **options}, out=str(out))
 
 
 def train(
@@ -535,145 +394,6 @@ def _make_progress(console):
         console=console,
         transient=False,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# export and loading of shippable weights
-
-
-def _round_to_float16_(model) -> None:
-    """Round every floating parameter and buffer to float16 precision, in place (kept float32)."""
-    torch = _torch()
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.to(torch.float16).to(t.dtype))
-
-
-def export(
-    checkpoint: str | Path,
-    out_file: str | Path,
-    *,
-    kodak: str | Path | None = None,
-    kodak_images: Sequence[str] | None = None,
-    threads: int | None = None,
-    console=None,
-) -> dict[str, Any]:
-    """Write ``out_file`` (.safetensors, float16) and its ``.json`` sidecar from a checkpoint.
-
-    The weights are rounded to float16, then ``update(force=True)`` builds the entropy-coder
-    tables from the rounded weights and those tables (int32) are stored with them, so that
-    :func:`load_weights` gives exactly the evaluated model. The file is then re-loaded and
-    evaluated on Kodak (all 24 images unless ``kodak_images`` names some) with real coding; the
-    means go into the sidecar as the non-progressive Kodak R-D point. Returns the sidecar dict.
-    """
-    torch = _torch()
-    from rich.console import Console
-    from safetensors.torch import save_file
-
-    from plugins.learned.compat import import_compressai
-
-    compressai = import_compressai()
-    console = console or Console(stderr=True)
-    state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["config"])
-    torch.set_num_threads(threads or cfg.threads)
-    out_file = Path(out_file)
-    if out_file.suffix != ".safetensors":
-        raise ValueError(f"export target must end in .safetensors, got {out_file}")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-
-    model = build_model(cfg.N, cfg.M)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint does not fit MeanScaleHyperprior: {exc}") from exc
-    model.eval()
-    _round_to_float16_(model)
-    model.update(force=True)
-    tensors = {}
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu()
-        tensors[name] = (t.to(torch.float16) if t.is_floating_point() else t).contiguous().clone()
-    meta = {
-        "format": WEIGHTS_FORMAT,
-        "model": "MeanScaleHyperprior",
-        "N": str(cfg.N),
-        "M": str(cfg.M),
-        "lmbda": repr(cfg.lmbda),
-        "iterations": str(int(state["iteration"])),
-        "hours_trained": f"{float(state.get('train_seconds', 0.0)) / 3600.0:.3f}",
-        "modes": ",".join(sorted({leg["mode"] for leg in state.get("legs", [])})),
-    }
-    tmp = out_file.with_name(out_file.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # safetensors creates it owner-only; shipped weights are world-readable
-    size = tmp.stat().st_size
-    if size > MAX_WEIGHTS_BYTES:
-        tmp.unlink()
-        raise ValueError(f"exported weights are {size} bytes, over the {MAX_WEIGHTS_BYTES} limit")
-    os.replace(tmp, out_file)
-    digest = sha256_file(out_file)
-
-    console.print(f"wrote {out_file} ({size / 1e6:.2f} MB); evaluating on Kodak with real coding")
-    loaded, _ = load_weights(out_file)
-    kodak_set = load_kodak(kodak or cfg.kodak, kodak_images)
-    result = evaluate(loaded, kodak_set, prepared=True)
-    sidecar = {
-        "format": WEIGHTS_FORMAT,
-        "model": "compressai.models.MeanScaleHyperprior (Minnen 2018 without context model)",
-        "weights_file": out_file.name,
-        "weights_sha256": digest,
-        "weights_bytes": size,
-        "dtype": "float16; entropy-coder tables int32, built by update() from the float16 weights",
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "config": {
-            "N": cfg.N,
-            "M": cfg.M,
-            "lmbda": cfg.lmbda,
-            "crop": cfg.crop,
-            "batch": cfg.batch,
-            "lr": cfg.lr,
-            "lr_min": cfg.lr_min,
-            "warmup": cfg.warmup,
-            "planned_iterations": cfg.iterations,
-            "aux_lr": cfg.aux_lr,
-            "clip": cfg.clip,
-            "seed": cfg.seed,
-        },
-        "iterations": int(state["iteration"]),
-        "hours_trained": float(state.get("train_seconds", 0.0)) / 3600.0,
-        "legs": state.get("legs", []),
-        "training_set": {
-            "path": cfg.data,
-            "manifest_sha256": state.get("manifest_sha256"),
-        },
-        "last_training_eval": _strip_eval(state.get("last_eval")),
-        "kodak_eval": {
-            "what": "float16 weights as shipped, real compress/decompress, non-progressive",
-            "num_images": len(kodak_set),
-            "bpp_mean": result["bpp"],
-            "psnr_rgb_mean": result["psnr_rgb"],
-            "published_gap": result["published_gap"],
-            "per_image": result["per_image"],
-            "eval_seconds": result["eval_seconds"],
-        },
-        "versions": {"torch": torch.__version__, "compressai": compressai.__version__},
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    atomic_write_json(sidecar_path(out_file), sidecar)
-    gap = MBT2018_MEAN_KODAK.gap_db(result["bpp"], result["psnr_rgb"])
-    console.print(
-        f"Kodak ({len(kodak_set)} images): {result['bpp']:.4f} bpp, "
-        f"{result['psnr_rgb']:.2f} dB PSNR-RGB, {gap.describe()}; sidecar {sidecar_path(out_file)}"
-    )
-    return sidecar
-
-
-def _strip_eval(ev: dict[str, Any] | None) -> dict[str, Any] | None:
-    if ev is None:
-        return None
-    return {k: ev[k] for k in ("iteration", "images", "bpp", "psnr_rgb", "per_image") if k in ev}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""The base model trainer's configuration and checkpoints: :class:`TrainConfig` (stored in every
+checkpoint), which options a resumed run may change (:func:`resolve_config`), and the
+checkpoint format of :mod:`plugins.learned.training.msh` (read by :func:`load_checkpoint`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugins.learned.training.data import DEFAULT_EVAL_IMAGES, DEFAULT_KODAK
+from plugins.learned.training.run import CHECKPOINT_NAME, CheckpointError, read_checkpoint
+
+#: Format of the checkpoints this trainer writes; v1 checkpoints without schedule, mode or legs
+#: still resume.
+CHECKPOINT_FORMAT = "bench-learned-msh-checkpoint-v1"
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Stored in every checkpoint."""
+
+    data: str = ""
+    out: str = ""
+    N: int = 128
+    M: int = 192
+    #: 0.18 is CompressAI's quality 8 (about 1.6 bpp on Kodak when well trained).
+    lmbda: float = 0.18
+    iterations: int = 400_000
+    batch: int = 8
+    crop: int = 128
+    #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over
+    #: ``warmup`` iterations from ``start_iteration``, cosine decay to ``lr_min`` at
+    #: ``iterations`` (the planned end; a relay may move it).
+    lr: float = 1e-4
+    lr_min: float = 1e-5
+    warmup: int = 1000
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    #: torch threads; 0 adapts to the machine's load (:class:`AdaptiveThreads`).
+    threads: int = 1
+    #: Stop this process at this iteration without moving the planned end (0: run to the end).
+    stop_at: int = 0
+    #: ``cpu`` or ``cuda``; ``fp32``, ``bf16`` (autocast of the transforms) or ``auto`` (the
+    #: fastest of the validated modes, timed at start); channels_last memory format.
+    device: str = "cpu"
+    precision: str = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = 250
+    eval_every: int = 1000
+    eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
+    kodak: str = DEFAULT_KODAK
+    log_every: int = 25
+    seed: int = 0
+    #: A ``bench train-export`` file to start a new run from (its iteration count carries on).
+    #: Shipped weights hold no optimiser state, so this is how a later session continues the
+    #: bundled model when the resumable checkpoint is gone.
+    init: str = ""
+    #: Iteration the run started at: 0, or the iteration count of the ``init`` weights. The
+    #: schedule's warm-up starts here (a fresh Adam state on trained weights otherwise takes
+    #: full-size first steps and undoes hours of training).
+    start_iteration: int = 0
+
+    #: Fields that define the model and the objective; a resumed run must keep them. The
+    #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
+    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
+    SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
+    #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
+    #: arm's forced precision or stop): they fall back to the defaults unless given again.
+    PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_images"] = list(self.eval_images)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "warmup_from" in d:  # v1 checkpoints (constant lr): the schedule starts when resumed
+            d.setdefault("start_iteration", max(0, d.pop("warmup_from")))
+        kw = {k: v for k, v in d.items() if k in names}
+        if "eval_images" in kw:
+            kw["eval_images"] = tuple(kw["eval_images"])
+        return cls(**kw)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of this trainer (file, or ``checkpoint.pt`` in a directory).
+
+    Raises :class:`CheckpointError` when it is missing, corrupt, or not a training checkpoint.
+    """
+    required = ("format", "model", "optimizer", "aux_optimizer", "iteration", "rng", "config")
+    return read_checkpoint(path, CHECKPOINT_FORMATS, required)
+
+
+def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig:
+    """The config of a run: ``options`` for a new run, the checkpoint's for ``resume``.
+
+    When resuming, options that define the model or optimisation (:attr:`TrainConfig.IDENTITY`)
+    must be omitted (``None``) or equal to the stored ones; operational options (iterations,
+    threads, checkpoint/eval/log intervals, eval images) may change.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if "eval_images" in options:
+        options["eval_images"] = tuple(options["eval_images"])
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if not resume:
+        if ckpt_path.exists():
+            raise CheckpointError(
+                f"{ckpt_path} already exists: pass --resume to continue it, or choose another --out"
+            )
+        cfg = TrainConfig(**options, out=str(out))
+        if not cfg.data:
+            raise ValueError("--data is required for a new training run")
+        cfg.data = str(Path(cfg.data).resolve())
+        return cfg
+    stored = TrainConfig.from_dict(load_checkpoint(ckpt_path)["config"])
+    if "data" in options:
+        options["data"] = str(Path(options["data"]).resolve())
+    conflicts = [
+        f"{k}={options[k]!r} (checkpoint has {getattr(stored, k)!r})"
+        for k in TrainConfig.IDENTITY
+        if k in options and options[k] != getattr(stored, k)
+    ]
+    if conflicts:
+        raise CheckpointError("cannot resume with a different config: " + ", ".join(conflicts))
+    defaults = TrainConfig()
+    per_process = {k: getattr(defaults, k) for k in TrainConfig.PER_PROCESS}
+    return dataclasses.replace(stored, **{**per_process, **options}, out=str(out))
