@@ -12,17 +12,19 @@ Timing rules (DEVELOPERS.md): the codec is warmed up on a crop before the first 
 ``codec.synchronize()`` before the clock stops, threads are fixed by the worker, and each
 reported time is the median of its timed calls.
 
-Timing policy (:data:`TIMING_POLICY`; ``repeats`` is the cap on timed calls): the decode that
-gives a point its metrics is itself timed (the codec is already warm), then a second timed call
-follows; the point's time is the median of the two when they agree within
-:data:`AGREEMENT` (10 %) of the smaller, else further calls are made until one agrees with an
-earlier call or ``repeats`` calls are made, and the median of all of them is taken. Encodes
-follow the same rule (the first encode gives the stream; the second also checks that encoding
-is deterministic). With the default cap of 3 a point costs 2 decodes where they agree (today's
-machines: most points), 3 where the load moved during the measurement; before this policy every
-point cost 1 untimed + 3 timed decodes. One decode per point (``repeats`` 1) is the floor: its
-time is that single call. Rows record ``decode_calls`` (the timed calls behind ``decode_s``);
-unit summaries record ``encode_calls`` and the policy.
+Timing policy (:data:`TIMING_POLICY`; ``repeats`` caps the timed calls of one time): the decode
+that gives a point its metrics is itself timed (the codec is warm). A call that takes at least
+:data:`LONG_CALL_S` (0.25 s) stands alone: timer and scheduling jitter are well under 1 % of it
+and a repeat would double the cost of the slow codecs (a learned codec's synthesis: 0.5-1 s per
+decode on 2 cores). A shorter call is repeated: the time is the median of two calls that agree
+within :data:`AGREEMENT` (10 %) of the smaller, or else of the calls made until one agrees with
+an earlier one or the cap is reached. Each unit's first decode and its encodes always follow
+the repeat rule, whatever their length: the first full-size call of a unit may carry one-off
+costs (buffers, oneDNN primitives for a new shape), and a second encode checks that encoding is
+deterministic. A slow codec's point thus costs 1 decode (before this policy: 1 untimed + 3 timed
+decodes, 4x the cost), a fast codec's 2 or 3; ``repeats`` 1 times every point with its single
+scored decode. Rows record ``decode_calls`` (the timed calls behind ``decode_s``); unit
+summaries record ``encode_calls`` and the policy.
 """
 
 from __future__ import annotations
@@ -75,11 +77,14 @@ def _timed(call: Callable[[], T], codec: Any, times: UnitTimes) -> tuple[T, floa
 
 #: Two timed calls agree when they differ by at most this fraction of the smaller one.
 AGREEMENT = 0.10
+#: A timed call at least this long (seconds) is not repeated (see the module docstring).
+LONG_CALL_S = 0.25
 #: What a reported time means (stored with each unit's summary).
 TIMING_POLICY = (
-    "median of timed calls, the scored decode (and the stream's encode) included; a second call "
-    f"always, more until one agrees within {AGREEMENT:.0%} of an earlier call or the cap "
-    "(--repeats) is reached"
+    "median of timed calls, the scored decode included; a call of at least "
+    f"{LONG_CALL_S:g} s stands alone (except a unit's first decode and its encodes); shorter "
+    f"calls are repeated until one agrees within {AGREEMENT:.0%} of an earlier call or "
+    "--repeats calls are made"
 )
 
 
@@ -88,14 +93,22 @@ def _agrees(sample: float, earlier: Sequence[float]) -> bool:
 
 
 def _median_time(
-    call: Callable[[], Any], codec: Any, cap: int, times: UnitTimes, first: float | None = None
+    call: Callable[[], Any],
+    codec: Any,
+    cap: int,
+    times: UnitTimes,
+    first: float | None = None,
+    long_stands_alone: bool = False,
 ) -> tuple[float, int]:
     """(median time, number of timed calls) under :data:`TIMING_POLICY`.
 
     ``first``: a call of the same work already timed (it counts as the first call).
+    ``long_stands_alone``: stop after a first call of at least :data:`LONG_CALL_S`.
     """
     samples = [] if first is None else [first]
     while len(samples) < max(1, cap):
+        if samples and long_stands_alone and samples[0] >= LONG_CALL_S:
+            break
         sample = _timed(call, codec, times)[1]
         done = len(samples) >= 1 and _agrees(sample, samples)
         samples.append(sample)
@@ -207,7 +220,9 @@ def measure_progressive(
         budget = budget_bytes(target, *image.shape[:2])
         prefix = stream[:budget]
         if len(prefix) not in cache:
-            cache[len(prefix)] = _decode_and_score(codec, scorer, prefix, repeats, times, keep)
+            cache[len(prefix)] = _decode_and_score(
+                codec, scorer, prefix, repeats, times, keep, _settled(cache)
+            )
         yield _row(
             image,
             target,
@@ -220,6 +235,11 @@ def measure_progressive(
         )
 
 
+def _settled(decoded: dict[Any, dict]) -> bool:
+    """Whether the unit has decoded something already (its first decode is behind it)."""
+    return any(entry["decodable"] for entry in decoded.values())
+
+
 def _decode_and_score(
     codec: ProgressiveCodec | RateLadderCodec,
     scorer: ImageScorer,
@@ -227,8 +247,10 @@ def _decode_and_score(
     repeats: int,
     times: UnitTimes,
     keep: Keep | None = None,
+    settled: bool = False,
 ) -> dict:
-    """Decode ``data`` (timed under :data:`TIMING_POLICY`), score and keep the reconstruction."""
+    """Decode ``data`` (timed under :data:`TIMING_POLICY`; ``settled``: not the unit's first
+    decode), score and keep the reconstruction."""
     image = scorer.original
     try:
         reconstruction, first = _timed(lambda: codec.decode(data), codec, times)
@@ -245,7 +267,9 @@ def _decode_and_score(
             f"decode raised {type(exc).__name__} on a {len(data)}-byte prefix: {exc}"
         ) from exc
     _check_output(reconstruction, image.shape, f"decode of {len(data)} bytes")
-    decode_s, calls = _median_time(lambda: codec.decode(data), codec, repeats, times, first)
+    decode_s, calls = _median_time(
+        lambda: codec.decode(data), codec, repeats, times, first, long_stands_alone=settled
+    )
     note = (
         ""
         if min(image.shape[:2]) >= MS_SSIM_MIN_SIDE
@@ -320,7 +344,9 @@ def measure_ladder(
         best = max(fitting, key=lambda i: len(encodings[i][1]))
         setting, data, encode_s = encodings[best]
         if best not in cache:
-            cache[best] = _decode_and_score(codec, scorer, data, repeats, times, keep)
+            cache[best] = _decode_and_score(
+                codec, scorer, data, repeats, times, keep, _settled(cache)
+            )
         yield _row(
             image,
             target,

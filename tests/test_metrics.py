@@ -10,17 +10,22 @@ bit-identical to the float64 numpy formulas.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import kodak_crop
+from conftest import MISBEHAVING, kodak_crop
 from pytorch_msssim import ms_ssim
 
 from bench.grid import budget_bytes
-from bench.measure import UnitTimes, measure_progressive, warm_up
+from bench.measure import LONG_CALL_S, UnitTimes, measure_progressive, warm_up
 from bench.metrics import ImageScorer, ms_ssim_rgb
 from bench.registry import load_registry
+
+sys.path.insert(0, str(Path(MISBEHAVING).parent))
+from misbehaving import SlowCodec  # noqa: E402
 
 #: (source, top, left, height, width): the smallest valid size, odd sides, mixed parities, and
 #: a whole Kodak image.
@@ -110,3 +115,16 @@ def test_every_point_records_its_timed_decode_calls(registry, repeats):
     assert all(row["decode_s"] > 0 for row in decoded)
     assert all(row["decode_calls"] == 0 for row in rows if not row["decodable"])
     assert min(2, repeats) <= times.encode_calls <= repeats
+
+
+def test_a_long_decode_is_timed_once_after_the_units_first():
+    """Decodes of at least LONG_CALL_S: the unit's first is repeated (2 or 3 calls), the others
+    stand alone (1 call: the scored decode)."""
+    image = kodak_crop("kodim01.png", 0, 0, 32, 48)
+    codec = SlowCodec(delay=LONG_CALL_S + 0.05)
+    times = UnitTimes()
+    rows = list(measure_progressive(codec, image, (4.0, 8.0, 16.0), 3, times))
+    assert all(row["decodable"] for row in rows)
+    assert rows[0]["decode_calls"] in (2, 3)
+    assert [row["decode_calls"] for row in rows[1:]] == [1, 1]
+    assert all(row["decode_s"] >= LONG_CALL_S for row in rows)
