@@ -8,14 +8,16 @@ Progressive codecs, per image:
 * ``encode``: returns ``bytes``; ``deterministic``: the same image encodes to the same bytes.
 * ``prefixes``: every prefix length from 0 up to the first one that decodes (the header) must
   raise :class:`~bench.codec.PrefixTooShort`; from there, **every** length through
-  :data:`DENSE_BYTES` bytes past the header, then :data:`SPREAD_CUTS` lengths spread evenly over
-  the rest, with the last two (all but one byte, the whole stream), must decode to
-  ``(H, W, 3)`` uint8 without raising. Why the dense part stops there: a decoder's code paths
-  for a cut are a cut inside the header, a cut right after it, and a cut at each bit offset
-  inside the first symbols and the first chunk (the learned codecs' default chunk is 1024 bits,
-  128 bytes); every later cut runs those same paths again at another offset, so spread cuts
-  cover them. Streams up to ``DENSE_BYTES + SPREAD_CUTS`` bytes past the header are decoded at
-  every length.
+  :data:`DENSE_BYTES` bytes past the header (on images of at most :data:`DENSE_MAX_PIXELS`
+  pixels), then :data:`SPREAD_CUTS` lengths spread evenly over the rest, with the last two (all
+  but one byte, the whole stream), must decode to ``(H, W, 3)`` uint8 without raising. Why the
+  dense part stops there: a decoder's code paths for a cut are a cut inside the header, a cut
+  right after it, and a cut at each bit offset inside the first symbols and the first chunk
+  (the learned codecs' default chunk is 1024 bits, 128 bytes); every later cut runs those same
+  paths again at another offset, so spread cuts cover them. Those paths do not depend on the
+  image size, so the large crop (there for long streams, and the costliest to decode) gets the
+  header run and the spread cuts only. Streams up to ``DENSE_BYTES + SPREAD_CUTS`` bytes past
+  the header are decoded at every length.
 * ``monotone``: PSNR-RGB at the header, the end of the dense part and each spread cut (the
   reconstructions the ``prefixes`` check already made) does not fall by more than
   ``tolerance_db`` below the best earlier cut.
@@ -55,8 +57,10 @@ CONFORMANCE_CROPS = (
     ("1x1", "kodim01.png", 10, 10, 1, 1),
     ("192x176", "kodim15.png", 120, 260, 192, 176),
 )
-#: Bytes past the header (the shortest decodable prefix) decoded at every length.
+#: Bytes past the header (the shortest decodable prefix) decoded at every length...
 DENSE_BYTES = 128
+#: ...on images of at most this many pixels (the 64x96, 37x53 and 1x1 crops).
+DENSE_MAX_PIXELS = 64 * 96
 #: Cuts spread evenly over the stream after the dense part (the whole stream included).
 SPREAD_CUTS = 32
 
@@ -86,12 +90,14 @@ def conformance_images() -> list[tuple[str, np.ndarray]]:
     return crops
 
 
-def prefix_lengths_after_header(header: int, size: int) -> list[int]:
+def prefix_lengths_after_header(
+    header: int, size: int, dense_bytes: int = DENSE_BYTES
+) -> list[int]:
     """The prefix lengths the ``prefixes`` check decodes from ``header`` (the shortest decodable
-    prefix, in bytes) to ``size`` (the stream's length): every length through ``header +``
-    :data:`DENSE_BYTES`, then :data:`SPREAD_CUTS` spread lengths ending with ``size - 1`` and
+    prefix, in bytes) to ``size`` (the stream's length): every length through ``header +
+    dense_bytes``, then :data:`SPREAD_CUTS` spread lengths ending with ``size - 1`` and
     ``size``; every length when the stream is not much longer than that."""
-    dense_end = header + DENSE_BYTES
+    dense_end = header + dense_bytes
     if size <= dense_end + SPREAD_CUTS:
         return list(range(header, size + 1))
     spread = np.linspace(dense_end, size, SPREAD_CUTS + 1).astype(int).tolist()
@@ -191,7 +197,7 @@ class _FreshJob:
 
 
 def _decode_prefixes(
-    codec: ProgressiveCodec, stream: bytes, shape: tuple[int, ...]
+    codec: ProgressiveCodec, stream: bytes, shape: tuple[int, ...], dense_bytes: int
 ) -> tuple[int | None, dict[int, np.ndarray], str]:
     """Decode the prefixes of the ``prefixes`` check; returns the header length (``None`` when
     nothing decodes), the reconstructions by length, and the first problem found ("" if none)."""
@@ -219,7 +225,7 @@ def _decode_prefixes(
         decoded[length] = out
         if header is None:
             header = length
-            lengths = iter(prefix_lengths_after_header(header, len(stream))[1:])
+            lengths = iter(prefix_lengths_after_header(header, len(stream), dense_bytes)[1:])
         length = next(lengths, None)
         if length is None:
             return header, decoded, ""
@@ -239,11 +245,12 @@ def _check_progressive(
         return results, []
     add("deterministic", codec.encode(image) == stream)
     size = len(stream)
-    header, decoded, problem = _decode_prefixes(codec, stream, image.shape)
+    dense_bytes = DENSE_BYTES if image.shape[0] * image.shape[1] <= DENSE_MAX_PIXELS else 0
+    header, decoded, problem = _decode_prefixes(codec, stream, image.shape, dense_bytes)
     if problem:
         add("prefixes", False, problem)
         return results, []
-    dense_end = min(size, header + DENSE_BYTES)
+    dense_end = min(size, header + dense_bytes)
     add(
         "prefixes",
         True,
@@ -305,7 +312,8 @@ def suite_plan(progressive: bool, tolerance_db: float) -> str:
     if progressive:
         return (
             "encode gives bytes; deterministic; prefixes: PrefixTooShort up to the header, "
-            f"then every length to {DENSE_BYTES} bytes past it and {SPREAD_CUTS} cuts to the "
+            f"then every length to {DENSE_BYTES} bytes past it (images up to "
+            f"{DENSE_MAX_PIXELS} pixels) and {SPREAD_CUTS} cuts to the "
             f"whole stream decode to (H, W, 3) uint8; monotone: PSNR-RGB never falls more than "
             f"{tolerance_db} dB; fresh-process: header, middle and whole stream decode alike in "
             "a new process; full-quality: the whole stream reaches the stated PSNR (>= 16x16)"

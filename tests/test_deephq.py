@@ -637,6 +637,7 @@ def test_default_weights():
     not DEFAULT_DEEPHQ.is_file(),
     reason=f"the shipped DeepHQ weights {DEFAULT_DEEPHQ} do not exist yet",
 )
+@pytest.mark.slow
 class TestDeepHQConformance(ConformanceSuite):
     """The conformance suite on DeepHQ as shipped: the bundled steps and masks, no memo."""
 

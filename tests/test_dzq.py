@@ -90,6 +90,7 @@ def dzq():
     return DzqCodec(weights=WEIGHTS)
 
 
+@pytest.mark.slow
 class TestDzqConformance(ConformanceSuite):
     codec = "dzq"
     params = {"weights": WEIGHTS}

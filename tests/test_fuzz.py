@@ -5,7 +5,7 @@ and 2 s of CPU time; the outcome must be an ``(H, W, 3)`` ``uint8`` image (the o
 for a plain cut), :class:`~bench.PrefixTooShort` or :class:`~bench.CorruptStream`: never
 another exception, a hang or a crash. The probe's findings (issue 13) are fixed cases that must
 be refused as corrupt. The default run keeps a fixed number of examples (under 60 s on 2
-cores); ``-m slow`` runs many more.
+cores); ``-m stress`` runs ten times as many (400 a codec), outside the default run and CI.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def test_hostile_bytes_give_an_image_or_a_clear_error(worker, codec):
     _fuzz(worker, codec, EXAMPLES)
 
 
-@pytest.mark.slow
+@pytest.mark.stress
 @pytest.mark.parametrize("codec", CODECS)
 def test_hostile_bytes_many_examples(worker, codec):
     _fuzz(worker, codec, SLOW_EXAMPLES)

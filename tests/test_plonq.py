@@ -48,6 +48,7 @@ def msh():
     return BaseModelLadder(weights=WEIGHTS)
 
 
+@pytest.mark.slow
 class TestPlonqConformance(ConformanceSuite):
     codec = "plonq"
     params = {"weights": WEIGHTS}
@@ -59,11 +60,13 @@ class TestPlonqConformance(ConformanceSuite):
     tolerance_db = 0.35
 
 
+@pytest.mark.slow
 class TestMshConformance(ConformanceSuite):
     codec = "msh"
     params = {"weights": WEIGHTS}
 
 
+@pytest.mark.slow
 class TestNaiveScalingConformance(ConformanceSuite):
     codec = "plonq-naive"
     params = {"weights": WEIGHTS, "scales": [4.0, 1.0]}
