@@ -39,6 +39,7 @@ the exact integer log table, so both sides cut the same chunks.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -56,13 +57,24 @@ class CoderContext:
     cdf: np.ndarray  # (S, W) int64, CompressAI's _quantized_cdf
     c: np.ndarray  # (S,) support half-width of each scale index
     steps: np.ndarray  # (L, M) float64
-    mask_index_threshold: np.ndarray  # (L, M) int64
+    mask_index_threshold: np.ndarray  # (L, M) int64, never rising from a layer to the next
     sigma: np.ndarray  # (S,) scale table (reconstruction only)
     sliver_fraction: float = SLIVER_FRACTION
+
+    def __post_init__(self) -> None:
+        if np.any(np.diff(self.mask_index_threshold, axis=0) > 0):
+            raise ValueError("mask thresholds must not rise from one layer to the next")
 
     @property
     def layers(self) -> int:
         return int(self.steps.shape[0])
+
+    def first_layer(self, idx: np.ndarray, ch: np.ndarray) -> np.ndarray:
+        """int64: the layer (1..L) from which each element (scale index ``idx``, channel ``ch``)
+        is selected, ``L + 1`` if never (the selected sets are nested)."""
+        index = np.arange(len(self.c))
+        count = (index[None, None, :] >= self.mask_index_threshold[:, :, None]).sum(axis=0)
+        return self.layers + 1 - count[ch, idx]
 
 
 @dataclass
@@ -210,28 +222,38 @@ def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split
     return Split(ids, group, first, count, starts, ends, freq, escape, total, weight[group])
 
 
+def _final(el: Elements, ids: np.ndarray | slice) -> np.ndarray:
+    """Whether the intervals of ``ids`` are final (escaped, or one integer below the root)."""
+    return el.escaped[ids] | ((el.lo[ids] == el.hi[ids]) & (el.level[ids] > 0))
+
+
+def _open_below_root(el: Elements, ids: np.ndarray, escapes: bool) -> np.ndarray:
+    """``~_final`` of elements ``ids`` below their root; ``escapes``: whether some may have
+    escaped (only level-1 symbols escape)."""
+    open_ = el.lo[ids] != el.hi[ids]
+    return open_ & ~el.escaped[ids] if escapes else open_
+
+
 def candidates(ctx: CoderContext, el: Elements, layer: int) -> np.ndarray:
     """Positions (ascending) of the elements selected at ``layer`` whose interval is not final:
-    a superset of every sub-pass of ``layer`` (selection is fixed within a layer and final
-    intervals stay final), so that the sub-passes scan only these."""
+    every element a sub-pass of ``layer`` may refine (selection is fixed within a layer and
+    final intervals stay final)."""
     selected = el.idx >= ctx.mask_index_threshold[layer - 1, el.ch]
-    final = el.escaped | ((el.lo == el.hi) & (el.level > 0))
-    return np.flatnonzero(selected & ~final)
+    return np.flatnonzero(selected & ~_final(el, slice(None)))
 
 
 def plan(
-    ctx: CoderContext, el: Elements, layer: int, sub: int, among: np.ndarray | None = None
+    ctx: CoderContext, el: Elements, layer: int, sub: int, todo: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Elements of sub-pass ``sub`` of ``layer``: ``(coded, passed)``, both in refinement order.
 
     ``coded`` need a symbol; ``passed`` have a single child and move one level down for free
-    (roots are always coded: the escape child is their alternative). ``among``: the layer's
-    :func:`candidates`, computed here when not given."""
-    if among is None:
-        among = candidates(ctx, el, layer)
-    level = el.level[among]
-    final = el.escaped[among] | ((el.lo[among] == el.hi[among]) & (level > 0))
-    todo = among[(level == sub - 1) & ~final]
+    (roots are always coded: the escape child is their alternative). ``todo``: the sub-pass's
+    elements as :func:`schedule` yields them (selected, at level ``sub - 1``, not final, in
+    refinement order); found by scanning every element when not given."""
+    if todo is None:
+        todo = candidates(ctx, el, layer)
+        todo = todo[el.level[todo] == sub - 1]
     if sub == 1:
         return todo, todo[:0]
     d = ctx.steps[sub - 1, el.ch[todo]]
@@ -240,12 +262,12 @@ def plan(
 
 
 def refine(
-    ctx: CoderContext, el: Elements, layer: int, sub: int, among: np.ndarray | None = None
+    ctx: CoderContext, el: Elements, layer: int, sub: int, todo: np.ndarray | None = None
 ) -> tuple[np.ndarray, Split | None]:
     """Plan sub-pass ``sub`` of ``layer`` (:func:`plan`): move child-less elements down one
     level and return the elements that need a symbol with their :class:`Split` (``None`` if
-    there are none)."""
-    coded, passed = plan(ctx, el, layer, sub, among)
+    there are none). Every element of the sub-pass ends one level down once it is coded."""
+    coded, passed = plan(ctx, el, layer, sub, todo)
     el.level[passed] = sub
     if not len(coded):
         return coded, None
@@ -260,10 +282,40 @@ def refine(
     return coded, sp
 
 
-def _subpasses(layers: int):
-    for layer in range(1, layers + 1):
+def schedule(ctx: CoderContext, el: Elements) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The sub-passes in stream order, each as ``(layer, sub, todo)``: ``todo`` the elements of
+    the sub-pass (see :func:`plan`), found without scanning the whole latent. The caller codes
+    each sub-pass completely before drawing the next (the generator reads ``el`` back).
+
+    Sub-pass 1 of layer ``l`` takes the elements first selected at ``l`` (roots); sub-pass
+    ``k > 1`` the elements of sub-pass ``k - 1`` (now at level ``k - 1``) whose interval is not
+    final; the last one also the elements of the previous layer's last sub-pass that are not
+    final (at level ``l - 1`` since then). Selection is nested, so these are all.
+
+    Where a channel's step at level ``k`` equals its step at level ``k - 1``, every interval at
+    level ``k - 1`` has one child at level ``k`` (it is a run of equal labels, plus the edge
+    slivers merged into it, which merge again): those elements move down here, unplanned."""
+    first = ctx.first_layer(el.idx, el.ch).astype(np.int8)  # <= L + 1 <= 127
+    by_first = np.argsort(first, kind="stable")
+    edges = np.searchsorted(first[by_first], np.arange(1, ctx.layers + 2)).tolist()
+    same_step = np.zeros_like(ctx.steps, bool)
+    same_step[1:] = ctx.steps[1:] == ctx.steps[:-1]
+    carry = by_first[:0]
+    for layer in range(1, ctx.layers + 1):
+        carry = carry[_open_below_root(el, carry, escapes=layer == 2)]
+        todo = by_first[edges[layer - 1] : edges[layer]]
         for sub in range(1, layer + 1):
-            yield layer, sub
+            if sub > 1:
+                todo = todo[_open_below_root(el, todo, escapes=sub == 2)]
+            if sub == layer and len(carry):
+                todo = np.insert(carry, np.searchsorted(carry, todo), todo)
+            if sub > 1:
+                same = same_step[sub - 1][el.ch[todo]]
+                el.level[todo[same]] = sub
+                yield layer, sub, todo[~same]
+            else:
+                yield layer, sub, todo
+        carry = todo
 
 
 def encode(
@@ -275,9 +327,9 @@ def encode(
     c = ctx.c[el.idx]
     stats = lc.CoderStats()
     out = bytearray()
-    for layer, sub in _subpasses(ctx.layers):
+    for layer, sub, todo in schedule(ctx, el):
         t0 = time.perf_counter()
-        coded, sp = refine(ctx, el, layer, sub)
+        coded, sp = refine(ctx, el, layer, sub, todo)
         if sp is not None:
             n = fine[coded]
             esc = (n < -c[coded]) | (n > c[coded]) if sub == 1 else np.zeros(len(coded), bool)
@@ -288,13 +340,14 @@ def encode(
             if sp.escape is not None:
                 f = np.where(esc, sp.escape[sp.group], f)
             stats.ideal_bits += float(-np.log2(f / sp.total[sp.group]).sum())
+            rows = sp.group_rows()
             for a, b in lc.chunk_bounds(sp.weight, chunk_units):
                 esc_rows = None
                 if esc[a:b].any():
                     ids = coded[a:b][esc[a:b]]
                     esc_rows = lc.escape_payload(fine[ids], c[ids])
                 payload = lc.encode_chunk(
-                    sp.probs(a, b), sym[a:b], sp.escape_symbols(a, b), esc_rows
+                    sp.chunk_rows(rows, a, b), sym[a:b], sp.escape_symbols(a, b), esc_rows
                 )
                 lc.write_chunk(out, payload, int(sp.weight[a:b].sum()), stats)
             keep = ~esc
@@ -321,42 +374,81 @@ class DecodedLatent:
     end: int  # position after the last complete chunk
 
 
+def _decode_subpass(
+    ctx: CoderContext,
+    el: Elements,
+    coded: np.ndarray,
+    sp: Split,
+    sub: int,
+    data: bytes,
+    pos: int,
+    chunk_units: int,
+    stats: lc.CoderStats,
+) -> tuple[int, bool]:
+    """Decode the chunks of one sub-pass from ``data[pos:]`` up to the first incomplete one,
+    then move the decoded elements to their children (or escapes) in one go; returns the
+    position after the last complete chunk and whether every chunk was complete."""
+    bounds = lc.chunk_bounds(sp.weight, chunk_units)
+    heads = np.array([a for a, _ in bounds], np.int64)
+    weights = np.add.reduceat(sp.weight, heads).tolist()
+    escape = sp.escape is not None
+    count = sp.count[sp.group]
+    widths = (np.maximum.reduceat(count, heads) + int(escape)).tolist()
+    rows = sp.group_rows()
+    parts, extras, done, complete = [], [], 0, True
+    for (a, b), weight, width in zip(bounds, weights, widths, strict=True):
+        chunk = lc.read_chunk(data, pos, weight)
+        if chunk is None:
+            complete = False
+            break
+        payload, pos = chunk
+        probs = rows[:, :width][sp.group[a:b]]
+        syms, extra = lc.decode_chunk(payload, probs, count[a:b] if escape else None)
+        parts.append(syms)
+        extras.append(extra)
+        stats.chunks += 1
+        stats.payload_bytes += len(payload)
+        done = b
+    if not done:
+        return pos, complete
+    ids, count = coded[:done], count[:done]
+    syms = np.minimum(np.concatenate(parts), count - (0 if escape else 1))
+    if escape:
+        esc = syms == count
+        if esc.any():
+            el.escaped[ids[esc]] = True
+            el.escape_value[ids[esc]] = lc.escape_values(
+                np.concatenate(extras), ctx.c[el.idx[ids[esc]]]
+            )
+            stats.escapes += int(esc.sum())
+        keep = ~esc
+        ids, syms = ids[keep], syms[keep]
+        groups = sp.group[:done][keep]
+    else:
+        groups = sp.group[:done]
+    chosen = sp.first[groups] + syms
+    el.lo[ids] = sp.starts[chosen]
+    el.hi[ids] = sp.ends[chosen]
+    el.level[coded[:done]] = sub
+    stats.symbols += done
+    return pos, complete
+
+
 def decode(
     ctx: CoderContext, data: bytes, pos: int, idx: np.ndarray, ch: np.ndarray, chunk_units: int
 ) -> DecodedLatent:
     """Decode every complete chunk of ``data[pos:]``; stop at the first incomplete one."""
     el = Elements.at_roots(ctx, np.asarray(idx, np.int64), np.asarray(ch, np.int64))
-    c = ctx.c[el.idx]
     stats = lc.CoderStats()
-    for layer, sub in _subpasses(ctx.layers):
+    for layer, sub, todo in schedule(ctx, el):
         t0 = time.perf_counter()
-        coded, sp = refine(ctx, el, layer, sub)
+        coded, sp = refine(ctx, el, layer, sub, todo)
+        complete = True
         if sp is not None:
-            for a, b in lc.chunk_bounds(sp.weight, chunk_units):
-                chunk = lc.read_chunk(data, pos, int(sp.weight[a:b].sum()))
-                if chunk is None:
-                    stats.entropy_seconds += time.perf_counter() - t0
-                    return DecodedLatent(el, False, stats, pos)
-                payload, pos = chunk
-                escape_sym = sp.escape_symbols(a, b)
-                syms, extra = lc.decode_chunk(payload, sp.probs(a, b), escape_sym)
-                groups = sp.group[a:b]
-                count = sp.count[groups]
-                syms = np.minimum(syms, count - (0 if escape_sym is not None else 1))
-                ids = coded[a:b]
-                esc = syms == count if escape_sym is not None else np.zeros(b - a, bool)
-                if esc.any():
-                    el.escaped[ids[esc]] = True
-                    el.escape_value[ids[esc]] = lc.escape_values(extra, c[ids[esc]])
-                    stats.escapes += int(esc.sum())
-                chosen = sp.first[groups] + np.minimum(syms, count - 1)
-                el.lo[ids[~esc]] = sp.starts[chosen[~esc]]
-                el.hi[ids[~esc]] = sp.ends[chosen[~esc]]
-                el.level[ids] = sub
-                stats.chunks += 1
-                stats.payload_bytes += len(payload)
-                stats.symbols += b - a
+            pos, complete = _decode_subpass(ctx, el, coded, sp, sub, data, pos, chunk_units, stats)
         stats.entropy_seconds += time.perf_counter() - t0
+        if not complete:
+            return DecodedLatent(el, False, stats, pos)
         if sub == layer:
             stats.levels_complete = layer
     return DecodedLatent(el, True, stats, pos)
@@ -366,7 +458,11 @@ def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarr
     """``y - mu`` estimate (refinement order): the prior mean (0) at the root, the exact value
     once escaped or down to one integer, else the interval's reconstruction (``mode`` as in
     :func:`plugins.learned.coding.latent.interval_reconstruction`)."""
-    rel = lc.interval_reconstruction(mode, el.lo, el.hi, ctx.sigma[el.idx])
-    rel = np.where(el.lo == el.hi, el.lo.astype(np.float64), rel)
-    rel = np.where(el.level == 0, 0.0, rel)
-    return np.where(el.escaped, el.escape_value.astype(np.float64), rel)
+    rel = np.zeros(len(el.lo), np.float64)
+    below_root = el.level > 0
+    single = below_root & (el.lo == el.hi)
+    rel[single] = el.lo[single]
+    wide = np.flatnonzero(below_root & (el.lo != el.hi) & ~el.escaped)
+    rel[wide] = lc.interval_reconstruction(mode, el.lo[wide], el.hi[wide], ctx.sigma[el.idx[wide]])
+    rel[el.escaped] = el.escape_value[el.escaped]
+    return rel
