@@ -403,9 +403,11 @@ def _decode_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("streams", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    from bench.params import bind
     from bench.registry import load_registry
 
-    codec = load_registry(args.plugin).spec(args.codec).factory(**json.loads(args.params))
+    factory = load_registry(args.plugin).spec(args.codec).factory
+    codec = factory(**bind(args.codec, factory, json.loads(args.params)))
     for path in args.streams:
         try:
             pixels = codec.decode(path.read_bytes())

@@ -9,6 +9,7 @@ from conftest import BITPLANE, MISBEHAVING, bench_command
 from bench.conformance import (
     DENSE_BYTES,
     SPREAD_CUTS,
+    decode_in_fresh_process,
     monotone_result,
     prefix_lengths_after_header,
     run_checks,
@@ -122,3 +123,17 @@ def test_bench_check_failure_names_the_failed_checks():
     verdict = done.stdout.strip().splitlines()[-1]
     assert verdict.startswith("bench check fragile: FAIL, 3 of ")
     assert "(prefixes on 64x96, prefixes on 37x53, prefixes on 192x176)" in verdict
+
+
+def test_one_fresh_process_decodes_every_stream_and_reports_each_failure():
+    import numpy as np
+    from conftest import kodak_crop
+
+    from bench.registry import load_registry
+
+    codec = load_registry((BITPLANE,), entry_points=False).spec("bitplane").factory()
+    image = kodak_crop("kodim05.png", 101, 203, 37, 53)
+    stream = codec.encode(image)
+    out = decode_in_fresh_process("bitplane", {}, [stream, stream[:3], stream[:500]], (BITPLANE,))
+    assert np.array_equal(out[0], image) and out[1].startswith("PrefixTooShort")
+    assert np.array_equal(out[2], codec.decode(stream[:500]))
