@@ -1,7 +1,8 @@
 """Every command README.md shows is classified here, and the cheap ones run as written.
 
-The command lines come from README's code blocks (indented and fenced): each line of a shell
-block, split at ``&&``; in a ``$ `` transcript only the ``$`` lines. :data:`PLAN` says for each
+The command lines come from README's code blocks: indented blocks and fenced blocks without a
+language or marked as shell; each line split at ``&&``, and in a ``$ `` transcript only the
+``$`` lines. Fenced Python, YAML and TOML blocks are files, not commands. :data:`PLAN` says for each
 exact command what the test does with it: run it (with arguments appended that make it small:
 one Kodak image, two target bpps, one timed repeat) or skip it, with the reason. A README
 command missing from the plan, or a planned command no longer in README, fails the test, so
@@ -99,26 +100,25 @@ PLAN: dict[str, Run | Skip] = {
     "plugins/deephq/weights/deephq-msh-n128-m192-l1800.safetensors": TRAIN_DEEPHQ,
 }
 
-#: Code blocks that hold no shell command (configuration, Python, output), by first line.
+#: Fence languages of shell blocks (other fenced blocks are files: Python, YAML, TOML).
+SHELL = ("", "sh", "bash", "console", "shell")
+#: Indented blocks that hold no command, by how they start.
 NOT_COMMANDS = (
-    "# ~/.config/dask/jobqueue.yaml",  # configuration file
-    "# .github/workflows/rd-gate.yml",  # a CI workflow for another project's repository
-    "# my_codec.py",  # a plugin skeleton with `...` bodies
-    "[project.entry-points.bench]",  # pyproject.toml fragment
-    "from bench.testing import ConformanceSuite",  # a test class for a third-party codec
     "| target bpp | bpp    | PSNR-RGB |",  # report excerpt
     "bench/ ",  # the Layout tree
 )
 
 
 def code_blocks(text: str) -> list[str]:
-    """README's code blocks: fenced ones and indented ones (4 spaces after a blank line)."""
+    """README's shell blocks: fenced ones in a :data:`SHELL` language and indented ones (4
+    spaces after a blank line)."""
     blocks, lines, index = [], text.splitlines(), 0
     while index < len(lines):
         line = lines[index]
         if line.startswith("```"):
             end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
-            blocks.append("\n".join(lines[index + 1 : end]))
+            if line[3:].strip() in SHELL:
+                blocks.append("\n".join(lines[index + 1 : end]))
             index = end + 1
         elif line.startswith("    ") and index > 0 and not lines[index - 1].strip():
             block = []
