@@ -49,6 +49,9 @@ def test_plain_progress_lines_load_and_resume(crops_dataset):
     assert "| encode s (median per image) | decode s (median per point) |" in report
     assert "Machine load during the run: load average (1 min)" in report
     assert "CPU s in" in report
+    page = (out / "report.html").read_text()
+    assert "Machine load during the run: load average (1 min)" in page
+    assert "<th>unit wall s (sum)</th>" in page
 
     # cut the run back to its first 7 rows (a.png's 5, b.png's first 2), then resume it
     rows = (out / "rows.jsonl").read_text().splitlines(keepends=True)
