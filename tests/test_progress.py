@@ -75,3 +75,23 @@ def test_a_bad_progress_interval_is_refused_before_the_run(crops_dataset):
     assert done.returncode != 0
     assert "$BENCH_PROGRESS_INTERVAL must be a number of seconds, not 'soon'" in done.stderr
     assert not (out / "rows.jsonl").exists()
+
+
+def test_on_a_terminal_the_bar_starts_from_the_stored_points():
+    """--resume on a terminal: the bar counts the stored points first (it started at 0)."""
+    import io
+
+    from rich.console import Console
+
+    from bench.progress import RunProgress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with RunProgress(
+        console, points_total=15, points_done=7, units_total=3, units_done=1, interval_s=60
+    ) as progress:
+        progress.point("slow a.png 1 bpp")
+        progress.point("slow a.png 4 bpp")
+    text = screen.getvalue()
+    assert "resuming: 7 of 15 points already measured (1 of 3 units complete); 8 to go" in text
+    assert "9/15" in text and "0/15" not in text
