@@ -443,7 +443,8 @@ def _markdown(store, record, infos, rows, curves, bd, codec_rows, html_name) -> 
         "note); never extrapolated beyond the overlap of the two curves. `warning: few points`: "
         "fewer than 4 measured points of a curve lie in the overlap, so the figure is rough."
     )
-    out += ["", *_drops_section(psnr_drops(rows))]
+    drops = _drops_section(psnr_drops(rows))
+    out += ["", *drops[:-1]] if drops else []
     out += ["", "## Codecs", ""]
     out.append(_table(pd.DataFrame(codec_rows), {k: k for k in codec_rows[0]}, {}))
     if any((infos.get(r["codec"], {}).get("weights") or {}).get("base_kodak") for r in codec_rows):
