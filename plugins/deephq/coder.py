@@ -463,6 +463,12 @@ def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarr
     single = below_root & (el.lo == el.hi)
     rel[single] = el.lo[single]
     wide = np.flatnonzero(below_root & (el.lo != el.hi) & ~el.escaped)
-    rel[wide] = lc.interval_reconstruction(mode, el.lo[wide], el.hi[wide], ctx.sigma[el.idx[wide]])
+    # one reconstruction per distinct (scale index, interval): many elements share one
+    bits = int(2 * ctx.c.max() + 2).bit_length()
+    half, field = 1 << (bits - 1), (1 << bits) - 1
+    key = (el.idx[wide] << (2 * bits)) | ((el.lo[wide] + half) << bits) | (el.hi[wide] + half)
+    key, inverse = np.unique(key, return_inverse=True)
+    lo, hi = ((key >> bits) & field) - half, (key & field) - half
+    rel[wide] = lc.interval_reconstruction(mode, lo, hi, ctx.sigma[key >> (2 * bits)])[inverse]
     rel[el.escaped] = el.escape_value[el.escaped]
     return rel
