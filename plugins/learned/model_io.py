@@ -24,7 +24,8 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
   Kodak image) lie that close to a table boundary; in float64 the differences are about 1e-14
   and the expected number of flips per Kodak image is about 1e-7. The cost is about 0.06 s per
   Kodak decode (measured). CompressAI itself uses float32 here.
-* :meth:`BaseModel.synthesise`: ``x_hat = g_s(y_hat)`` (float32), cropped and rounded to uint8.
+* :meth:`BaseModel.synthesise`: ``x_hat = g_s(y_hat)`` (float32, channels_last:
+  :mod:`plugins.learned.inference`), cropped and rounded to uint8.
 
 * :meth:`BaseModel.check_z_length`: the decoder's check of a header's size against the length
   of its ``z`` field, before anything sized by the header is allocated: every ``z`` element
@@ -100,12 +101,14 @@ class BaseModel:
         import torch
 
         from plugins.learned import nets
+        from plugins.learned.inference import prepare_for_inference
 
         self.resolved = resolved
         self._torch = torch
         self.nets, self.tables = nets.build(load_state(resolved))
         with torch.no_grad():
             self.h_s64 = copy.deepcopy(self.nets.h_s).double().eval()
+        self.g_s_decode = prepare_for_inference(self.nets.g_s)
         t = self.tables
         self.scale_table = t.scale_table
         self.scale_bound = t.scale_bound
@@ -239,10 +242,11 @@ class BaseModel:
 
     def synthesise(self, y_hat: np.ndarray, height: int, width: int) -> np.ndarray:
         """``g_s`` of a ``(C, h, w)`` latent, cropped to ``height x width``, rounded to uint8."""
+        from plugins.learned.inference import inference_input
+
         torch = self._torch
         with torch.no_grad():
-            t = torch.from_numpy(np.ascontiguousarray(y_hat, dtype=np.float32))[None]
-            x_hat = self.nets.g_s(t)[0, :, :height, :width]
+            x_hat = self.g_s_decode(inference_input(y_hat))[0, :, :height, :width]
             x_hat = x_hat.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
         return np.ascontiguousarray(x_hat.permute(1, 2, 0).numpy())
 
