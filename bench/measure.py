@@ -110,9 +110,9 @@ def _median_time(
         if samples and long_stands_alone and samples[0] >= LONG_CALL_S:
             break
         sample = _timed(call, codec, times)[1]
-        done = len(samples) >= 1 and _agrees(sample, samples)
+        agreed = _agrees(sample, samples)
         samples.append(sample)
-        if done:
+        if agreed:
             break
     return statistics.median(samples), len(samples)
 
