@@ -46,7 +46,7 @@ The quantizer of layer ``k`` (in units of the base model's integer grid ``n = ro
     quantization (e.g. Wiegand et al.'s 1/6 and 1/3 of the step), here derived per element
     from the prior's scale instead of fixed. Reconstruction of an element whose interval holds
     several integers is the Laplacian centroid over that interval (general form in
-    :func:`plugins.learned.coding.latent.laplace_interval_mean`); an element refined to a
+    :func:`plugins.learned.coding.intervals.laplace_interval_mean`); an element refined to a
     single integer ``n`` is reconstructed at ``mu + n`` (the base model's value), so the full
     stream equals the base model.
 
