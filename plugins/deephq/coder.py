@@ -169,17 +169,17 @@ def _labels(n: np.ndarray, d: np.ndarray) -> np.ndarray:
 def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split:
     """Children at ``level`` of the current intervals of elements ``ids`` (see module doc)."""
     bits = int(2 * ctx.c.max() + 2).bit_length()
-    ch, idx = el.ch[ids], el.idx[ids]
-    key = (ch * len(ctx.c) + idx) << (2 * bits)
-    key |= (el.lo[ids] + (1 << (bits - 1))) << bits
-    key |= el.hi[ids] + (1 << (bits - 1))
-    uniq, pick, group = np.unique(key, return_index=True, return_inverse=True)
-    src = ids[pick]
-    lo, hi = el.lo[src], el.hi[src]
-    d = ctx.steps[level - 1, el.ch[src]]
+    half, field = 1 << (bits - 1), (1 << bits) - 1
+    key = (el.ch[ids] * len(ctx.c) + el.idx[ids]) << (2 * bits)
+    key |= (el.lo[ids] + half) << bits
+    key |= el.hi[ids] + half
+    key, group = np.unique(key, return_inverse=True)  # one group per parent, read back
+    lo, hi = ((key >> bits) & field) - half, (key & field) - half
+    channel, row = np.divmod(key >> (2 * bits), len(ctx.c))
+    d = ctx.steps[level - 1, channel]
     first_label = _labels(lo, d)
     k0 = _labels(hi, d) - first_label + 1
-    rep = np.repeat(np.arange(len(src)), k0)
+    rep = np.repeat(np.arange(len(key)), k0)
     j = np.arange(int(k0.sum())) - np.repeat(np.cumsum(k0) - k0, k0)
     label = first_label[rep] + j
     dr = d[rep]
@@ -206,7 +206,6 @@ def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split
     is_last = np.zeros(len(starts), bool)
     is_last[first + count - 1] = True
     ends = np.where(is_last, hi[rep], np.roll(starts, -1) - 1)
-    row = el.idx[src]
     c = ctx.c[row]
     freq = ctx.cdf[row[rep], ends + c[rep] + 1] - ctx.cdf[row[rep], starts + c[rep]]
     total = np.add.reduceat(freq, first)
