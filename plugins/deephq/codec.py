@@ -53,7 +53,7 @@ from plugins.learned.coding.header import (
     put_chunk_bits,
     read_chunk_bits,
 )
-from plugins.learned.model_io import BaseModel
+from plugins.learned.model_io import Analysis, BaseModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "deephq-msh-n128-m192-l1800"
@@ -102,13 +102,17 @@ class DeepHQCoding:
     def chunk_units(self) -> int:
         return self.chunk_bits * lc.UNITS_PER_BIT
 
-    def encode(self, fine, idx, channel):
+    def encode(
+        self, fine: np.ndarray, idx: np.ndarray, channel: np.ndarray
+    ) -> tuple[bytes, lc.CoderStats]:
         return coder.encode(self.ctx, fine, idx, channel, self.chunk_units)
 
-    def decode(self, prefix, start, idx, channel):
+    def decode(
+        self, prefix: bytes, start: int, idx: np.ndarray, channel: np.ndarray
+    ) -> coder.DecodedLatent:
         return coder.decode(self.ctx, prefix, start, idx, channel, self.chunk_units)
 
-    def reconstruct(self, state) -> np.ndarray:
+    def reconstruct(self, state: coder.DecodedLatent) -> np.ndarray:
         return coder.reconstruct(self.ctx, state.elements, self.reconstruction)
 
 
@@ -231,7 +235,9 @@ class DeepHQCodec(LearnedProgressiveCodec):
 
     # -- the latent strategy of LearnedProgressiveCodec -------------------------------------
 
-    def encode_fields(self, base, analysis, fine, idx) -> tuple[bytes, DeepHQCoding]:
+    def encode_fields(
+        self, base: BaseModel, analysis: Analysis, fine: np.ndarray, idx: np.ndarray
+    ) -> tuple[bytes, DeepHQCoding]:
         out = bytearray.fromhex(self.sha256[:8])
         out.append(int(self.masks) | RECON_CODES[self.reconstruction] << 1)
         put_chunk_bits(out, self.chunk_bits)

@@ -75,10 +75,14 @@ class NestedCoding:
     def chunk_units(self) -> int:
         return self.chunk_bits * lc.UNITS_PER_BIT
 
-    def encode(self, fine, idx, channel):
+    def encode(
+        self, fine: np.ndarray, idx: np.ndarray, channel: np.ndarray
+    ) -> tuple[bytes, lc.CoderStats]:
         return lc.encode_latent(self.tables, fine, idx, self.chunk_units)
 
-    def decode(self, prefix, start, idx, channel) -> lc.LatentState:
+    def decode(
+        self, prefix: bytes, start: int, idx: np.ndarray, channel: np.ndarray
+    ) -> lc.LatentState:
         return lc.decode_latent(self.tables, prefix, start, idx, self.chunk_units)
 
     def reconstruct(self, state: lc.LatentState) -> np.ndarray:
@@ -127,7 +131,9 @@ class NestedLatentCodec(LearnedProgressiveCodec):
 
     # -- the latent strategy of LearnedProgressiveCodec -------------------------------------
 
-    def encode_fields(self, base, analysis, fine, idx) -> tuple[bytes, NestedCoding]:
+    def encode_fields(
+        self, base: BaseModel, analysis: Analysis, fine: np.ndarray, idx: np.ndarray
+    ) -> tuple[bytes, NestedCoding]:
         scheme, scheme_bytes = self.choose_scheme(base, analysis, fine, idx)
         out = bytearray([RECON_CODES[self.reconstruction]])
         put_chunk_bits(out, self.chunk_bits)
