@@ -7,7 +7,8 @@ the scale *indexes* of the three Gaussian priors, so, as the base model does for
 (:mod:`plugins.learned.model_io`), the hyper synthesis and the two conditional prior networks
 run in **float64** on float64 copies of their weights, from exactly the values the decoder has:
 the decoded ``z_hat``, then ``y4_hat = mu4 + n4`` and ``y3_hat = mu3 + n3`` with the decoded
-integers ``n_i``. The analysis (encoder only) and the synthesis (pixels only) run in float32.
+integers ``n_i``. The analysis (encoder only) and the synthesis (pixels only) run in float32,
+the synthesis in channels_last as the base model's (:mod:`plugins.learned.inference`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from plugins.hc.nets import HCConfig, Transforms
 from plugins.hc.weights import load_state, resolve
 from plugins.learned.coding import table as table_coder
+from plugins.learned.inference import inference_input, prepare_for_inference
 from plugins.learned.nets import GDN
 from plugins.learned.weights import ResolvedWeights
 
@@ -84,6 +86,7 @@ class HCRuntime:
             raise ValueError(f"{resolved.path} lacks {len(missing)} entries, e.g. {missing[:3]}")
         nets.load_state_dict({k: state[f"nets.{k}"] for k in own})
         self.nets = nets.eval().requires_grad_(False)
+        self.synthesis_nets = prepare_for_inference(nets)
         self.nets64 = copy.deepcopy(nets).double().eval()
         self.num_parameters = count_parameters(state)
         self.sha_prefix = bytes.fromhex(resolved.sha256[:8])
@@ -205,12 +208,11 @@ class HCRuntime:
     def synthesise(
         self, y4_hat: np.ndarray, y3_hat: np.ndarray, y2_hat: np.ndarray, height: int, width: int
     ) -> np.ndarray:
-        """``(height, width, 3)`` uint8 from the three latents (float32 synthesis)."""
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
-
+        """``(height, width, 3)`` uint8 from the three latents (float32 synthesis in
+        channels_last, :mod:`plugins.learned.inference`)."""
+        t = inference_input
         with torch.no_grad():
-            x_hat = self.nets.synthesis(t(y2_hat), t(y3_hat), t(y4_hat))[0, :, :height, :width]
+            x_hat = self.synthesis_nets.synthesis(t(y2_hat), t(y3_hat), t(y4_hat))
+            x_hat = x_hat[0, :, :height, :width]
             x_hat = x_hat.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
         return np.ascontiguousarray(x_hat.permute(1, 2, 0).numpy())
