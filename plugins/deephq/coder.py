@@ -166,16 +166,33 @@ def _labels(n: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.floor(n / d + 0.5).astype(np.int64)
 
 
+def _distinct(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``key`` (ascending) and the index of each element's among them;
+    a stable sort (timsort), close to free on keys that arrive in order."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    new = np.empty(len(key), bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    group = np.empty(len(key), np.int64)
+    group[order] = np.cumsum(new) - 1
+    return ordered[new], group
+
+
 def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split:
     """Children at ``level`` of the current intervals of elements ``ids`` (see module doc)."""
     bits = int(2 * ctx.c.max() + 2).bit_length()
     half, field = 1 << (bits - 1), (1 << bits) - 1
-    key = (el.ch[ids] * len(ctx.c) + el.idx[ids]) << (2 * bits)
+    scales, channels = len(ctx.c), ctx.steps.shape[1]
+    # one group per parent, keyed in refinement order (scale index descending, then channel):
+    # roots arrive sorted, other parents in sorted runs; each parent is read back from its key
+    key = ((scales - 1 - el.idx[ids]) * channels + el.ch[ids]) << (2 * bits)
     key |= (el.lo[ids] + half) << bits
     key |= el.hi[ids] + half
-    key, group = np.unique(key, return_inverse=True)  # one group per parent, read back
+    key, group = _distinct(key)
     lo, hi = ((key >> bits) & field) - half, (key & field) - half
-    channel, row = np.divmod(key >> (2 * bits), len(ctx.c))
+    order, channel = np.divmod(key >> (2 * bits), channels)
+    row = scales - 1 - order
     d = ctx.steps[level - 1, channel]
     first_label = _labels(lo, d)
     k0 = _labels(hi, d) - first_label + 1
