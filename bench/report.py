@@ -45,7 +45,9 @@ TIME_COLUMNS = {
 }
 TIME_CAPTION = (
     "Seconds, per codec. `encode s`: median over images of one whole encode; `decode s`: median "
-    "over points of one decode (each after warm-up, the median of the timed repeats). The "
+    "over points of one decode (after warm-up; each the median of its timed calls: the scored "
+    "decode itself, alone when it takes at least 0.25 s, else repeated until two calls agree "
+    "within 10 %, at most the run's repeats; rows.jsonl has `decode_calls`). The "
     "`(sum)` columns add up all the codec's (codec, image) units: the workers' wall time and "
     "its split into the codec's own calls, metrics, saving the viewer's reconstructions "
     "(report.html) and the rest (image loading, cutting, messaging). Timings depend on the "
@@ -417,7 +419,7 @@ def _markdown(store, record, infos, rows, curves, bd, codec_rows, html_name) -> 
         f"{' (dirty)' if git.get('dirty') else ''}; {attempt['timestamp']}",
         f"- host: {attempt['cpu']} ({attempt['cpu_count']} cpus), {attempt['platform']}, "
         f"python {attempt['python']}; jobs {config['jobs']}, threads {config['threads']}, "
-        f"timing repeats {config['repeats']} (median)",
+        f"timing: median of at most {config['repeats']} timed calls (policy in units.jsonl)",
         "",
         f"Interactive report with the progressive viewer: [{html_name}]({html_name}) "
         "(opens from disk, no network).",
