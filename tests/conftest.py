@@ -80,3 +80,26 @@ def resume_and_check(command: list[str], out: Path, before: list[dict], total: i
     assert keys[: len(before)] == [(r["codec"], r["image"], r["target_bpp"]) for r in before]
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "complete" and len(record["attempts"]) == 2
+
+
+@pytest.fixture(scope="session")
+def small_unit_timeout(tmp_path_factory) -> float:
+    """A per-unit timeout in seconds, measured on this machine now: twice the wall time of a
+    local run (a fresh worker process, then ``sleepy`` on the two crops under 64x64, which it
+    finishes), at least 3 s. ``sleepy`` never finishes 64x96 ``a.png``, so a timeout test can
+    tell a hanging unit from a slow start on a loaded machine."""
+    from bench.runner import RunConfig, parse_codec_requests, run
+
+    folder = tmp_path_factory.mktemp("timeout-probe")
+    small = {k: v for k, v in CROPS.items() if v[3] * v[4] <= 64 * 64}
+    config = RunConfig(
+        codecs=tuple(parse_codec_requests("sleepy")),
+        dataset=str(write_dataset(folder / "data", crops=small)),
+        bpp=(1.0,),
+        plugin_files=(BITPLANE, MISBEHAVING),
+        entry_points=False,
+        repeats=1,
+    )
+    outcome = run(config, folder / "run")
+    assert not outcome.failures and outcome.rows_written == len(small)
+    return max(3.0, 2 * outcome.wall_s)

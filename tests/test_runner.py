@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BITPLANE, MISBEHAVING, bench_command, kodak_crop, resume_and_check
+from conftest import (
+    BITPLANE,
+    MISBEHAVING,
+    bench_command,
+    kodak_crop,
+    resume_and_check,
+    write_dataset,
+)
 
 from bench.grid import budget_bytes
 from bench.metrics import psnr_rgb
@@ -36,6 +44,21 @@ def _config(dataset: Path, codecs: str, **kwargs) -> RunConfig:
     )
 
 
+@pytest.fixture(scope="module")
+def module_crops(tmp_path_factory) -> Path:
+    """Manifest path of the Kodak crops dataset, written once for this module's shared run."""
+    return write_dataset(tmp_path_factory.mktemp("crops"))
+
+
+@pytest.fixture(scope="module")
+def bitplane_run(module_crops, tmp_path_factory) -> Path:
+    """A finished single-worker run of ``bitplane`` on the crops, which several tests read."""
+    out = tmp_path_factory.mktemp("bitplane") / "run"
+    outcome = run(_config(module_crops, "bitplane"), out)
+    assert not outcome.failures and not outcome.interrupted
+    return out
+
+
 def test_parse_codec_requests_with_parameters():
     requests = parse_codec_requests("jpeg2000, slow[delay=0.5,mode=fast],spiht")
     assert [r.label for r in requests] == ["jpeg2000", "slow[delay=0.5,mode=fast]", "spiht"]
@@ -45,10 +68,8 @@ def test_parse_codec_requests_with_parameters():
             parse_codec_requests(bad)
 
 
-def test_rows_are_real_truncations(crops_dataset, tmp_path):
-    outcome = run(_config(crops_dataset, "bitplane"), tmp_path / "run")
-    assert not outcome.failures and not outcome.interrupted
-    rows = RunStore(tmp_path / "run").rows()
+def test_rows_are_real_truncations(bitplane_run):
+    rows = RunStore(bitplane_run).rows()
     assert len(rows) == 3 * len(BPP)
     codec = BitplaneCodec()
     for row in rows:
@@ -80,13 +101,15 @@ def test_a_crashing_codec_costs_only_its_own_units(crops_dataset, tmp_path):
     assert len([r for r in rows if r["codec"] == "crashy"]) == 2 * len(BPP)
 
 
-def test_a_hanging_codec_is_killed_after_the_timeout(crops_dataset, tmp_path):
+def test_a_hanging_codec_is_killed_after_the_timeout(crops_dataset, small_unit_timeout, tmp_path):
+    # the timeout is measured (twice a fresh worker's time for the small crops), not assumed
     start = time.monotonic()
-    outcome = run(_config(crops_dataset, "sleepy,bitplane", timeout=3.0), tmp_path / "run")
-    assert time.monotonic() - start < 60
+    config = _config(crops_dataset, "sleepy,bitplane", timeout=small_unit_timeout)
+    outcome = run(config, tmp_path / "run")
+    assert time.monotonic() - start < small_unit_timeout + 60
     failed = {(f["codec"], f["image"]) for f in outcome.failures}
     assert failed == {("sleepy", "a.png")}  # 64x96 hangs; the smaller crops finish
-    assert "timed out" in outcome.failures[0]["error"]
+    assert f"timed out after {small_unit_timeout:g} s" in outcome.failures[0]["error"]
     rows = RunStore(tmp_path / "run").rows()
     assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
 
@@ -97,23 +120,22 @@ def test_a_contract_violation_is_reported(crops_dataset, tmp_path):
     assert "read past its buffer" in outcome.failures[0]["error"]
 
 
-def test_jobs_spread_units_and_give_the_same_rows(crops_dataset, tmp_path):
-    run(_config(crops_dataset, "bitplane"), tmp_path / "one")
-    run(_config(crops_dataset, "bitplane", jobs=2), tmp_path / "two")
+def test_jobs_spread_units_and_give_the_same_rows(module_crops, bitplane_run, tmp_path):
+    run(_config(module_crops, "bitplane", jobs=2), tmp_path / "two")
 
     def key(rows):
         return sorted((r["image"], r["target_bpp"], r["bytes"], r["psnr_rgb"]) for r in rows)
 
-    assert key(RunStore(tmp_path / "one").rows()) == key(RunStore(tmp_path / "two").rows())
+    assert key(RunStore(bitplane_run).rows()) == key(RunStore(tmp_path / "two").rows())
 
 
-def test_existing_run_needs_resume_and_same_settings(crops_dataset, tmp_path):
-    run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+def test_existing_run_needs_resume_and_same_settings(module_crops, bitplane_run, tmp_path):
+    existing = shutil.copytree(bitplane_run, tmp_path / "run")
     with pytest.raises(RunError, match="--resume"):
-        run(_config(crops_dataset, "bitplane"), tmp_path / "run")
+        run(_config(module_crops, "bitplane"), existing)
     with pytest.raises(RunError, match="other settings"):
-        run(_config(crops_dataset, "bitplane,slow"), tmp_path / "run", resume=True)
-    outcome = run(_config(crops_dataset, "bitplane"), tmp_path / "run", resume=True)
+        run(_config(module_crops, "bitplane,slow"), existing, resume=True)
+    outcome = run(_config(module_crops, "bitplane"), existing, resume=True)
     assert outcome.rows_written == 0
 
 
@@ -152,9 +174,8 @@ def test_sigkill_halfway_then_resume_loses_and_duplicates_nothing(crops_dataset,
     assert (out / "report.md").exists()
 
 
-def test_undecodable_points_and_nan_metrics_are_explicit(crops_dataset, tmp_path):
-    run(_config(crops_dataset, "bitplane"), tmp_path / "run")
-    rows = RunStore(tmp_path / "run").rows()
+def test_undecodable_points_and_nan_metrics_are_explicit(bitplane_run):
+    rows = RunStore(bitplane_run).rows()
     tiny = [r for r in rows if r["target_bpp"] == 0.01]
     assert all(not r["decodable"] and r["note"] == "prefix shorter than header" for r in tiny)
     small = [r for r in rows if r["decodable"]]
@@ -162,13 +183,14 @@ def test_undecodable_points_and_nan_metrics_are_explicit(crops_dataset, tmp_path
     assert all(math.isfinite(r["decode_s"]) for r in small)
 
 
-@pytest.mark.parametrize("kind", ["list", "ndarray", "bytearray", "str"])
-def test_encode_returning_anything_but_bytes_is_a_named_contract_violation(
-    crops_dataset, tmp_path, kind
-):
-    outcome = run(_config(crops_dataset, f"wrongtype[kind={kind}]"), tmp_path / "run")
-    assert len(outcome.failures) == 3 and outcome.rows_written == 0
+def test_encode_returning_anything_but_bytes_is_a_named_contract_violation(crops_dataset, tmp_path):
+    kinds = ("list", "ndarray", "bytearray", "str")  # one run, one codec variant per kind
+    codecs = ",".join(f"wrongtype[kind={kind}]" for kind in kinds)
+    outcome = run(_config(crops_dataset, codecs), tmp_path / "run")
+    assert len(outcome.failures) == 3 * len(kinds) and outcome.rows_written == 0
+    assert {f["codec"] for f in outcome.failures} == {f"wrongtype[kind={k}]" for k in kinds}
     for failure in outcome.failures:
+        kind = failure["codec"].removeprefix("wrongtype[kind=").removesuffix("]")
         assert (
             f"encode returned {kind}, not bytes (the codec contract: bytes only)"
             in (failure["error"])
