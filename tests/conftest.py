@@ -82,15 +82,15 @@ def resume_and_check(command: list[str], out: Path, before: list[dict], total: i
     assert record["status"] == "complete" and len(record["attempts"]) == 2
 
 
-@pytest.fixture(scope="session")
-def small_unit_timeout(tmp_path_factory) -> float:
-    """A per-unit timeout in seconds, measured on this machine now: twice the wall time of a
-    local run (a fresh worker process, then ``sleepy`` on the two crops under 64x64, which it
-    finishes), at least 3 s. ``sleepy`` never finishes 64x96 ``a.png``, so a timeout test can
-    tell a hanging unit from a slow start on a loaded machine."""
+@pytest.fixture
+def small_unit_timeout(tmp_path: Path) -> float:
+    """A per-unit timeout in seconds, measured on this machine just before the test (the load
+    changes during a session): twice the wall time of a local run (a fresh worker process, then
+    ``sleepy`` on the two crops under 64x64, which it finishes), at least 3 s. ``sleepy`` never
+    finishes 64x96 ``a.png``, so a timeout test can tell a hanging unit from a slow start."""
     from bench.runner import RunConfig, parse_codec_requests, run
 
-    folder = tmp_path_factory.mktemp("timeout-probe")
+    folder = tmp_path / "timeout-probe"
     small = {k: v for k, v in CROPS.items() if v[3] * v[4] <= 64 * 64}
     config = RunConfig(
         codecs=tuple(parse_codec_requests("sleepy")),
