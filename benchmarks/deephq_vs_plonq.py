@@ -73,9 +73,7 @@ def main() -> None:
     for k, (_rates, p) in mean.items():
         print(f"{k:7s}" + " ".join(f"{x:6.2f}" for x in p))
     bd = bd_rate(*mean["plonq"], *mean["deephq"])
-    print(
-        f"BD-rate of deephq (masks={bool(args.masks)}) vs plonq, mean curve: {bd.value:+.2f} %"
-    )
+    print(f"BD-rate of deephq (masks={bool(args.masks)}) vs plonq, mean curve: {bd.value:+.2f} %")
     td, tp = statistics.median(times["deephq"]), statistics.median(times["plonq"])
     print(f"median decode per point: deephq {td:.3f} s, plonq {tp:.3f} s, ratio {td / tp:.2f}")
 
