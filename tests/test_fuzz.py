@@ -30,7 +30,7 @@ WORKER = Path(__file__).with_name("fuzz_worker.py")
 ALLOWED = {"PrefixTooShort", "CorruptStream"}
 EXAMPLES = 40
 SLOW_EXAMPLES = 400
-LEARNED = ("plonq", "dzq", "deephq", "plonq-naive", "msh")
+LEARNED = ("plonq", "dzq", "deephq", "plonq-naive", "msh", "hc")
 
 
 def _available() -> list[str]:

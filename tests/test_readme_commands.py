@@ -92,6 +92,9 @@ PLAN: dict[str, Run | Skip] = {
     "bench train msh --data ../shared/datasets/train --threads 0": Skip(
         "continues the shared training relay in ~/.cache/bench/train for hours"
     ),
+    "bench train hc --data ../shared/datasets/train --threads 1": Skip(
+        "continues HC's training relay in ~/.cache/bench/train for hours"
+    ),
     "bench train deephq --out checkpoints/deephq-step2 --data ../shared/datasets/train --step 2 "
     "--iterations 800 --threads 1": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --data ../shared/datasets/train --step 3 "
