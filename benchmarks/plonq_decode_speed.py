@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     order = lc.refinement_order(hyper.indexes)
     fine = np.rint(analysis.y - hyper.means).reshape(-1).astype(np.int64)[order]
     idx = hyper.indexes.reshape(-1).astype(np.int64)[order]
+    from plugins.learned.levels import PlonqLevels
     from plugins.learned.nested import cached_tables
-    from plugins.plonq.codec import PlonqLevels
 
     tables = cached_tables(base, PlonqLevels(codec.levels), codec.reconstruction)
     units = codec.chunk_bits * lc.UNITS_PER_BIT

@@ -151,3 +151,27 @@ def test_inference_code_never_imports_training_code():
             if is_training(target) and (top or not is_plugin_root):
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
+
+
+def plugin_of(module: str) -> str | None:
+    """The plugin a module belongs to (``plugins.hc.codec`` -> ``hc``), else None."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "plugins" and len(parts) > 1 else None
+
+
+def test_a_plugin_imports_no_other_plugin_but_the_learned_library():
+    """A plugin may use ``bench`` and the shared learned library (``plugins.learned``), never
+    another plugin: removing one plugin leaves the others working. The learned library imports
+    no plugin at all."""
+    wrong = []
+    for module, targets in import_graph().items():
+        own = plugin_of(module)
+        if own is None:
+            continue
+        for target in targets:
+            other = plugin_of(target)
+            if other is None or other == own:
+                continue
+            if other != "learned" or own == "learned":
+                wrong.append(f"{module} -> {target}")
+    assert wrong == []

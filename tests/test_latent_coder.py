@@ -24,7 +24,7 @@ from plugins.learned.coding.bits import (  # noqa: E402
     unzigzag,
     zigzag,
 )
-from plugins.plonq.codec import PlonqLevels  # noqa: E402
+from plugins.learned.levels import PlonqLevels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA = np.exp(np.linspace(np.log(0.11), np.log(40.0), 12))
@@ -171,7 +171,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 from tests.test_latent_coder import SIGMA, gaussian_tables
 from plugins.learned.coding import latent as lc
-from plugins.plonq.codec import PlonqLevels
+from plugins.learned.levels import PlonqLevels
 cdf, length, offset = gaussian_tables(SIGMA)
 tables = lc.build_tables(cdf, length, offset, PlonqLevels(4), SIGMA, "mean")
 job = json.loads(open(sys.argv[2]).read())

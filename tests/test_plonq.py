@@ -87,7 +87,7 @@ def test_plugin_import_is_light_and_registers_codecs():
 
 
 def test_the_grid_is_nested_with_an_uneven_centre_bin():
-    from plugins.plonq.codec import PlonqLevels
+    from plugins.learned.levels import PlonqLevels
 
     levels = PlonqLevels(4)
     n = np.arange(-40, 41)

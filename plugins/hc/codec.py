@@ -57,7 +57,7 @@ from plugins.learned.coding.header import (
     put_chunk_bits,
     read_chunk_bits,
 )
-from plugins.plonq.codec import MAX_LEVELS, PlonqLevels
+from plugins.learned.levels import MAX_LEVELS, PlonqLevels
 
 #: Stream tag (the learned codecs' tags: msh 0x4D, plonq-naive 0x4E, PLONQ 0x51, DZQ 0x44,
 #: DeepHQ 0x48).

@@ -9,7 +9,7 @@ the float64 hyper path (:mod:`plugins.learned.model_io`), and the chunked nested
 main latent level by level, every element's interval split into the next level's sub-intervals
 with the Gaussian prior renormalised to the interval.
 
-Levels (the exact grid)
+Levels (the exact grid; :class:`plugins.learned.levels.PlonqLevels`, which HC shares)
     Work on the *scaled* latent ``r = (y - mu) / s`` of the paper's "Naive Scaling" variable
     rate: quantising ``r`` to integers with scale ``s`` gives the grid points ``mu + s k``. PLONQ
     uses ``L`` (default 4) levels with ``s_l = 2**(L - l)``: 8, 4, 2, 1. In units of the base
@@ -53,35 +53,11 @@ coded with the prior ``N(0, sigma / s)`` (CompressAI's integer table of that sca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-
 from bench.codec import CorruptStream
 from plugins.learned.coding.bits import Reader
+from plugins.learned.levels import MAX_LEVELS, PlonqLevels
 from plugins.learned.nested import NestedLatentCodec
 from plugins.learned.weights import DEFAULT_WEIGHTS
-
-MAX_LEVELS = 12
-
-
-@dataclass(frozen=True)
-class PlonqLevels:
-    """The nested dead-zone levels of PLONQ: step ``2**(num_levels - level)`` at ``level``."""
-
-    num_levels: int = 4
-
-    @property
-    def key(self) -> tuple:
-        return ("plonq", self.num_levels)
-
-    def step(self, level: int) -> int:
-        return 1 << (self.num_levels - level)
-
-    def labels(self, level: int, fine: np.ndarray, scale_index: np.ndarray) -> np.ndarray:
-        s = self.step(level)
-        fine = np.asarray(fine, np.int64)
-        return np.sign(fine) * (np.abs(fine) // s)
 
 
 class PlonqCodec(NestedLatentCodec):
