@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from plugins.learned.nets import conv, deconv
+from plugins.learned.nets import conv, deconv, hyper_analysis, hyper_synthesis
 
 
 @dataclass(frozen=True)
@@ -53,20 +53,8 @@ class Transforms(nn.Module):
         self.tap2 = conv(N, C2, kernel_size=3, stride=1)  # y2
         self.tap3 = conv(N, C3, kernel_size=3, stride=1)  # y3
         # Balle 2018 hyperprior (mean and scale) of y4, as MeanScaleHyperprior
-        self.h_a = nn.Sequential(
-            conv(M, N, stride=1, kernel_size=3),
-            nn.LeakyReLU(inplace=True),
-            conv(N, N),
-            nn.LeakyReLU(inplace=True),
-            conv(N, N),
-        )
-        self.h_s = nn.Sequential(
-            deconv(N, M),
-            nn.LeakyReLU(inplace=True),
-            deconv(M, M * 3 // 2),
-            nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
-        )
+        self.h_a = hyper_analysis(N, M)
+        self.h_s = hyper_synthesis(N, M)
         # conditional priors: y3 | y4 and y2 | (y3, y4)
         self.c3_features = nn.Sequential(deconv(M, P), nn.LeakyReLU(inplace=True))  # H/8
         self.c3_params = conv(P, 2 * C3, kernel_size=3, stride=1)

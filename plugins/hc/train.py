@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -40,18 +39,25 @@ from plugins.hc.nets import HCConfig
 from plugins.hc.runtime import HCRuntime
 from plugins.hc.weights import WEIGHTS_FORMAT
 from plugins.learned.training.data import (
-    DEFAULT_EVAL_IMAGES,
-    DEFAULT_KODAK,
     load_kodak,
     load_training_images,
     manifest_sha256,
     sample_batch,
 )
 from plugins.learned.training.files import atomic_write_json
+from plugins.learned.training.msh_config import (
+    TrainConfig,
+    add_config_options,
+    config_options,
+    resolve_config,
+    schedule_changes,
+)
 from plugins.learned.training.precision import TrainMode, device_name, validated_modes
+from plugins.learned.training.rd_step import RDStep
 from plugins.learned.training.relay import lambda_tag, train_root
 from plugins.learned.training.run import CheckpointError, Run, read_checkpoint
 from plugins.learned.training.schedule import CosineSchedule
+from plugins.learned.training.threads import thread_policy
 
 CHECKPOINT_FORMAT = "bench-hc-checkpoint-v1"
 #: Shipped weights must stay <= 16 MB; HC N=128 M=192 is about 15.9 MB in float16 with tables.
@@ -59,60 +65,20 @@ MAX_WEIGHTS_BYTES = 16_000_000
 
 
 @dataclasses.dataclass
-class HCTrainConfig:
-    """Everything that defines an HC training run (stored in every checkpoint); fields and
-    defaults as the base trainer's, plus HC's channel counts."""
+class HCTrainConfig(TrainConfig):
+    """An HC training run (stored in every checkpoint): the base trainer's fields and defaults
+    (:class:`~plugins.learned.training.msh_config.TrainConfig`) plus HC's channel counts.
+    ``precision="auto"`` means :func:`choose_mode`'s choice here."""
 
-    data: str = ""
-    out: str = ""
-    N: int = 128
-    M: int = 192
     C3: int = 16
     C2: int = 4
     P: int = 64
-    lmbda: float = 0.18
-    iterations: int = 400_000
-    batch: int = 8
-    crop: int = 128
-    lr: float = 1e-4
-    lr_min: float = 1e-5
-    warmup: int = 1000
-    aux_lr: float = 1e-3
-    clip: float = 1.0
-    threads: int = 1
-    stop_at: int = 0
-    device: str = "cpu"
-    #: ``auto``: bf16 channels_last when the base trainer's A/B passed, else fp32 channels_last.
-    precision: str = "auto"
-    channels_last: bool = True
-    checkpoint_every: int = 250
-    eval_every: int = 1000
-    eval_images: tuple[str, ...] = DEFAULT_EVAL_IMAGES
-    kodak: str = DEFAULT_KODAK
-    log_every: int = 25
-    seed: int = 0
-    init: str = ""
-    start_iteration: int = 0
 
-    #: Fields a resumed run must keep.
-    IDENTITY = ("data", "N", "M", "C3", "C2", "P", "lmbda", "batch", "crop", "aux_lr", "clip")
+    IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
 
     @property
     def model_config(self) -> HCConfig:
         return HCConfig(N=self.N, M=self.M, C3=self.C3, C2=self.C2, P=self.P)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["eval_images"] = list(self.eval_images)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HCTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "eval_images" in kw:
-            kw["eval_images"] = tuple(kw["eval_images"])
-        return cls(**kw)
 
 
 def relay_dir(N: int, M: int, lmbda: float) -> Path:
@@ -219,34 +185,16 @@ def start_from_weights(model, cfg: HCTrainConfig) -> tuple[int, list[dict[str, A
 
 
 def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str, Any]:
-    """Train (or continue) HC; returns a summary. ``options`` are :class:`HCTrainConfig` fields."""
-    import torch
-
+    """Train (or continue) HC; returns a summary. ``options`` are :class:`HCTrainConfig` fields,
+    resolved as the base trainer's (:func:`~plugins.learned.training.msh_config.resolve_config`:
+    a resumed run keeps the model, objective and data, compared as resolved paths)."""
     from plugins.hc.trainable import HCModel, rd_terms
 
-    options = {k: v for k, v in options.items() if v is not None}
-    run = Run(out, CHECKPOINT_FORMAT)
-    state = None
-    if resume:
-        state = load_checkpoint(run.checkpoint_path)
-        stored = HCTrainConfig.from_dict(state["config"])
-        conflicts = [
-            k for k in HCTrainConfig.IDENTITY if k in options and options[k] != getattr(stored, k)
-        ]
-        if conflicts:
-            raise CheckpointError(f"cannot resume with a different {', '.join(conflicts)}")
-        cfg = dataclasses.replace(stored, **options, out=str(out))
-    else:
-        if run.checkpoint_path.exists():
-            raise CheckpointError(
-                f"{run.checkpoint_path} exists: pass --resume, or choose another --out"
-            )
-        cfg = HCTrainConfig(**options, out=str(out))
-        if not cfg.data:
-            raise ValueError("--data is required for a new training run")
-        cfg.data = str(Path(cfg.data).resolve())
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, cfg.threads))
+    cfg = resolve_config(out, resume, config_type=HCTrainConfig, load=load_checkpoint, **options)
+    run = Run(cfg.out, CHECKPOINT_FORMAT)
+    state = load_checkpoint(run.checkpoint_path) if resume else None
+    run.out.mkdir(parents=True, exist_ok=True)
+    threads = thread_policy(cfg.threads)
 
     images = load_training_images(cfg.data, cfg.crop, cfg.kodak, log=console)
     manifest = manifest_sha256(cfg.data)
@@ -260,38 +208,37 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
         run.restore(state)
         last_eval = state.get("last_eval")
         console(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
+        changed = schedule_changes(HCTrainConfig.from_dict(state["config"]), cfg)
+        if changed:
+            run.log({"type": "schedule", "iteration": run.iteration, "changed": changed})
+            console(f"schedule changed at iteration {run.iteration}: {changed}")
     elif cfg.init:
         run.iteration, run.legs = start_from_weights(model, cfg)
         run.train_seconds = sum(leg["seconds"] for leg in run.legs)
         console(f"starting from {cfg.init} (iteration {run.iteration})")
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    atomic_write_json(run.out / "config.json", cfg.to_dict())
 
     mode = choose_mode(cfg)
     mode.prepare_model(model)
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-    schedule = CosineSchedule(
-        peak=cfg.lr,
-        floor=cfg.lr_min,
-        start=cfg.start_iteration,
-        end=max(cfg.iterations, cfg.start_iteration + 1),
-        warmup=cfg.warmup,
+    rd_step = RDStep(
+        model,
+        lambda x: rd_terms(model, x, cfg.lmbda, mode),
+        CosineSchedule.of(cfg),
+        lr=cfg.lr,
+        aux_lr=cfg.aux_lr,
+        clip=cfg.clip,
     )
-    leg = run.start_leg(mode.label, device_name(mode), cfg.threads)
+    if state is not None:
+        rd_step.load_state_dict(state)
+    leg = run.start_leg(mode.label, device_name(mode), threads.label)
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
-    console(f"HC training, mode {mode.label} on {leg['device']}, {cfg.threads} thread(s)")
+    console(f"HC training, mode {mode.label} on {leg['device']}, threads {threads.label}")
 
     def checkpoint(reason: str) -> None:
         saved = run.save(
             {
                 "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "aux_optimizer": aux_optimizer.state_dict(),
+                **rd_step.state_dict(),
                 "last_eval": last_eval,
                 "manifest_sha256": manifest,
                 "config": cfg.to_dict(),
@@ -300,62 +247,29 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
         if saved:
             run.log({"type": "checkpoint", "iteration": run.iteration, "reason": reason})
 
-    keys = ("loss", "mse", "bpp", "bpp_y4", "bpp_y3", "bpp_y2", "bpp_z", "aux")
-    window = {"sums": dict.fromkeys(keys, 0.0), "count": 0, "seconds": 0.0}
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
+
+    def batch():
+        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
 
     def step() -> None:
         nonlocal last_eval
-        t0 = time.perf_counter()
-        x = mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
-        optimizer.zero_grad(set_to_none=True)
-        aux_optimizer.zero_grad(set_to_none=True)
-        terms = rd_terms(model, x, cfg.lmbda, mode)
-        terms["loss"].backward()
-        lr = schedule(run.iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-        optimizer.step()
-        aux_loss = model.aux_loss()
-        aux_loss.backward()
-        aux_optimizer.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        values["aux"] = float(aux_loss.detach())
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"non-finite loss at iteration {run.iteration}: {values}")
-        dt = time.perf_counter() - t0
-        run.advance(dt)
-        for k in keys:
-            window["sums"][k] += values[k]
-        window["count"] += 1
-        window["seconds"] += dt
+        n_threads = threads.update(run.iteration)
+        rd_step(run, batch)
         if run.iteration % cfg.log_every == 0 or run.iteration == last:
-            n = window["count"]
-            record = {k: v / n for k, v in window["sums"].items()}
-            record.update(
-                type="train",
-                iteration=run.iteration,
-                psnr_est=10 * math.log10(1.0 / max(record["mse"], 1e-12)),
-                seconds=window["seconds"] / n,
-                lr=lr,
-                mode=mode.label,
-                train_seconds=run.train_seconds,
-                time=time.time(),
-            )
+            record = rd_step.record(run, mode=mode.label, threads=n_threads)
             run.log(record)
             console(
                 f"it {run.iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
                 f"(y4 {record['bpp_y4']:.3f} y3 {record['bpp_y3']:.3f} "
                 f"y2 {record['bpp_y2']:.3f} z {record['bpp_z']:.3f}) "
-                f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it lr {lr:.2e}"
+                f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it "
+                f"lr {record['lr']:.2e} {n_threads} thr"
             )
-            window.update(sums=dict.fromkeys(keys, 0.0), count=0, seconds=0.0)
         if eval_set and run.iteration % cfg.eval_every == 0:
             t_eval = time.perf_counter()
             model.eval()
-            last_eval = {"iteration": run.iteration, **evaluate(model, eval_set, out)}
+            last_eval = {"iteration": run.iteration, **evaluate(model, eval_set, run.out)}
             model.train()
             run.train_seconds += time.perf_counter() - t_eval
             run.log({"type": "eval", **last_eval, "time": time.time()})
@@ -439,28 +353,25 @@ def export(
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="bench train hc", description="Train HC (resumable), or export its weights."
+        prog="bench train hc",
+        description="Train HC (resumable; Ctrl-C saves), or export its weights (--export).",
     )
-    p.add_argument("--data", help="training image folder (never Kodak)")
-    p.add_argument("--out", type=Path, help="checkpoint directory (default: the relay dir)")
-    for name, typ in (
-        ("N", int), ("M", int), ("C3", int), ("C2", int), ("P", int), ("lmbda", float),
-        ("iterations", int), ("batch", int), ("crop", int), ("lr", float), ("lr-min", float),
-        ("warmup", int), ("threads", int), ("stop-at", int), ("checkpoint-every", int),
-        ("eval-every", int), ("seed", int), ("log-every", int), ("kodak", str),
-        ("device", str), ("precision", str),
-    ):  # fmt: skip
-        p.add_argument(f"--{name}", type=typ, default=None)
-    p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--init", default=None, help="start a new run from exported HC weights")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="checkpoint directory; default: the relay directory $BENCH_TRAIN_DIR/hc-nN-mM-lLAMBDA"
+        " (~/.cache/bench/train/...), continued when it holds a checkpoint",
+    )
+    add_config_options(p)
+    for name, text in (
+        ("C3", "channels of y3 (default 16)"),
+        ("C2", "channels of y2 (default 4)"),
+        ("P", "hidden channels of the conditional priors (default 64)"),
+    ):
+        p.add_argument(f"--{name}", type=int, default=None, help=text)
     p.add_argument("--export", metavar="FILE.safetensors", help="export the checkpoint")
     p.add_argument("--export-images", default=None, help="Kodak names for the export's eval")
     return p.parse_args(argv)
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,15 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume = args.resume or (relay_has_checkpoint and not args.init)
     try:
         if args.export:
-            sidecar = export(out, args.export, _names(args.export_images))
+            images = None
+            if args.export_images is not None:
+                images = [s.strip() for s in args.export_images.split(",") if s.strip()]
+            sidecar = export(out, args.export, images)
             print(json.dumps({k: sidecar[k] for k in ("iterations", "hours_trained")}))
             return 0
-        options = {
-            k: v
-            for k, v in vars(args).items()
-            if k not in ("out", "resume", "export", "export_images", "eval_images")
-        }
-        summary = train(out, resume=resume, eval_images=_names(args.eval_images), **options)
+        summary = train(out, resume=resume, **config_options(args, HCTrainConfig))
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

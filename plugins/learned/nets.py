@@ -75,6 +75,31 @@ def deconv(cin: int, cout: int, kernel_size: int = 5, stride: int = 2) -> nn.Con
     )
 
 
+def hyper_analysis(N: int, M: int) -> nn.Sequential:
+    """``h_a`` of MeanScaleHyperprior: ``(B, M, h, w)`` latent to ``(B, N, h/4, w/4)``
+    hyper-latent. State-dict keys ``0.*``, ``2.*``, ``4.*`` (the convolutions)."""
+    return nn.Sequential(
+        conv(M, N, stride=1, kernel_size=3),
+        nn.LeakyReLU(inplace=True),
+        conv(N, N),
+        nn.LeakyReLU(inplace=True),
+        conv(N, N),
+    )
+
+
+def hyper_synthesis(N: int, M: int) -> nn.Sequential:
+    """``h_s`` of MeanScaleHyperprior: ``(B, N, h/4, w/4)`` hyper-latent to ``(B, 2M, h, w)``,
+    the scales then the means of the latent's Gaussians. State-dict keys ``0.*``, ``2.*``,
+    ``4.*``."""
+    return nn.Sequential(
+        deconv(N, M),
+        nn.LeakyReLU(inplace=True),
+        deconv(M, M * 3 // 2),
+        nn.LeakyReLU(inplace=True),
+        conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+    )
+
+
 class Transforms(nn.Module):
     """``g_a``, ``h_a``, ``h_s``, ``g_s`` of MeanScaleHyperprior(N, M)."""
 
@@ -93,20 +118,8 @@ class Transforms(nn.Module):
             GDN(N, inverse=True),
             deconv(N, 3),
         )
-        self.h_a = nn.Sequential(
-            conv(M, N, stride=1, kernel_size=3),
-            nn.LeakyReLU(inplace=True),
-            conv(N, N),
-            nn.LeakyReLU(inplace=True),
-            conv(N, N),
-        )
-        self.h_s = nn.Sequential(
-            deconv(N, M),
-            nn.LeakyReLU(inplace=True),
-            deconv(M, M * 3 // 2),
-            nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
-        )
+        self.h_a = hyper_analysis(N, M)
+        self.h_s = hyper_synthesis(N, M)
 
 
 @dataclass

@@ -22,7 +22,6 @@ Command line: ``bench train msh --help`` (:func:`main`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -44,8 +43,11 @@ from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.msh_config import (
     CHECKPOINT_FORMAT,
     TrainConfig,
+    add_config_options,
+    config_options,
     load_checkpoint,
     resolve_config,
+    schedule_changes,
 )
 from plugins.learned.training.msh_export import export
 from plugins.learned.training.precision import (
@@ -55,12 +57,10 @@ from plugins.learned.training.precision import (
     time_step,
     validated_modes,
 )
-from plugins.learned.training.run import (
-    CheckpointError,
-    Run,
-)
+from plugins.learned.training.rd_step import RDStep
+from plugins.learned.training.run import CheckpointError, Run
 from plugins.learned.training.schedule import CosineSchedule
-from plugins.learned.training.threads import AdaptiveThreads
+from plugins.learned.training.threads import thread_policy
 from plugins.learned.weights.format import build_model, load_weights, sidecar_path
 
 CONFIG_NAME = "config.json"
@@ -91,17 +91,6 @@ def restore_constants(model) -> None:
                 buffer.copy_(fresh[name])
 
 
-def split_parameters(model):
-    """``(main, aux)``: the trainable parameters Adam updates, and the entropy bottleneck's
-    quantiles (``model.aux_loss()``'s own optimiser)."""
-    main, aux = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (aux if name.endswith(".quantiles") else main).append(p)
-    return main, aux
-
-
 def train(
     out: str | Path,
     *,
@@ -117,7 +106,6 @@ def train(
     SIGINT/SIGTERM, writing a checkpoint either way. Each process's stretch of training is a
     *leg* (mode, device, threads, iterations/s), kept in the checkpoint and the weights' sidecar.
     """
-    import torch
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -126,11 +114,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, CHECKPOINT_FORMAT)
 
-    adaptive = AdaptiveThreads() if cfg.threads == 0 else None
-    if adaptive is None:
-        torch.set_num_threads(cfg.threads)
-    with contextlib.suppress(RuntimeError):  # raises if already set in this process
-        torch.set_num_interop_threads(1)
+    threads = thread_policy(cfg.threads)
 
     images = load_training_images(cfg.data, cfg.crop, cfg.kodak, log=console.print)
     manifest = manifest_sha256(cfg.data)
@@ -159,12 +143,7 @@ def train(
         run.restore(state)
         last_eval = state.get("last_eval")
         console.print(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
-        before = TrainConfig.from_dict(state["config"])
-        changed = {
-            k: [getattr(before, k), getattr(cfg, k)]
-            for k in TrainConfig.SCHEDULE
-            if getattr(before, k) != getattr(cfg, k)
-        }
+        changed = schedule_changes(TrainConfig.from_dict(state["config"]), cfg)
         if changed:
             run.log({"type": "schedule", "iteration": run.iteration, "changed": changed})
             console.print(f"schedule changed at iteration {run.iteration}: {changed}")
@@ -185,25 +164,22 @@ def train(
 
     mode = resolve_mode(cfg, model, images, run.rng, console)
     mode.prepare_model(model)
-    main_params, aux_params = split_parameters(model)
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    rd_step = RDStep(
+        model,
+        lambda x: rd_forward(model, x, cfg.lmbda, mode),
+        CosineSchedule.of(cfg),
+        lr=cfg.lr,
+        aux_lr=cfg.aux_lr,
+        clip=cfg.clip,
+    )
     if resume:
         try:
-            optimizer.load_state_dict(state["optimizer"])
-            aux_optimizer.load_state_dict(state["aux_optimizer"])
+            rd_step.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
             ) from exc
-    schedule = CosineSchedule(
-        peak=cfg.lr,
-        floor=cfg.lr_min,
-        start=cfg.start_iteration,
-        end=max(cfg.iterations, cfg.start_iteration + 1),
-        warmup=cfg.warmup,
-    )
-    leg = run.start_leg(mode.label, device_name(mode), "adaptive" if adaptive else cfg.threads)
+    leg = run.start_leg(mode.label, device_name(mode), threads.label)
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console.print(f"training mode {mode.label} on {leg['device']}, threads {leg['threads']}")
 
@@ -211,8 +187,7 @@ def train(
         saved = run.save(
             {
                 "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "aux_optimizer": aux_optimizer.state_dict(),
+                **rd_step.state_dict(),
                 "last_eval": last_eval,
                 "manifest_sha256": manifest,
                 "config": cfg.to_dict(),
@@ -230,42 +205,18 @@ def train(
             )
 
     model.train()
-    window: dict[str, float] = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "aux": 0.0, "n": 0, "s": 0.0}
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
     progress = _make_progress(console)
     task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
 
+    def batch():
+        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
+
     def step() -> None:
-        nonlocal window, last_eval
-        threads = adaptive.update(run.iteration) if adaptive else cfg.threads
-        t0 = time.perf_counter()
-        x = mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
-        optimizer.zero_grad(set_to_none=True)
-        aux_optimizer.zero_grad(set_to_none=True)
-        terms = rd_forward(model, x, cfg.lmbda, mode)
-        terms["loss"].backward()
-        lr = schedule(run.iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-        optimizer.step()
-        aux_loss = model.aux_loss()
-        aux_loss.backward()
-        aux_optimizer.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}  # synchronises the device
-        values["aux"] = float(aux_loss.detach())
-        dt = time.perf_counter() - t0
-        run.advance(dt)
+        nonlocal last_eval
+        n_threads = threads.update(run.iteration)
+        values = rd_step(run, batch)
         iteration = run.iteration
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(
-                f"non-finite loss at iteration {iteration}: {values}; the last checkpoint is intact"
-            )
-        for k in ("loss", "mse", "bpp", "aux"):
-            window[k] += values[k]
-        window["n"] += 1
-        window["s"] += dt
         psnr_est = 10 * math.log10(1.0 / max(values["mse"], 1e-12))
         progress.update(
             task,
@@ -273,30 +224,14 @@ def train(
             status=f"loss {values['loss']:.3f} bpp {values['bpp']:.3f} psnr~{psnr_est:.2f}",
         )
         if iteration % cfg.log_every == 0 or iteration == last:
-            n = window["n"]
-            record = {
-                "type": "train",
-                "iteration": iteration,
-                "loss": window["loss"] / n,
-                "mse": window["mse"] / n,
-                "bpp": window["bpp"] / n,
-                "aux": window["aux"] / n,
-                "psnr_est": 10 * math.log10(1.0 / max(window["mse"] / n, 1e-12)),
-                "seconds": window["s"] / n,
-                "lr": lr,
-                "mode": mode.label,
-                "threads": threads,
-                "train_seconds": run.train_seconds,
-                "time": time.time(),
-            }
+            record = rd_step.record(run, mode=mode.label, threads=n_threads)
             run.log(record)
             if not progress.console.is_terminal:
                 console.print(
                     f"it {iteration} loss {record['loss']:.4f} bpp {record['bpp']:.4f} "
                     f"psnr~{record['psnr_est']:.2f} {record['seconds']:.3f} s/it "
-                    f"lr {lr:.2e} {threads} thr"
+                    f"lr {record['lr']:.2e} {n_threads} thr"
                 )
-            window = dict.fromkeys(window, 0.0)
         if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
             t_eval = time.perf_counter()
             result = evaluate(model, eval_set)
@@ -408,44 +343,13 @@ def _parse_args(argv: Sequence[str] | None):
         description="Train CompressAI's MeanScaleHyperprior on random crops (resumable; Ctrl-C "
         "saves), or export its weights (--export).",
     )
-    p.add_argument("--data", help="training image folder (never Kodak); needed for a new run")
     p.add_argument(
         "--out",
         help="checkpoint directory (resumable state); default: the relay directory "
         "$BENCH_TRAIN_DIR/msh-nN-mM-lLAMBDA (~/.cache/bench/train/...), continued when it holds "
         "a checkpoint, else started from the shipped base weights",
     )
-    for name, typ, text in (
-        ("N", int, "channels N (default 128)"),
-        ("M", int, "latent channels M (default 192)"),
-        ("lmbda", float, "loss = lmbda*255^2*MSE + bpp (default 0.18)"),
-        ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
-        ("batch", int, "batch size (default 8)"),
-        ("crop", int, "crop side (default 128)"),
-        ("lr", float, "peak Adam learning rate (default 1e-4)"),
-        ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
-        ("warmup", int, "linear warm-up iterations (default 1000)"),
-        ("threads", int, "torch threads (default 1); 0 adapts to the machine's load"),
-        ("stop-at", int, "stop at this iteration, keeping the planned end (--iterations)"),
-        ("checkpoint-every", int, "iterations between checkpoints (default 250)"),
-        ("eval-every", int, "iterations between Kodak-subset evals; 0: none (default 1000)"),
-        ("seed", int, "random seed (default 0)"),
-        ("log-every", int, "iterations between log records"),
-        ("kodak", str, "Kodak folder (evaluation only)"),
-        ("device", str, "cpu or cuda (cuda trains with bf16 autocast)"),
-        ("precision", str, "fp32, bf16 (autocast of the transforms) or auto (default): the "
-                           "fastest mode whose A/B against fp32 passed, timed at start"),
-    ):  # fmt: skip
-        p.add_argument(f"--{name}", type=typ, default=None, help=text)
-    p.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="memory format (default channels_last)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--init", default=None, help="start a new run from exported weights")
+    add_config_options(p)
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
     return p.parse_args(argv)
 
@@ -476,35 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors",
         )
         print(what, file=sys.stderr)
-        eval_images = None
-        if args.eval_images is not None:
-            eval_images = tuple(s.strip() for s in args.eval_images.split(",") if s.strip())
-        summary = train(
-            out,
-            resume=resume,
-            data=args.data,
-            N=args.N,
-            M=args.M,
-            lmbda=args.lmbda,
-            iterations=args.iterations,
-            batch=args.batch,
-            crop=args.crop,
-            lr=args.lr,
-            lr_min=args.lr_min,
-            warmup=args.warmup,
-            threads=args.threads,
-            stop_at=args.stop_at,
-            device=args.device,
-            precision=args.precision,
-            channels_last=args.channels_last,
-            checkpoint_every=args.checkpoint_every,
-            eval_every=args.eval_every,
-            eval_images=eval_images,
-            kodak=args.kodak,
-            log_every=args.log_every,
-            seed=args.seed,
-            init=init,
-        )
+        summary = train(out, resume=resume, **{**config_options(args, TrainConfig), "init": init})
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -1,10 +1,13 @@
 """The base model trainer's configuration and checkpoints: :class:`TrainConfig` (stored in every
 checkpoint), which options a resumed run may change (:func:`resolve_config`), and the
-checkpoint format of :mod:`plugins.learned.training.msh` (read by :func:`load_checkpoint`)."""
+checkpoint format of :mod:`plugins.learned.training.msh` (read by :func:`load_checkpoint`).
+Other trainers (HC's) subclass :class:`TrainConfig` and resolve theirs with the same rules."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,8 @@ CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT,)
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Stored in every checkpoint."""
+    """Everything that defines a training run. Stored in every checkpoint. A trainer of another
+    model subclasses it with that model's fields (:class:`plugins.hc.train.HCTrainConfig`)."""
 
     data: str = ""
     out: str = ""
@@ -70,6 +74,8 @@ class TrainConfig:
     #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
     #: arm's forced precision or stop): they fall back to the defaults unless given again.
     PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
+    #: Identity fields that name a folder: a resumed run compares them resolved.
+    PATHS = ("data",)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -97,12 +103,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return read_checkpoint(path, CHECKPOINT_FORMATS, required)
 
 
-def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig:
+def same_path(a: str, b: str) -> bool:
+    """Whether two path strings name the same file or folder once resolved (relative to the
+    current directory, symbolic links followed)."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def resolve_config(
+    out: str | Path,
+    resume: bool,
+    *,
+    config_type: type[TrainConfig] = TrainConfig,
+    load: Callable[[Path], dict[str, Any]] = load_checkpoint,
+    **options: Any,
+) -> TrainConfig:
     """The config of a run: ``options`` for a new run, the checkpoint's for ``resume``.
 
-    When resuming, options that define the model or optimisation (:attr:`TrainConfig.IDENTITY`)
-    must be omitted (``None``) or equal to the stored ones; operational options (iterations,
-    threads, checkpoint/eval/log intervals, eval images) may change.
+    ``config_type`` is :class:`TrainConfig` or a trainer's subclass of it, ``load`` that
+    trainer's checkpoint reader (:class:`CheckpointError` when the checkpoint is missing or not
+    its kind). When resuming, options that define the model or optimisation
+    (``config_type.IDENTITY``) must be omitted (``None``) or equal to the stored ones (paths
+    compared resolved: ``../shared/x`` and ``/work/shared/x`` are the same data); operational
+    options (iterations, threads, checkpoint/eval/log intervals, eval images) may change, and
+    per-process ones (``PER_PROCESS``) fall back to the defaults unless given again.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if "eval_images" in options:
@@ -114,21 +137,82 @@ def resolve_config(out: str | Path, resume: bool, **options: Any) -> TrainConfig
             raise CheckpointError(
                 f"{ckpt_path} already exists: pass --resume to continue it, or choose another --out"
             )
-        cfg = TrainConfig(**options, out=str(out))
+        cfg = config_type(**options, out=str(out))
         if not cfg.data:
             raise ValueError("--data is required for a new training run")
         cfg.data = str(Path(cfg.data).resolve())
         return cfg
-    stored = TrainConfig.from_dict(load_checkpoint(ckpt_path)["config"])
-    if "data" in options:
-        options["data"] = str(Path(options["data"]).resolve())
+    stored = config_type.from_dict(load(ckpt_path)["config"])
+    for k in config_type.PATHS:
+        if k in options and same_path(options[k], getattr(stored, k)):
+            del options[k]  # the same folder, however it was written: keep the stored form
     conflicts = [
         f"{k}={options[k]!r} (checkpoint has {getattr(stored, k)!r})"
-        for k in TrainConfig.IDENTITY
+        for k in config_type.IDENTITY
         if k in options and options[k] != getattr(stored, k)
     ]
     if conflicts:
         raise CheckpointError("cannot resume with a different config: " + ", ".join(conflicts))
-    defaults = TrainConfig()
-    per_process = {k: getattr(defaults, k) for k in TrainConfig.PER_PROCESS}
+    defaults = config_type()
+    per_process = {k: getattr(defaults, k) for k in config_type.PER_PROCESS}
     return dataclasses.replace(stored, **{**per_process, **options}, out=str(out))
+
+
+def schedule_changes(before: TrainConfig, after: TrainConfig) -> dict[str, list[Any]]:
+    """The schedule fields (``SCHEDULE``) a resumed run changed: ``{name: [before, after]}``."""
+    return {
+        k: [getattr(before, k), getattr(after, k)]
+        for k in before.SCHEDULE
+        if getattr(before, k) != getattr(after, k)
+    }
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of :class:`TrainConfig`'s fields (each ``None`` unless given:
+    the config's default for a new run, the stored value for a resumed one), ``--resume`` and
+    ``--init``. A trainer adds ``--out``, its own model's fields and its export options."""
+    parser.add_argument("--data", help="training image folder (never Kodak); for a new run")
+    for name, typ, text in (
+        ("N", int, "channels N (default 128)"),
+        ("M", int, "latent channels M (default 192)"),
+        ("lmbda", float, "loss = lmbda*255^2*MSE + bpp (default 0.18)"),
+        ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
+        ("batch", int, "batch size (default 8)"),
+        ("crop", int, "crop side (default 128)"),
+        ("lr", float, "peak Adam learning rate (default 1e-4)"),
+        ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
+        ("warmup", int, "linear warm-up iterations (default 1000)"),
+        ("threads", int, "torch threads (default 1); 0 adapts to the machine's load"),
+        ("stop-at", int, "stop at this iteration, keeping the planned end (--iterations)"),
+        ("checkpoint-every", int, "iterations between checkpoints (default 250)"),
+        ("eval-every", int, "iterations between Kodak-subset evals; 0: none (default 1000)"),
+        ("seed", int, "random seed (default 0)"),
+        ("log-every", int, "iterations between log records"),
+        ("kodak", str, "Kodak folder (evaluation only)"),
+        ("device", str, "cpu or cuda (cuda trains with bf16 autocast)"),
+        ("precision", str, "fp32, bf16 (autocast of the transforms) or auto (default): the "
+                           "fastest mode whose A/B against fp32 passed"),
+    ):  # fmt: skip
+        parser.add_argument(f"--{name}", type=typ, default=None, help=text)
+    parser.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="memory format (default channels_last)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--init", default=None, help="start a new run from exported weights")
+
+
+def config_options(args: argparse.Namespace, config_type: type[TrainConfig]) -> dict[str, Any]:
+    """The ``config_type`` fields given on the command line (``None``: not given), for
+    :func:`resolve_config`; ``--eval-images`` split at commas. ``out`` is the trainer's."""
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(config_type)
+        if f.name != "out" and hasattr(args, f.name)
+    }
+    if options.get("eval_images") is not None:
+        options["eval_images"] = tuple(s.strip() for s in args.eval_images.split(",") if s.strip())
+    return options

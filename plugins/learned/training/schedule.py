@@ -25,6 +25,18 @@ class CosineSchedule:
     end: int
     warmup: int
 
+    @classmethod
+    def of(cls, cfg) -> CosineSchedule:
+        """The schedule of a :class:`~plugins.learned.training.msh_config.TrainConfig` (or a
+        subclass): ``lr`` to ``lr_min`` from ``start_iteration`` to ``iterations``."""
+        return cls(
+            peak=cfg.lr,
+            floor=cfg.lr_min,
+            start=cfg.start_iteration,
+            end=max(cfg.iterations, cfg.start_iteration + 1),
+            warmup=cfg.warmup,
+        )
+
     def __post_init__(self) -> None:
         if not 0 <= self.floor <= self.peak:
             raise ValueError(f"need 0 <= lr_min <= lr, got {self.floor} and {self.peak}")
