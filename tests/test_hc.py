@@ -132,10 +132,12 @@ def test_registered_with_typed_parameters_and_trainer():
     assert "hc" in registry.trainers
 
 
-def test_trainer_resumes_and_exports(tmp_path):
-    """Three iterations on 64-pixel crops, stopped at 2 and resumed, then an export evaluated on
-    one Kodak image with the real codec."""
+def test_trainer_resumes_and_exports(tmp_path, monkeypatch):
+    """Three iterations on 64-pixel crops, stopped at 2 and resumed (the data folder written
+    relative to the working directory, adaptive threads), then an export evaluated on one Kodak
+    image with the real codec."""
     import json
+    import os
 
     from plugins.hc.train import main
 
@@ -146,11 +148,20 @@ def test_trainer_resumes_and_exports(tmp_path):
         pytest.skip("no training images in /work/shared/datasets/train")
     small = ["--N", "16", "--M", "24", "--P", "8"]
     assert main([*common, *data, "--stop-at", "2", *small]) == 0
-    assert main([*common, "--resume", "--stop-at", "3"]) == 0
+    monkeypatch.chdir(tmp_path)
+    relative = ["--data", os.path.relpath(data[1], tmp_path)]
+    assert main([*common, "--resume", *relative, "--threads", "0", "--stop-at", "3"]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     legs = [r for r in log if r["type"] == "leg"]
     assert [(r["from_iteration"]) for r in legs] == [0, 2]
+    assert [r["threads"] for r in legs] == [1, "adaptive"]
+    assert [(r["iteration"], r["threads"] >= 1) for r in log if r["type"] == "train"] == [
+        (2, True),
+        (3, True),
+    ]
+    assert json.loads((out / "config.json").read_text())["data"] == data[1]
     assert main(["--out", str(out), "--resume", "--stop-at", "3", "--N", "32"]) == 3
+    assert main(["--out", str(out), "--resume", "--data", str(tmp_path)]) == 3
     weights = tmp_path / "hc-small.safetensors"
     assert main(["--out", str(out), "--export", str(weights), "--export-images", "kodim23"]) == 0
     sidecar = json.loads(weights.with_suffix(".json").read_text())
@@ -177,6 +188,52 @@ def test_trainer_resumes_and_exports(tmp_path):
     legs = [json.loads(line) for line in (again / "log.jsonl").read_text().splitlines()]
     assert [r["from_iteration"] for r in legs if r["type"] == "leg"] == [3]
     assert json.loads((again / "config.json").read_text())["start_iteration"] == 3
+
+
+def test_config_of_existing_checkpoints_still_loads():
+    """The config.json/checkpoint config written by the HC trainer before HCTrainConfig became a
+    subclass of the base trainer's TrainConfig: read back field for field."""
+    from plugins.hc.train import HCTrainConfig
+
+    stored = {
+        "C2": 4, "C3": 16, "M": 192, "N": 128, "P": 64, "aux_lr": 0.001, "batch": 8,
+        "channels_last": True, "checkpoint_every": 250, "clip": 1.0, "crop": 128,
+        "data": "/work/shared/datasets/train", "device": "cpu", "eval_every": 1000,
+        "eval_images": ["kodim01", "kodim05", "kodim15", "kodim23"], "init": "",
+        "iterations": 400000, "kodak": "/work/main/datasets/kodak", "lmbda": 0.18,
+        "log_every": 25, "lr": 0.0001, "lr_min": 1e-05,
+        "out": "/root/.cache/bench/train/hc-n128-m192-l1800", "precision": "auto", "seed": 0,
+        "start_iteration": 0, "stop_at": 0, "threads": 1, "warmup": 1000,
+    }  # fmt: skip
+    cfg = HCTrainConfig.from_dict(stored)
+    assert cfg.to_dict() == stored
+    assert cfg.model_config.to_dict() == {"N": 128, "M": 192, "C3": 16, "C2": 4, "P": 64}
+    assert {"data", "lmbda", "C3", "C2", "P"} <= set(HCTrainConfig.IDENTITY)
+
+
+def test_hyperprior_is_the_base_model_one_and_shipped_weights_keep_their_keys():
+    """HC's h_a/h_s are the base model's modules (plugins.learned.nets), under the same state-dict
+    keys: the shipped HC and base weights hold exactly the keys the models have."""
+    from safetensors import safe_open
+
+    from plugins.hc.trainable import HCModel
+    from plugins.learned import nets
+    from plugins.learned.weights import BUNDLED_DIR as BASE_DIR
+    from plugins.learned.weights import BUNDLED_NAME as BASE_NAME
+
+    hc = HCModel()
+    base = nets.Transforms(128, 192)
+    for part in ("h_a", "h_s"):
+        ours, theirs = getattr(hc.nets, part), getattr(base, part)
+        assert [type(m) for m in ours] == [type(m) for m in theirs]
+        shapes = {k: v.shape for k, v in theirs.state_dict().items()}
+        assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
+    with safe_open(str(BASE_DIR / f"{BASE_NAME}.safetensors"), "pt") as f:
+        base_keys = set(f.keys())
+    assert set(base.state_dict()) <= base_keys
+    if SHIPPED:
+        with safe_open(str(BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"), "pt") as f:
+            assert set(f.keys()) == set(hc.state_dict())
 
 
 def test_flops_count():

@@ -253,3 +253,21 @@ def test_resume_does_not_inherit_per_process_settings(data_dir, tmp_path):
     assert cfg.iterations == 10 and TINY["N"] == cfg.N
     summary = tr.train(out, resume=True, precision="fp32", channels_last=False)
     assert summary["iteration"] == 10
+
+
+def test_resume_accepts_the_same_data_folder_written_another_way(
+    stopped_and_resumed, data_dir, tmp_path, monkeypatch
+):
+    """``--data ../x`` and ``--data /abs/x`` name the same folder: a resumed run compares them
+    resolved (and keeps the stored form); another folder is still refused."""
+    out = stopped_and_resumed[0]
+    stored = tr.load_checkpoint(out)["config"]["data"]
+    monkeypatch.chdir(data_dir)
+    relative = os.path.join("..", data_dir.name)
+    assert relative != stored and Path(relative).resolve() == Path(stored)
+    cfg = tr.resolve_config(out, True, data=relative)
+    assert cfg.data == stored
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(tr.CheckpointError, match="data="):
+        tr.resolve_config(out, True, data=str(other))

@@ -20,9 +20,14 @@ from bench.published import MBT2018_MEAN_KODAK  # noqa: E402
 from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training import relay  # noqa: E402
 from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
-from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
+from plugins.learned.training.rd_step import RDStep  # noqa: E402
+from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME, Run  # noqa: E402
 from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
-from plugins.learned.training.threads import AdaptiveThreads, free_cores  # noqa: E402
+from plugins.learned.training.threads import (  # noqa: E402
+    AdaptiveThreads,
+    free_cores,
+    thread_policy,
+)
 from plugins.learned.weights import BUNDLED_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +85,54 @@ def test_free_cores_leaves_room_for_other_load():
     assert adaptive.update(10) == 2 and torch.get_num_threads() == 2
     assert adaptive.update(15) == 2  # between intervals nothing is read
     assert adaptive.update(20) == 1 and torch.get_num_threads() == 1
+
+
+def test_thread_policy_of_the_threads_option():
+    """``--threads N`` keeps N threads; ``--threads 0`` adapts (both trainers use this)."""
+    fixed = thread_policy(1)
+    assert fixed.label == 1 and fixed.update(50) == 1 and torch.get_num_threads() == 1
+    adaptive = thread_policy(0)
+    assert isinstance(adaptive, AdaptiveThreads) and adaptive.label == "adaptive"
+    with pytest.raises(ValueError):
+        thread_policy(-1)
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------ the R-D step
+
+
+def test_rd_step_trains_counts_and_averages(tmp_path):
+    """Two real steps of a small base model: the weights move, the run counts both, the log
+    record holds the means of the terms and the schedule's rate; a non-finite loss stops the
+    run before the iteration is counted."""
+    torch.manual_seed(0)
+    model = tr.build_model(8, 8)
+    model.train()
+    run = Run(tmp_path, "test")
+    schedule = CosineSchedule(peak=1e-4, floor=1e-5, start=0, end=10, warmup=2)
+    step = RDStep(
+        model,
+        lambda x: rd_forward(model, x, 0.18, TrainMode()),
+        schedule,
+        lr=1e-4,
+        aux_lr=1e-3,
+        clip=1.0,
+    )
+    x = torch.rand(2, 3, 64, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first, second = step(run, lambda: x), step(run, lambda: x)
+    assert run.iteration == 2 and run.train_seconds > 0
+    assert not torch.equal(before["g_a.0.weight"], model.state_dict()["g_a.0.weight"])
+    assert {"loss", "mse", "bpp", "aux"} == first.keys() == second.keys()
+    record = step.record(run, mode="cpu-fp32")
+    assert record["iteration"] == 2 and record["mode"] == "cpu-fp32"
+    assert record["loss"] == pytest.approx((first["loss"] + second["loss"]) / 2)
+    assert record["lr"] == schedule(1) == step.optimizer.param_groups[0]["lr"]
+    assert record["psnr_est"] == pytest.approx(10 * math.log10(1 / record["mse"]))
+    assert set(step.state_dict()) == {"optimizer", "aux_optimizer"}
+    with pytest.raises(FloatingPointError, match="iteration 3"):
+        step(run, lambda: torch.full_like(x, float("nan")))
+    assert run.iteration == 2
 
 
 # ------------------------------------------------------------------ precision modes
