@@ -124,6 +124,11 @@ class CodecInfo:
     ``{"openjpeg": "2.5.4"}``.
     ``parameter_groups``: optional split of ``num_parameters`` by part, e.g.
     ``{"base": 7029443, "steps": 1344}``; the report shows what a codec adds over ``"base"``.
+    ``flops_per_pixel``: the cost of the networks a learned codec runs, ``{"encoder": e,
+    "decoder": d}`` in FLOPs per image pixel as ``torch.utils.flop_counter`` counts them on a
+    256x256 input (2 per multiply-accumulate of convolutions and matrix products; element-wise
+    work and entropy coding not counted), divided by 256 x 256; empty when the codec does not
+    know (analytic codecs). The report's codec table shows it.
     """
 
     name: str
@@ -136,6 +141,7 @@ class CodecInfo:
     device: str = "cpu"
     external: dict[str, str] = field(default_factory=dict)
     parameter_groups: dict[str, int] = field(default_factory=dict)
+    flops_per_pixel: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

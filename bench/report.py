@@ -28,7 +28,7 @@ import pandas as pd
 from bench.curves import aggregate, bd_csv, bd_table, psnr_drops, rows_frame, short_streams
 from bench.provenance import describe_load
 from bench.published import MBT2018_MEAN_KODAK
-from bench.report_html import DECODE_TIME, render_html
+from bench.report_html import DECODE_TIME, FLOPS_NOTE, render_html
 from bench.store import CODECS, RUN, RunStore, dumps
 from bench.viewer import safe_filename
 
@@ -122,11 +122,13 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def _table(frame: pd.DataFrame, columns: dict[str, str], digits: dict[str, int]) -> str:
+    """A Markdown table of ``frame``'s ``columns`` (key -> header); a ``|`` inside a cell (e.g.
+    hc's description, ``y3 | y4``) is escaped so that it does not split the cell."""
     header = "| " + " | ".join(columns.values()) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     lines = [header, rule]
     for _, row in frame.iterrows():
-        cells = [_fmt(row[c], digits.get(c, 3)) for c in columns]
+        cells = [_fmt(row[c], digits.get(c, 3)).replace("|", "\\|") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -379,6 +381,13 @@ def _base_gap(weights: dict) -> str:
     )
 
 
+def _flops_per_pixel(info: dict, side: str) -> str:
+    """A codec's ``side`` (``"encoder"``/``"decoder"``) FLOPs per pixel, ``-`` when unknown
+    (analytic codecs, runs from before the field existed)."""
+    value = (info.get("flops_per_pixel") or {}).get(side)
+    return f"{value:,.0f}" if value is not None else "-"
+
+
 def _codec_rows(config: dict, infos: dict) -> list[dict]:
     """The codec table, one row per configured codec (Markdown and HTML reports)."""
     codec_rows = []
@@ -392,6 +401,8 @@ def _codec_rows(config: dict, infos: dict) -> list[dict]:
                 "version": info.get("version", "?"),
                 "parameters": f"{info['num_parameters']:,}" if "num_parameters" in info else "n/a",
                 "added over base": _added_parameters(info),
+                "encoder FLOPs/px": _flops_per_pixel(info, "encoder"),
+                "decoder FLOPs/px": _flops_per_pixel(info, "decoder"),
                 "weights": f"{info.get('weights_bytes', 0) / 1e6:.2f} MB" if weights else "none",
                 "source": f"{weights.get('source')} `{weights.get('sha256', '')[:12]}`"
                 if weights
@@ -456,6 +467,8 @@ def _markdown(store, record, infos, rows, curves, bd, codec_rows, html_name) -> 
             f"mbt2018-mean PSNR-RGB at the same bpp ({MBT2018_MEAN_KODAK.source}; linear in "
             "log-bpp between its points). Negative: below the published model."
         )
+    if any(r["encoder FLOPs/px"] != "-" for r in codec_rows):
+        out.append(f"\n{FLOPS_NOTE}")
     for label in [c["label"] for c in config["codecs"]]:
         info = infos.get(label, {})
         if info:

@@ -30,6 +30,13 @@ PLOTLY_FILE = "plotly.min.js"
 REPORT_HTML = "report.html"
 #: The time table's decode column (the codec table repeats it).
 DECODE_TIME = "decode s (median per point)"
+#: What the codec table's FLOPs columns count (Markdown-style; both reports print it).
+FLOPS_NOTE = (
+    "`encoder FLOPs/px`, `decoder FLOPs/px`: FLOPs of the networks each side runs, counted by "
+    "`torch.utils.flop_counter` on a 256x256 input (2 per multiply-accumulate of convolutions "
+    "and matrix products; element-wise work and entropy coding not counted) per pixel of that "
+    "input; `-`: not known (analytic codecs, runs from before the count)."
+)
 METRIC_LABELS = {
     "psnr_rgb": "PSNR-RGB [dB]",
     "psnr_y": "PSNR-Y [dB]",
@@ -143,6 +150,16 @@ def _table(records: list[dict], columns: dict[str, str], table_id: str = "") -> 
     )
     ident = f' id="{table_id}"' if table_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _codec_table(codecs: list[dict]) -> str:
+    """The codec table, with :data:`FLOPS_NOTE` below it when some codec states its FLOPs."""
+    if not codecs:
+        return ""
+    table = _table(codecs, {k: k for k in codecs[0]}, "codec-table")
+    if any(r.get("encoder FLOPs/px", "-") != "-" for r in codecs):
+        table += f'<p class="small">{_inline(FLOPS_NOTE)}</p>'
+    return table
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -301,7 +318,7 @@ def render_html(
         "MARKDOWN": html.escape(extras["markdown"]),
         "LOAD": "".join(f'<p class="small load">{html.escape(t)}</p>' for t in extras["load"])
         or '<p class="small load">Machine load: not recorded (an older run).</p>',
-        "CODEC_TABLE": _table(codecs, {k: k for k in codecs[0]}, "codec-table") if codecs else "",
+        "CODEC_TABLE": _codec_table(codecs),
         "TIME_TABLE": _table(timing_records, {k: k for k in timing.columns}, "time-table")
         if len(timing)
         else "<p>No unit finished.</p>",

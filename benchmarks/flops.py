@@ -1,7 +1,9 @@
 """FLOPs of HC and of the mean-scale base, encoder and decoder, beside the HC paper's Table 1.
 
 Counts come from ``torch.utils.flop_counter.FlopCounterMode`` on a 256x256 input
-(:func:`plugins.hc.flops.count`; what each side runs is stated there). torch counts 2 FLOPs per
+(:func:`plugins.hc.flops.count`, on the learned library's counter :mod:`plugins.learned.flops`;
+what each side runs is stated there; the codecs' ``info()`` and the report's codec table carry
+the same per-pixel figures). torch counts 2 FLOPs per
 multiply-accumulate; the paper's figures (HC_N128 encoder 2.70e9, decoder 2.51e9; Balle 2018
 N=128 2.36e9) are of the size of one transform's MACs, so the table shows our MACs
 (FLOPs / 2) beside them as well. A script, not a test (it measures no time)::

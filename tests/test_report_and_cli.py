@@ -332,3 +332,60 @@ def test_variant_names():
     assert variant_suffix(record, ["jpeg2000"], "pchip") == "-anchor-jpeg2000"
     assert variant_suffix(record, ["jpeg2000", "spiht"], "cubic") == "-anchor-jpeg2000-spiht-cubic"
     assert variant_suffix(record, [], "cubic") == "-cubic"
+
+
+def _codec_table(report: str) -> dict[str, dict[str, str]]:
+    """report.md's codec table: codec -> column -> cell (cells split at unescaped ``|``)."""
+    section = report.split("## Codecs", 1)[1].strip().splitlines()
+    header = [c.strip() for c in section[0].strip("|").split("|")]
+    rows = {}
+    for line in section[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_codec_table_shows_the_learned_codecs_flops_per_pixel(tmp_path):
+    """Issue 14: hc's and msh's encoder and decoder FLOPs per pixel (torch's count on 256x256,
+    recorded by the workers in codecs.json) in the codec table of report.md and report.html;
+    `-` for an analytic codec."""
+    crop = {"a.png": ("kodim05.png", 50, 300, 40, 48)}
+    out = _run(write_dataset(tmp_path / "data", crops=crop), tmp_path / "run", "hc,msh,spiht", ())
+    render(out)
+    infos = json.loads((out / "codecs.json").read_text())
+    hc, msh = infos["hc"]["flops_per_pixel"], infos["msh"]["flops_per_pixel"]
+    assert infos["spiht"]["flops_per_pixel"] == {}
+    # HC adds its conditional priors and LC convolutions to a base of the same N and M
+    assert 1.0 < hc["encoder"] / msh["encoder"] < 1.2 and 1.0 < hc["decoder"] / msh["decoder"] < 1.2
+    assert 5e4 < msh["decoder"] < msh["encoder"] < 2e5  # the encoder adds h_a to g_a ~ g_s
+    table = _codec_table((out / "report.md").read_text())
+    for name, flops in (("hc", hc), ("msh", msh)):
+        assert table[name]["encoder FLOPs/px"] == f"{flops['encoder']:,.0f}"
+        assert table[name]["decoder FLOPs/px"] == f"{flops['decoder']:,.0f}"
+    assert table["spiht"]["encoder FLOPs/px"] == table["spiht"]["decoder FLOPs/px"] == "-"
+    assert (
+        "counted by `torch.utils.flop_counter` on a 256x256 input"
+        in (out / "report.md").read_text()
+    )
+    page = (out / "report.html").read_text()
+    codecs_html = page[page.index('id="codec-table"') : page.index('id="time-table"')]
+    assert "<th>encoder FLOPs/px</th><th>decoder FLOPs/px</th>" in codecs_html
+    assert f"<td>{hc['encoder']:,.0f}</td><td>{hc['decoder']:,.0f}</td>" in codecs_html
+    assert "<code>torch.utils.flop_counter</code>" in codecs_html
+
+
+def test_a_run_recorded_before_the_flops_count_still_renders(tmp_path):
+    """results/reference/kodak-learned's codecs.json has no ``flops_per_pixel``: its report
+    renders with `-` in the FLOPs columns and no FLOPs note."""
+    old = Path(shutil.copytree(ROOT / "results/reference/kodak-learned", tmp_path / "old"))
+    assert all(
+        "flops_per_pixel" not in i for i in json.loads((old / "codecs.json").read_text()).values()
+    )
+    report = render(old).read_text()
+    table = _codec_table(report)
+    assert {"plonq", "dzq", "msh", "spiht"} <= set(table)
+    assert {r["encoder FLOPs/px"] for r in table.values()} == {"-"}
+    assert "torch.utils.flop_counter" not in report
+    assert "<th>encoder FLOPs/px</th>" in (old / "report.html").read_text()

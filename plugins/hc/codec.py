@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from bench.codec import CorruptStream, ProgressiveCodec, check_image
+from plugins.hc.flops import hc_flops
 from plugins.hc.runtime import HCRuntime, Prior
 from plugins.hc.weights import DEFAULT_WEIGHTS, resolve
 from plugins.learned.codec import DecoderMemo, OnBaseModel
@@ -160,6 +161,12 @@ class HCCodec(OnBaseModel, ProgressiveCodec):
     def base(self) -> HCRuntime:
         """What :class:`~plugins.learned.codec.OnBaseModel` calls the base: HC's own model."""
         return self.runtime
+
+    def flops_per_pixel(self) -> dict[str, float]:
+        """Encoder and decoder FLOPs per pixel of HC's networks on a 256x256 input
+        (:func:`plugins.hc.flops.hc_flops` with the weights' channel counts; counted once per
+        process)."""
+        return hc_flops(self.runtime.cfg).per_pixel()
 
     def parameters(self) -> dict[str, Any]:
         out = {

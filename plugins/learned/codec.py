@@ -17,7 +17,8 @@ What a progressive codec supplies (the latent strategy): :meth:`encode_fields` (
 header fields and the :class:`LatentCoding` of this image), :meth:`read_fields` (decoder: the
 same fields from the header) and :meth:`latent_coding` (decoder: the coding the fields
 describe). The rate-ladder codecs of :mod:`plugins.learned.ladder` share the weights, the image
-header and ``info()`` through :class:`OnBaseModel`.
+header and ``info()`` (FLOPs per pixel included: :mod:`plugins.learned.flops`) through
+:class:`OnBaseModel`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from plugins.learned.coding.header import (
     read_image_header,
     write_image_header,
 )
+from plugins.learned.flops import base_model_flops
 from plugins.learned.model_io import Analysis, BaseModel, HyperOutput, read_z
 from plugins.learned.weights import ResolvedWeights
 
@@ -80,6 +82,12 @@ class OnBaseModel:
         """Learned values the codec adds over the base model, by group (none by default)."""
         return {}
 
+    def flops_per_pixel(self) -> dict[str, float]:
+        """Encoder and decoder FLOPs per pixel of the base model's networks on a 256x256 input
+        (:func:`plugins.learned.flops.base_model_flops`, counted once per process)."""
+        nets = self.base.nets
+        return base_model_flops(nets.N, nets.M).per_pixel()
+
     def weights_info(self) -> WeightsInfo:
         return self.resolved.info()
 
@@ -103,6 +111,7 @@ class OnBaseModel:
             weights=self.weights_info(),
             device="cpu",
             external=library_versions(),
+            flops_per_pixel=self.flops_per_pixel(),
         )
 
     def image_header(self, height: int, width: int) -> bytearray:
