@@ -129,7 +129,7 @@ def test_rd_step_trains_counts_and_averages(tmp_path):
     assert record["loss"] == pytest.approx((first["loss"] + second["loss"]) / 2)
     assert record["lr"] == schedule(1) == step.optimizer.param_groups[0]["lr"]
     assert record["psnr_est"] == pytest.approx(10 * math.log10(1 / record["mse"]))
-    assert set(step.state_dict()) == {"optimizer", "aux_optimizer"}
+    assert set(step.state_dict()) == {"model", "optimizer", "aux_optimizer"}
     with pytest.raises(FloatingPointError, match="iteration 3"):
         step(run, lambda: torch.full_like(x, float("nan")))
     assert run.iteration == 2

@@ -56,7 +56,6 @@ from plugins.learned.training.precision import TrainMode, device_name, validated
 from plugins.learned.training.rd_step import RDStep
 from plugins.learned.training.relay import lambda_tag, train_root
 from plugins.learned.training.run import CheckpointError, Run, read_checkpoint
-from plugins.learned.training.schedule import CosineSchedule
 from plugins.learned.training.threads import thread_policy
 
 CHECKPOINT_FORMAT = "bench-hc-checkpoint-v1"
@@ -220,32 +219,16 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
 
     mode = choose_mode(cfg)
     mode.prepare_model(model)
-    rd_step = RDStep(
-        model,
-        lambda x: rd_terms(model, x, cfg.lmbda, mode),
-        CosineSchedule.of(cfg),
-        lr=cfg.lr,
-        aux_lr=cfg.aux_lr,
-        clip=cfg.clip,
-    )
+    rd_step = RDStep.of(model, lambda x: rd_terms(model, x, cfg.lmbda, mode), cfg)
     if state is not None:
-        rd_step.load_state_dict(state)
+        rd_step.load_optimizers(state)
     leg = run.start_leg(mode.label, device_name(mode), threads.label)
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console(f"HC training, mode {mode.label} on {leg['device']}, threads {threads.label}")
 
     def checkpoint(reason: str) -> None:
-        saved = run.save(
-            {
-                "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-                **rd_step.state_dict(),
-                "last_eval": last_eval,
-                "manifest_sha256": manifest,
-                "config": cfg.to_dict(),
-            }
-        )
-        if saved:
-            run.log({"type": "checkpoint", "iteration": run.iteration, "reason": reason})
+        extra = {"last_eval": last_eval, "manifest_sha256": manifest, "config": cfg.to_dict()}
+        run.checkpoint(reason, {**rd_step.state_dict(), **extra})
 
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
 

@@ -59,7 +59,6 @@ from plugins.learned.training.precision import (
 )
 from plugins.learned.training.rd_step import RDStep
 from plugins.learned.training.run import CheckpointError, Run
-from plugins.learned.training.schedule import CosineSchedule
 from plugins.learned.training.threads import thread_policy
 from plugins.learned.weights.format import build_model, load_weights, sidecar_path
 
@@ -164,17 +163,10 @@ def train(
 
     mode = resolve_mode(cfg, model, images, run.rng, console)
     mode.prepare_model(model)
-    rd_step = RDStep(
-        model,
-        lambda x: rd_forward(model, x, cfg.lmbda, mode),
-        CosineSchedule.of(cfg),
-        lr=cfg.lr,
-        aux_lr=cfg.aux_lr,
-        clip=cfg.clip,
-    )
+    rd_step = RDStep.of(model, lambda x: rd_forward(model, x, cfg.lmbda, mode), cfg)
     if resume:
         try:
-            rd_step.load_state_dict(state)
+            rd_step.load_optimizers(state)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
@@ -184,25 +176,8 @@ def train(
     console.print(f"training mode {mode.label} on {leg['device']}, threads {leg['threads']}")
 
     def checkpoint(reason: str) -> None:
-        saved = run.save(
-            {
-                "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-                **rd_step.state_dict(),
-                "last_eval": last_eval,
-                "manifest_sha256": manifest,
-                "config": cfg.to_dict(),
-            }
-        )
-        if saved:
-            run.log(
-                {
-                    "type": "checkpoint",
-                    "iteration": run.iteration,
-                    "reason": reason,
-                    "mode": leg["mode"],
-                    "iterations_per_second": leg["iterations_per_second"],
-                }
-            )
+        extra = {"last_eval": last_eval, "manifest_sha256": manifest, "config": cfg.to_dict()}
+        run.checkpoint(reason, {**rd_step.state_dict(), **extra})
 
     model.train()
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations

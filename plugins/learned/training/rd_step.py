@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plugins.learned.training.run import Run
+from plugins.learned.training.schedule import CosineSchedule
 
 
 def split_parameters(model) -> tuple[list[Any], list[Any]]:
@@ -64,15 +65,26 @@ class RDStep:
         self._count = 0
         self._seconds = 0.0
 
+    @classmethod
+    def of(cls, model, terms: Callable[[Any], dict[str, Any]], cfg) -> RDStep:
+        """The step a :class:`~plugins.learned.training.msh_config.TrainConfig` (or subclass)
+        defines: its cosine schedule, ``lr``, ``aux_lr`` and ``clip``."""
+        return cls(
+            model, terms, CosineSchedule.of(cfg), lr=cfg.lr, aux_lr=cfg.aux_lr, clip=cfg.clip
+        )
+
     def state_dict(self) -> dict[str, Any]:
-        """The optimisers' state, under the checkpoint keys ``optimizer`` and ``aux_optimizer``."""
+        """What a checkpoint keeps of the training: ``model`` (the state dict on the CPU,
+        contiguous), ``optimizer`` and ``aux_optimizer``."""
         return {
+            "model": {k: v.cpu().contiguous() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore both optimisers from a checkpoint holding :meth:`state_dict`'s keys."""
+    def load_optimizers(self, state: dict[str, Any]) -> None:
+        """Restore both optimisers from a checkpoint holding :meth:`state_dict`'s keys (the
+        model's weights are loaded by the trainer, before the model is prepared)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.aux_optimizer.load_state_dict(state["aux_optimizer"])
 

@@ -160,6 +160,21 @@ class Run:
         )
         return True
 
+    def checkpoint(self, reason: str, state: dict[str, Any]) -> None:
+        """:meth:`save` the trainer's ``state`` and, unless this iteration was already saved,
+        log a ``checkpoint`` record: iteration, ``reason`` and the leg's mode and speed."""
+        if self.save(state):
+            leg = self.leg or {}
+            self.log(
+                {
+                    "type": "checkpoint",
+                    "iteration": self.iteration,
+                    "reason": reason,
+                    "mode": leg.get("mode"),
+                    "iterations_per_second": leg.get("iterations_per_second"),
+                }
+            )
+
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``log.jsonl``."""
         append_jsonl(self.log_path, record)
