@@ -3,9 +3,12 @@
 Runs on the learned library's shared loop (:class:`plugins.learned.training.run.Run`:
 checkpoint, RNG state, legs, stop flag, JSONL log) with its data rules
 (:mod:`plugins.learned.training.data`: the training photos, never Kodak; random flipped crops),
-precision modes, cosine schedule and relay directory. HC supplies the model and loss
-(:func:`plugins.hc.trainable.rd_terms`, which also logs the rate of each latent) and an
-evaluation that codes Kodak images with the real HC codec (the full stream of
+precision modes, cosine schedule, thread policy (``--threads 0`` adapts to the load), relay
+directory, and the base trainer's config, options and resume rules
+(:class:`HCTrainConfig` subclasses :class:`~plugins.learned.training.msh_config.TrainConfig`)
+and rate-distortion step (:class:`~plugins.learned.training.rd_step.RDStep`). HC supplies the
+model and loss terms (:func:`plugins.hc.trainable.rd_terms`, which also logs the rate of each
+latent) and an evaluation that codes Kodak images with the real HC codec (the full stream of
 :class:`plugins.hc.codec.HCCodec`).
 
 Defaults are the base relay's settings (lambda 0.18, batch 8 of 128 px crops, Adam 1e-4 with a

@@ -6,5 +6,6 @@ JSONL log), :mod:`.data` (training images, crops, Kodak for evaluation), :mod:`.
 :mod:`.relay` (the relay directory) and :mod:`.evaluation` (real-coding evaluation of a
 MeanScaleHyperprior). The trainers: :mod:`.msh` (the base model, ``bench train msh``),
 :mod:`plugins.deephq.train` and :mod:`plugins.hc.train`, each supplying its model, loss and
-options.
+options; the two R-D trainers (msh, hc) also share :mod:`.msh_config`'s config and resume
+rules and :mod:`.rd_step` (the optimisers and one training iteration).
 """

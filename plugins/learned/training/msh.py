@@ -3,7 +3,8 @@
 The model is Minnen et al. 2018 without the context model (mean-scale Gaussian hyperprior),
 trained on random crops with the usual CompressAI rate-distortion loss
 ``lmbda * 255**2 * MSE + bpp`` (bpp from the likelihoods), Adam for the network and a separate
-Adam for the entropy bottleneck's quantiles (``model.aux_loss()``).
+Adam for the entropy bottleneck's quantiles (``model.aux_loss()``): the step every R-D trainer
+runs (:class:`plugins.learned.training.rd_step.RDStep`).
 
 Training runs the shared resumable loop (:class:`plugins.learned.training.run.Run`):
 ``<out>/checkpoint.pt`` holds the model, both optimizers, the iteration, every RNG state, the
