@@ -19,31 +19,7 @@ import math
 import numba as nb
 import numpy as np
 
-from bench.ms_ssim import (
-    DATA_RANGE,
-    K1,
-    K2,
-    MS_SSIM_MIN_SIDE,
-    MS_SSIM_WEIGHTS,
-    PLANE_DTYPE,
-    MsSsimReference,
-    planes_into,
-)
-
-__all__ = [
-    "DATA_RANGE",
-    "K1",
-    "K2",
-    "LUMA_WEIGHTS",
-    "MS_SSIM_MIN_SIDE",
-    "MS_SSIM_WEIGHTS",
-    "ImageScorer",
-    "load_kernels",
-    "luma",
-    "ms_ssim_rgb",
-    "psnr_rgb",
-    "psnr_y",
-]
+from bench.ms_ssim import MS_SSIM_MIN_SIDE, PLANE_DTYPE, MsSsimReference, planes_into
 
 #: Full-range BT.601 (JFIF) luma weights of R, G, B.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)

@@ -82,6 +82,20 @@ def test_metrics_equal_their_oracles_on_reconstructions(registry, codec_name, si
         assert scores["psnr_y"] == _psnr_float64(image, reconstruction, luma=True)
 
 
+def test_a_scorer_reused_across_reconstructions_gives_each_its_own_value(registry):
+    """The scorer's buffers are reused: scoring others in between changes no value."""
+    image = kodak_crop("kodim23.png", 37, 11, 203, 177)
+    codec = registry.spec("jpeg2000").factory()
+    codec.prepare(BPP)
+    stream = codec.encode(image)
+    reconstructions = [codec.decode(stream[: budget_bytes(bpp, *image.shape[:2])]) for bpp in BPP]
+    scorer = ImageScorer(image)
+    first = [scorer.scores(r) for r in reconstructions]
+    assert len({s["ms_ssim"] for s in first}) == len(BPP)
+    assert [scorer.scores(r) for r in reversed(reconstructions)] == first[::-1]
+    assert [ImageScorer(image).scores(r) for r in reconstructions] == first
+
+
 def test_negative_contrast_structure_is_clipped_as_in_the_oracle():
     """An inverted image correlates negatively at every scale: the ReLU makes MS-SSIM 0."""
     image = kodak_crop("kodim05.png", 10, 20, 175, 190)
