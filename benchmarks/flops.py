@@ -10,24 +10,72 @@ N=128 2.36e9) are of the size of one transform's MACs, so the table shows our MA
 
     .venv/bin/python benchmarks/flops.py
     .venv/bin/python benchmarks/flops.py --json      # machine-readable
+    .venv/bin/python benchmarks/flops.py --cost 5    # what the count costs a worker process
+
+``--cost N`` measures what a run pays for the codec table's figures: in N fresh processes that
+have imported torch (as a worker has), the first count (the base model's; it imports
+``torch._dynamo``, which torch's flop counter needs) and a second model's (HC's), wall
+(``time.perf_counter``) and CPU (``time.process_time``) seconds, medians, one thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from plugins.hc.flops import PAPER_TABLE1, SIDE, count  # noqa: E402
+
+#: One fresh process's timings of the first count (the base's) and a second model's (HC's).
+COST_SCRIPT = """
+import json, time
+import torch
+torch.set_num_threads(1)
+from plugins.hc.flops import hc_flops
+from plugins.hc.nets import HCConfig
+from plugins.learned.flops import base_model_flops
+out = {}
+for name, fn in (("first (base)", base_model_flops), ("second (hc)", lambda: hc_flops(HCConfig()))):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    out[name] = [time.perf_counter() - wall, time.process_time() - cpu]
+print(json.dumps(out))
+"""
+
+
+def cost(repeats: int) -> None:
+    """Print the median wall and CPU seconds of the counts in ``repeats`` fresh processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    runs = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, "-c", COST_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        done.check_returncode()
+        runs.append(json.loads(done.stdout))
+    print(f"count cost in a fresh process with torch imported, median of {repeats}, 1 thread")
+    for name in runs[0]:
+        wall = statistics.median(r[name][0] for r in runs)
+        cpu = statistics.median(r[name][1] for r in runs)
+        print(f"  {name}: {wall:.3f} s wall, {cpu:.3f} s CPU")
+    print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--cost", type=int, metavar="N", help="time the count in N processes")
     args = parser.parse_args()
+    if args.cost:
+        cost(args.cost)
+        return 0
     rows = {name: count(name) for name in ("msh", "hc")}
     paper = {"msh": PAPER_TABLE1["balle2018-n128"], "hc": PAPER_TABLE1["hc"]}
     if args.json:
