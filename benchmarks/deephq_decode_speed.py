@@ -4,7 +4,9 @@
 For each Kodak image (default kodim05), both codecs encode once with their bundled weights (the
 same base model); then every point of the run's bpp grid (default 0.1 to 2.0 step 0.1) is cut
 as the harness cuts it (``floor(bpp * H * W / 8)`` bytes) and decoded by ``decode_full``: per
-repeat, point after point, DeepHQ then PLONQ, after a warm-up. Each point's time is the median
+repeat, point after point, DeepHQ then PLONQ, after a warm-up (a decode of the whole stream:
+PLONQ's level tables are built once per weights, DeepHQ's interval tables once per stream
+header, as in a run's first decode of an image). Each point's time is the median
 of ``--repeats``; the figures are means over the grid's points (what a run spends per point),
 split as the codecs report it: header + ``z`` + hyper path, latent decoding, reconstruction +
 synthesis (wall clock, ``time.perf_counter``), with the process CPU time of the whole decode
@@ -18,11 +20,7 @@ torch threads are printed beside them. A script, not a test::
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +31,10 @@ if str(ROOT) not in sys.path:
 
 from bench.grid import DEFAULT_BPP_GRID  # noqa: E402
 from bench.images import load_rgb  # noqa: E402
+from benchmarks.timing import cpu_model, interleaved_medians, warm_up  # noqa: E402
 
 KODAK = ROOT / "datasets" / "kodak"
 GOAL = 1.0
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def measure(codecs: dict, images: list[int], repeats: int) -> dict[str, dict[str, float]]:
@@ -57,31 +45,21 @@ def measure(codecs: dict, images: list[int], repeats: int) -> dict[str, dict[str
         image = load_rgb(KODAK / f"kodim{number:02d}.png")
         pixels = image.shape[0] * image.shape[1]
         streams = {name: codec.encode(image) for name, codec in codecs.items()}
-        for name, codec in codecs.items():
-            codec.decode_full(streams[name])  # warm-up: tables, caches, allocator
+        # warm-up: tables, caches, allocator
+        warm_up(lambda c=codec, s=streams[name]: c.decode_full(s) for name, codec in codecs.items())
         cuts = {
             name: [data[: min(len(data), int(np.floor(b * pixels / 8)))] for b in DEFAULT_BPP_GRID]
             for name, data in streams.items()
         }
-        runs: dict[str, list[list[dict[str, float]]]] = {
-            name: [[] for _ in DEFAULT_BPP_GRID] for name in codecs
+        calls = {
+            (point, name): lambda c=codec, cut=cuts[name][point]: c.decode_full(cut).seconds
+            for point in range(len(DEFAULT_BPP_GRID))
+            for name, codec in codecs.items()
         }
-        for _ in range(repeats):
-            for point in range(len(DEFAULT_BPP_GRID)):
-                for name, codec in codecs.items():
-                    start, cpu = time.perf_counter(), time.process_time()
-                    decoded = codec.decode_full(cuts[name][point])
-                    split = {
-                        "total": time.perf_counter() - start,
-                        "total CPU": time.process_time() - cpu,
-                        **decoded.seconds,
-                    }
-                    runs[name][point].append(split)
-        for name in codecs:
-            for per_point in runs[name]:
-                for key in per_point[0]:
-                    value = statistics.median(r[key] for r in per_point)
-                    sums[name][key] = sums[name].get(key, 0.0) + value
+        for (_, name), split in interleaved_medians(calls, repeats).items():
+            split = {"total": split.pop("wall"), "total CPU": split.pop("cpu"), **split}
+            for key, value in split.items():
+                sums[name][key] = sums[name].get(key, 0.0) + value
         points += len(DEFAULT_BPP_GRID)
     return {name: {k: v / points for k, v in parts.items()} for name, parts in sums.items()}
 

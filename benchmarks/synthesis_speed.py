@@ -16,11 +16,8 @@ threads printed beside the medians. A script, not a test::
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +27,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.images import load_rgb  # noqa: E402
+from benchmarks.timing import cpu_model, interleaved_medians  # noqa: E402
 
 KODAK = ROOT / "datasets" / "kodak"
 PSNR_TOLERANCE_DB = 1e-4
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,15 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             delta = max(delta, abs(psnr(image, before) - psnr(image, after)))
             differing += int(np.count_nonzero(before != after))
         full = latents["full"]
-        times: dict[str, list[float]] = {key: [] for key in paths}
-        for _ in range(args.repeats):
-            for key, call in paths.items():
-                start = time.perf_counter()
-                call(full, height, width)
-                times[key].append(time.perf_counter() - start)
-        t_before, t_after = (statistics.median(times[key]) for key in paths)
+        # the calls above warmed both paths up
+        calls = {key: partial(call, full, height, width) for key, call in paths.items()}
+        medians = interleaved_medians(calls, args.repeats)
+        t_before, t_after = (medians[key]["wall"] for key in paths)
         for key in paths:
-            totals[key] += statistics.median(times[key])
+            totals[key] += medians[key]["wall"]
         worst = max(worst, delta)
         ratios.append(t_before / t_after)
         print(

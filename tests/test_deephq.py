@@ -358,6 +358,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
     for mode in ("mean", "midpoint"):
         expected = np.where(selected, fine, 0).astype(np.float64)
         assert np.array_equal(coder.reconstruct(ctx, el, mode), expected)
+        assert np.array_equal(full.reconstruct(mode), expected)
     # conditional probabilities multiply to the base model's probability of each fine index
     col = np.clip(fine, -c, c) + c
     f = np.where(
@@ -384,6 +385,9 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
         assert stopped.stats.chunks == part.stats.chunks
         for a, b in zip(_state(p), _state(stopped.elements), strict=True):
             assert np.array_equal(a, b)
+        # the decoder's per-node reconstruction is that of the interval state, to the bit
+        for mode in ("mean", "midpoint"):
+            assert part.reconstruct(mode).tobytes() == coder.reconstruct(ctx, p, mode).tobytes()
         if part.end > 0:  # and that chunk ends exactly there
             shorter = coder.decode(ctx, data[: part.end - 1], 0, idx, ch, units)
             assert shorter.stats.chunks == part.stats.chunks - 1

@@ -97,6 +97,7 @@ class DeepHQCoding:
     ctx: coder.CoderContext
     reconstruction: str
     chunk_bits: int
+    layouts: coder.LayoutCache | None = None  # decoder: the layout of recent stream headers
 
     @property
     def chunk_units(self) -> int:
@@ -110,10 +111,15 @@ class DeepHQCoding:
     def decode(
         self, prefix: bytes, start: int, idx: np.ndarray, channel: np.ndarray
     ) -> coder.DecodedLatent:
-        return coder.decode(self.ctx, prefix, start, idx, channel, self.chunk_units)
+        """``prefix[:start]`` is the stream header: it determines ``idx`` and ``channel``, so
+        their layout is looked up by it."""
+        layout = None
+        if self.layouts is not None:
+            layout = self.layouts.get(prefix[:start], self.ctx, idx, channel)
+        return coder.decode(self.ctx, prefix, start, idx, channel, self.chunk_units, layout)
 
     def reconstruct(self, state: coder.DecodedLatent) -> np.ndarray:
-        return coder.reconstruct(self.ctx, state.elements, self.reconstruction)
+        return state.reconstruct(self.reconstruction)
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,8 @@ class DeepHQCodec(LearnedProgressiveCodec):
         self.sha256 = sha256_file(self.path)
         self.base_spec = self.params.meta.get("base_weights", "")
         self.masks = bool(masks)
+        self._contexts: dict[bool, coder.CoderContext] = {}
+        self._layouts = coder.LayoutCache()
         super().__init__(chunk_bits=chunk_bits, reconstruction=reconstruction, memo=memo)
 
     @property
@@ -176,15 +184,18 @@ class DeepHQCodec(LearnedProgressiveCodec):
         return self._base
 
     def context(self, masks: bool) -> coder.CoderContext:
-        base = self.base
-        params = self.params if masks else self.params.without_masks()
-        return coder.CoderContext(
-            cdf=np.asarray(base.cdf, np.int64),
-            c=-np.asarray(base.offset, np.int64),
-            steps=params.steps,
-            mask_index_threshold=params.mask_index_threshold,
-            sigma=np.asarray(base.scale_table, np.float64),
-        )
+        """The coder's context with or without selection (made once per codec and flag)."""
+        if masks not in self._contexts:
+            base = self.base
+            params = self.params if masks else self.params.without_masks()
+            self._contexts[masks] = coder.CoderContext(
+                cdf=np.asarray(base.cdf, np.int64),
+                c=-np.asarray(base.offset, np.int64),
+                steps=params.steps,
+                mask_index_threshold=params.mask_index_threshold,
+                sigma=np.asarray(base.scale_table, np.float64),
+            )
+        return self._contexts[masks]
 
     def parameters(self) -> dict[str, Any]:
         out = {
@@ -256,4 +267,6 @@ class DeepHQCodec(LearnedProgressiveCodec):
         return DeepHQFields(bool(flags & 1), recon, read_chunk_bits(reader))
 
     def latent_coding(self, fields: DeepHQFields, base: BaseModel) -> DeepHQCoding:
-        return DeepHQCoding(self.context(fields.masks), fields.reconstruction, fields.chunk_bits)
+        return DeepHQCoding(
+            self.context(fields.masks), fields.reconstruction, fields.chunk_bits, self._layouts
+        )

@@ -30,6 +30,16 @@ Selection and order (:func:`plan`)
     index descending, then raster position). A child-less step (one child) costs nothing.
     Unselected elements keep their root: the decoder puts them at the prior mean.
 
+Tables (:class:`Forest`, :class:`Layout`)
+    The children of an interval depend only on the interval, its scale index and its channel's
+    steps, so the coder tabulates every interval the stream's elements can reach, one tree per
+    (scale index, step column) present, with children, frequency rows, expected costs and
+    reconstructions, once per set of elements (the decoder: once per stream header, which
+    determines them; :class:`LayoutCache`). Coding then walks each element down its tree as
+    PLONQ's coder walks its level tables. :func:`split`, :func:`plan` and :func:`refine` are the
+    definition the tables are built from (and tested against): the same intervals, symbols and
+    bytes.
+
 Chunks, lengths, escapes, trimming and the stop at the first incomplete chunk are those of the
 shared coder (:func:`plugins.learned.coding.latent.encode_chunk` and friends); chunk boundaries
 come from each symbol's expected cost in 1/16 bit, computed from the integer frequencies with
@@ -38,9 +48,12 @@ the exact integer log table, so both sides cut the same chunks.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -75,6 +88,13 @@ class CoderContext:
         index = np.arange(len(self.c))
         count = (index[None, None, :] >= self.mask_index_threshold[:, :, None]).sum(axis=0)
         return self.layers + 1 - count[ch, idx]
+
+    @cached_property
+    def tree_channel(self) -> np.ndarray:
+        """(M,) int64: for each channel, the first channel with the same steps at every level
+        (their intervals split alike, so they share interval trees)."""
+        _, first, inverse = np.unique(self.steps.T, axis=0, return_index=True, return_inverse=True)
+        return first[inverse.reshape(-1)].astype(np.int64)
 
 
 @dataclass
@@ -182,7 +202,7 @@ def _distinct(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split:
     """Children at ``level`` of the current intervals of elements ``ids`` (see module doc)."""
     bits = int(2 * ctx.c.max() + 2).bit_length()
-    half, field = 1 << (bits - 1), (1 << bits) - 1
+    half, mask = 1 << (bits - 1), (1 << bits) - 1
     scales, channels = len(ctx.c), ctx.steps.shape[1]
     # one group per parent, keyed in refinement order (scale index descending, then channel):
     # roots arrive sorted, other parents in sorted runs; each parent is read back from its key
@@ -190,7 +210,7 @@ def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split
     key |= (el.lo[ids] + half) << bits
     key |= el.hi[ids] + half
     key, group = _distinct(key)
-    lo, hi = ((key >> bits) & field) - half, (key & field) - half
+    lo, hi = ((key >> bits) & mask) - half, (key & mask) - half
     order, channel = np.divmod(key >> (2 * bits), channels)
     row = scales - 1 - order
     d = ctx.steps[level - 1, channel]
@@ -243,13 +263,6 @@ def _final(el: Elements, ids: np.ndarray | slice) -> np.ndarray:
     return el.escaped[ids] | ((el.lo[ids] == el.hi[ids]) & (el.level[ids] > 0))
 
 
-def _open_below_root(el: Elements, ids: np.ndarray, escapes: bool) -> np.ndarray:
-    """``~_final`` of elements ``ids`` below their root; ``escapes``: whether some may have
-    escaped (only level-1 symbols escape)."""
-    open_ = el.lo[ids] != el.hi[ids]
-    return open_ & ~el.escaped[ids] if escapes else open_
-
-
 def candidates(ctx: CoderContext, el: Elements, layer: int) -> np.ndarray:
     """Positions (ascending) of the elements selected at ``layer`` whose interval is not final:
     every element a sub-pass of ``layer`` may refine (selection is fixed within a layer and
@@ -298,82 +311,267 @@ def refine(
     return coded, sp
 
 
-def schedule(ctx: CoderContext, el: Elements) -> Iterator[tuple[int, int, np.ndarray]]:
-    """The sub-passes in stream order, each as ``(layer, sub, todo)``: ``todo`` the elements of
-    the sub-pass (see :func:`plan`), found without scanning the whole latent. The caller codes
-    each sub-pass completely before drawing the next (the generator reads ``el`` back).
+# -- the fast coder: every reachable interval tabulated once per stream header ---------------
+
+
+@dataclass(frozen=True)
+class Forest:
+    """Every interval a set of elements can reach, tabulated: one tree per (scale index, step
+    column), its nodes level by level (``level_offset``: global id of each level's first node),
+    each node's children contiguous and ascending, as :func:`split` makes them.
+
+    A node that is a single integer below its root is final and has no children; so does every
+    node at level ``L`` and every root that no element refines. Roots carry the escape child
+    (its frequency in ``rows[0]``, column ``count``)."""
+
+    level_offset: np.ndarray  # (L + 2,) int64
+    lo: np.ndarray  # (N,) int64 first fine integer
+    hi: np.ndarray  # (N,) int64 last fine integer
+    scale: np.ndarray  # (N,) int64 scale index
+    level: np.ndarray  # (N,) int64
+    freq: np.ndarray  # (N,) int64 the base model's frequency of the interval
+    final: np.ndarray  # (N,) bool: a single integer below the root
+    first_child: np.ndarray  # (N,) int64 global id of the first child (0 where none)
+    count: np.ndarray  # (N,) int64 children, escape excluded (0 where none)
+    total: np.ndarray  # (N,) int64 frequency of the children (and escape at roots)
+    weight: np.ndarray  # (N,) int64 expected cost of the node's symbol, 1/16 bit
+    rows: tuple[np.ndarray, ...]  # [k]: (level-k nodes, widest + escape) float64 child freqs
+    sigma: np.ndarray  # (S,) scale table (reconstruction only)
+    _recon: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def recon(self, mode: str) -> np.ndarray:
+        """float64 ``y - mu`` of an element at each node: 0 (the prior mean) at a root, the
+        integer of a single-integer node, else the interval's reconstruction (``mode`` as in
+        :func:`plugins.learned.coding.latent.interval_reconstruction`); computed once."""
+        if mode not in self._recon:
+            out = np.zeros(len(self.lo), np.float64)
+            below = self.level > 0
+            out[self.final] = self.lo[self.final]
+            wide = below & ~self.final
+            out[wide] = lc.interval_reconstruction(
+                mode, self.lo[wide], self.hi[wide], self.sigma[self.scale[wide]]
+            )
+            self._recon[mode] = out
+        return self._recon[mode]
+
+
+def build_forest(
+    ctx: CoderContext, scale: np.ndarray, channel: np.ndarray, grow: np.ndarray
+) -> Forest:
+    """The trees rooted at ``[-c_i, c_i]`` for scale indexes ``scale`` and channels ``channel``
+    (roots get global ids ``0..T-1`` in this order); a tree with ``grow`` False stays a root.
+    Each level splits every node of the level above that is not final, with :func:`split`: the
+    children the coder computes for an element at that node."""
+    scale = np.asarray(scale, np.int64)
+    c = ctx.c[scale]
+    lo, hi, sc, ch = [-c], [c.copy()], [scale], [np.asarray(channel, np.int64)]
+    freq = [ctx.cdf[scale, 2 * c + 1] - ctx.cdf[scale, 0]]
+    first_child, count, total, weight, rows = [], [], [], [], []
+    offset = [0, len(scale)]
+    parents = np.flatnonzero(grow)
+    for level in range(1, ctx.layers + 1):
+        above = len(lo[-1])
+        fc, cnt, tot, wt = (np.zeros(above, np.int64) for _ in range(4))
+        if len(parents):
+            zero = np.zeros(above, np.int64)
+            el = Elements(sc[-1], ch[-1], lo[-1], hi[-1], zero, zero > 0, zero)
+            sp = split(ctx, el, parents, level)
+            group = sp.group
+            fc[parents] = offset[-1] + sp.first[group]
+            cnt[parents], tot[parents], wt[parents] = sp.count[group], sp.total[group], sp.weight
+            table = sp.group_rows()
+            row = np.zeros((above, table.shape[1]), np.float64)
+            row[parents] = table[group]
+            owner = np.empty(len(sp.count), np.int64)
+            owner[group] = parents
+            owner = np.repeat(owner, sp.count)
+            lo.append(sp.starts), hi.append(sp.ends), freq.append(sp.freq)
+            sc.append(sc[-1][owner]), ch.append(ch[-1][owner])
+        else:
+            row = np.zeros((above, 1), np.float64)
+            for part in (lo, hi, freq, sc, ch):
+                part.append(part[-1][:0])
+        first_child.append(fc), count.append(cnt), total.append(tot), weight.append(wt)
+        rows.append(row)
+        offset.append(offset[-1] + len(lo[-1]))
+        parents = np.flatnonzero(lo[-1] != hi[-1])
+    last = len(lo[-1])
+    for part in (first_child, count, total, weight):
+        part.append(np.zeros(last, np.int64))
+    sizes = np.diff(offset)
+    lo_all, hi_all = np.concatenate(lo), np.concatenate(hi)
+    level_of = np.repeat(np.arange(ctx.layers + 1), sizes)
+    return Forest(
+        level_offset=np.asarray(offset, np.int64),
+        lo=lo_all,
+        hi=hi_all,
+        scale=np.concatenate(sc),
+        level=level_of,
+        freq=np.concatenate(freq),
+        final=(lo_all == hi_all) & (level_of > 0),
+        first_child=np.concatenate(first_child),
+        count=np.concatenate(count),
+        total=np.concatenate(total),
+        weight=np.concatenate(weight),
+        rows=tuple(rows),
+        sigma=ctx.sigma,
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the coder derives from the elements' scale indexes and channels alone (on the
+    decoder's side: from the stream header): the forest of their trees, each element's root
+    (global node id), and the elements grouped by first selected layer (``by_first``, stable:
+    refinement order within a layer; ``by_first[edges[l - 1]:edges[l]]`` first selected at
+    ``l``)."""
+
+    forest: Forest
+    roots: np.ndarray  # (E,) int64
+    by_first: np.ndarray  # (E,) int64
+    edges: list[int]
+
+
+def prepare(ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Layout:
+    """The :class:`Layout` of elements with scale indexes ``idx`` and channels ``ch``: one tree
+    per (scale index, channel's steps), roots in :func:`split`'s key order."""
+    idx = np.asarray(idx, np.int64)
+    ch = np.asarray(ch, np.int64)
+    scales, channels = len(ctx.c), ctx.steps.shape[1]
+    first = ctx.first_layer(idx, ch)
+    key = (scales - 1 - idx) * channels + ctx.tree_channel[ch]
+    trees, roots = np.unique(key, return_inverse=True)
+    roots = roots.reshape(-1).astype(np.int64)
+    grow = np.zeros(len(trees), bool)
+    grow[roots[first <= ctx.layers]] = True
+    order, channel = np.divmod(trees, channels)
+    forest = build_forest(ctx, scales - 1 - order, channel, grow)
+    by_first = np.argsort(first.astype(np.int8), kind="stable")  # first <= L + 1 <= 127
+    edges = np.searchsorted(first[by_first], np.arange(1, ctx.layers + 2)).tolist()
+    return Layout(forest, roots, by_first, edges)
+
+
+class LayoutCache:
+    """The :class:`Layout` of the last few streams a decoder met, keyed by their header bytes
+    (which determine the scale indexes and channels, hence the layout): the decoder of a prefix
+    derives its tables once per stream, as PLONQ's decoder reads tables built once."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, Layout] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, header: bytes, ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Layout:
+        with self._lock:
+            if header in self._items:
+                self._items.move_to_end(header)
+                return self._items[header]
+        layout = prepare(ctx, idx, ch)
+        with self._lock:
+            self._items[header] = layout
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return layout
+
+
+def _open(forest: Forest, node: np.ndarray, escaped: np.ndarray, ids: np.ndarray, escapes: bool):
+    """Elements ``ids`` whose interval is not final (``escapes``: some may have escaped)."""
+    keep = ~forest.final[node[ids]]
+    return ids[keep & ~escaped[ids]] if escapes else ids[keep]
+
+
+def schedule(
+    layout: Layout, node: np.ndarray, escaped: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The sub-passes in stream order, each as ``(layer, sub, coded, parents)``: the elements
+    that need a symbol (refinement order) and their nodes. Elements whose node has one child
+    move down here (``node`` updated), at no cost. The caller codes each sub-pass and moves its
+    elements to their children (or marks them ``escaped``) before drawing the next.
 
     Sub-pass 1 of layer ``l`` takes the elements first selected at ``l`` (roots); sub-pass
     ``k > 1`` the elements of sub-pass ``k - 1`` (now at level ``k - 1``) whose interval is not
     final; the last one also the elements of the previous layer's last sub-pass that are not
-    final (at level ``l - 1`` since then). Selection is nested, so these are all.
-
-    Where a channel's step at level ``k`` equals its step at level ``k - 1``, every interval at
-    level ``k - 1`` has one child at level ``k`` (it is a run of equal labels, plus the edge
-    slivers merged into it, which merge again): those elements move down here, unplanned."""
-    first = ctx.first_layer(el.idx, el.ch).astype(np.int8)  # <= L + 1 <= 127
-    by_first = np.argsort(first, kind="stable")
-    edges = np.searchsorted(first[by_first], np.arange(1, ctx.layers + 2)).tolist()
-    same_step = np.zeros_like(ctx.steps, bool)
-    same_step[1:] = ctx.steps[1:] == ctx.steps[:-1]
-    carry = by_first[:0]
-    for layer in range(1, ctx.layers + 1):
-        carry = carry[_open_below_root(el, carry, escapes=layer == 2)]
-        todo = by_first[edges[layer - 1] : edges[layer]]
+    final (at level ``l - 1`` since then). Selection is nested, so these are all: the
+    elements :func:`refine` finds by scanning the whole latent."""
+    forest = layout.forest
+    carry = layout.by_first[:0]
+    for layer in range(1, len(layout.edges)):
+        carry = _open(forest, node, escaped, carry, escapes=layer == 2)
+        todo = layout.by_first[layout.edges[layer - 1] : layout.edges[layer]]
         for sub in range(1, layer + 1):
             if sub > 1:
-                todo = todo[_open_below_root(el, todo, escapes=sub == 2)]
+                todo = _open(forest, node, escaped, todo, escapes=sub == 2)
             if sub == layer and len(carry):
-                todo = np.insert(carry, np.searchsorted(carry, todo), todo)
+                todo = np.sort(np.concatenate([carry, todo]), kind="stable")  # two sorted runs
+            parents = node[todo]
             if sub > 1:
-                same = same_step[sub - 1][el.ch[todo]]
-                el.level[todo[same]] = sub
-                yield layer, sub, todo[~same]
+                single = forest.count[parents] == 1
+                node[todo[single]] = forest.first_child[parents[single]]
+                yield layer, sub, todo[~single], parents[~single]
             else:
-                yield layer, sub, todo
+                yield layer, sub, todo, parents
         carry = todo
 
 
+def _child_holding(forest: Forest, parents: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Global id of the child of each node ``parents`` that holds ``fine`` (inside the parent):
+    a binary search over each node's children."""
+    low = forest.first_child[parents]
+    high = low + forest.count[parents] - 1
+    while np.any(low < high):
+        mid = (low + high + 1) // 2
+        right = forest.lo[mid] <= fine
+        low = np.where(right, mid, low)
+        high = np.where(right, high, mid - 1)
+    return low
+
+
 def encode(
-    ctx: CoderContext, fine: np.ndarray, idx: np.ndarray, ch: np.ndarray, chunk_units: int
+    ctx: CoderContext,
+    fine: np.ndarray,
+    idx: np.ndarray,
+    ch: np.ndarray,
+    chunk_units: int,
+    layout: Layout | None = None,
 ) -> tuple[bytes, lc.CoderStats]:
-    """Code fine indices ``fine`` (refinement order) layer by layer; returns bytes and stats."""
+    """Code fine indices ``fine`` (refinement order) layer by layer; returns bytes and stats.
+    ``layout``: :func:`prepare` of ``idx`` and ``ch`` (made here when not given)."""
+    layout = layout or prepare(ctx, idx, ch)
+    forest = layout.forest
     fine = np.asarray(fine, np.int64)
-    el = Elements.at_roots(ctx, np.asarray(idx, np.int64), np.asarray(ch, np.int64))
-    c = ctx.c[el.idx]
+    c = ctx.c[np.asarray(idx, np.int64)]
+    node = layout.roots.copy()
+    escaped = np.zeros(len(fine), bool)
     stats = lc.CoderStats()
     out = bytearray()
-    for layer, sub, todo in schedule(ctx, el):
+    for layer, sub, coded, parents in schedule(layout, node, escaped):
         t0 = time.perf_counter()
-        coded, sp = refine(ctx, el, layer, sub, todo)
-        if sp is not None:
-            n = fine[coded]
-            esc = (n < -c[coded]) | (n > c[coded]) if sub == 1 else np.zeros(len(coded), bool)
-            inner = sp.symbols(np.clip(n, -c[coded], c[coded]))
-            sym = np.where(esc, sp.count[sp.group], inner)
-            chosen = sp.first[sp.group] + inner
-            f = sp.freq[chosen]
-            if sp.escape is not None:
-                f = np.where(esc, sp.escape[sp.group], f)
-            stats.ideal_bits += float(-np.log2(f / sp.total[sp.group]).sum())
-            rows = sp.group_rows()
-            for a, b in lc.chunk_bounds(sp.weight, chunk_units):
+        if len(coded):
+            n, cc = fine[coded], c[coded]
+            esc = (n < -cc) | (n > cc) if sub == 1 else np.zeros(len(coded), bool)
+            count = forest.count[parents]
+            child = _child_holding(forest, parents, np.clip(n, -cc, cc))
+            sym = np.where(esc, count, child - forest.first_child[parents])
+            rows = forest.rows[sub - 1]
+            local = parents - forest.level_offset[sub - 1]
+            f = forest.freq[child]
+            if sub == 1:
+                f = np.where(esc, rows[local, count], f)
+            stats.ideal_bits += float(-np.log2(f / forest.total[parents]).sum())
+            weight = forest.weight[parents]
+            for a, b in lc.chunk_bounds(weight, chunk_units):
+                width = int(count[a:b].max()) + (sub == 1)
                 esc_rows = None
                 if esc[a:b].any():
                     ids = coded[a:b][esc[a:b]]
                     esc_rows = lc.escape_payload(fine[ids], c[ids])
-                payload = lc.encode_chunk(
-                    sp.chunk_rows(rows, a, b), sym[a:b], sp.escape_symbols(a, b), esc_rows
-                )
-                lc.write_chunk(out, payload, int(sp.weight[a:b].sum()), stats)
-            keep = ~esc
-            el.lo[coded[keep]] = sp.starts[chosen[keep]]
-            el.hi[coded[keep]] = sp.ends[chosen[keep]]
-            el.escaped[coded[esc]] = True
-            el.escape_value[coded[esc]] = fine[coded[esc]]
+                escape_sym = count[a:b] if sub == 1 else None
+                payload = lc.encode_chunk(rows[local[a:b], :width], sym[a:b], escape_sym, esc_rows)
+                lc.write_chunk(out, payload, int(weight[a:b].sum()), stats)
+            node[coded[~esc]] = child[~esc]
+            escaped[coded[esc]] = True
             stats.escapes += int(esc.sum())
             stats.symbols += len(coded)
-        el.level[coded] = sub
         stats.entropy_seconds += time.perf_counter() - t0
         if sub == layer:
             stats.levels_complete = layer
@@ -382,44 +580,74 @@ def encode(
 
 @dataclass
 class DecodedLatent:
-    """What the decoder knows after a prefix (refinement order)."""
+    """What the decoder knows after a prefix (refinement order): each element's node, or its
+    value once escaped."""
 
-    elements: Elements
+    forest: Forest
+    idx: np.ndarray
+    ch: np.ndarray
+    node: np.ndarray
+    escaped: np.ndarray
+    escape_value: np.ndarray
     complete: bool
     stats: lc.CoderStats
     end: int  # position after the last complete chunk
 
+    @property
+    def elements(self) -> Elements:
+        """The interval state of every element (an escaped one at level 1, root interval)."""
+        f = self.forest
+        return Elements(
+            idx=self.idx,
+            ch=self.ch,
+            lo=f.lo[self.node],
+            hi=f.hi[self.node],
+            level=np.where(self.escaped, 1, f.level[self.node]),
+            escaped=self.escaped,
+            escape_value=self.escape_value,
+        )
+
+    def reconstruct(self, mode: str = "mean") -> np.ndarray:
+        """:func:`reconstruct` of :attr:`elements`, from the forest's per-node values."""
+        rel = self.forest.recon(mode)[self.node]
+        rel[self.escaped] = self.escape_value[self.escaped]
+        return rel
+
 
 def _decode_subpass(
     ctx: CoderContext,
-    el: Elements,
+    forest: Forest,
+    state: DecodedLatent,
     coded: np.ndarray,
-    sp: Split,
+    parents: np.ndarray,
     sub: int,
     data: bytes,
     pos: int,
     chunk_units: int,
-    stats: lc.CoderStats,
 ) -> tuple[int, bool]:
     """Decode the chunks of one sub-pass from ``data[pos:]`` up to the first incomplete one,
     then move the decoded elements to their children (or escapes) in one go; returns the
     position after the last complete chunk and whether every chunk was complete."""
-    bounds = lc.chunk_bounds(sp.weight, chunk_units)
-    heads = np.array([a for a, _ in bounds], np.int64)
-    weights = np.add.reduceat(sp.weight, heads).tolist()
-    escape = sp.escape is not None
-    count = sp.count[sp.group]
+    weight = forest.weight[parents]
+    bounds = lc.chunk_bounds(weight, chunk_units)
+    heads = np.fromiter((a for a, _ in bounds), np.int64, len(bounds))
+    escape = sub == 1
+    count = forest.count[parents]
+    weights = np.add.reduceat(weight, heads).tolist()
     widths = (np.maximum.reduceat(count, heads) + int(escape)).tolist()
-    rows = sp.group_rows()
+    rows = forest.rows[sub - 1]
+    local = parents - forest.level_offset[sub - 1]
+    stats = state.stats
     parts, extras, done, complete = [], [], 0, True
-    for (a, b), weight, width in zip(bounds, weights, widths, strict=True):
-        chunk = lc.read_chunk(data, pos, weight)
+    for (a, b), weight_units, width in zip(bounds, weights, widths, strict=True):
+        chunk = lc.read_chunk(data, pos, weight_units)
         if chunk is None:
             complete = False
             break
         payload, pos = chunk
-        probs = rows[:, :width][sp.group[a:b]]
-        syms, extra = lc.decode_chunk(payload, probs, count[a:b] if escape else None)
+        syms, extra = lc.decode_chunk(
+            payload, rows[local[a:b], :width], count[a:b] if escape else None
+        )
         parts.append(syms)
         extras.append(extra)
         stats.chunks += 1
@@ -427,52 +655,68 @@ def _decode_subpass(
         done = b
     if not done:
         return pos, complete
-    ids, count = coded[:done], count[:done]
+    ids, count, parents = coded[:done], count[:done], parents[:done]
     syms = np.minimum(np.concatenate(parts), count - (0 if escape else 1))
     if escape:
         esc = syms == count
         if esc.any():
-            el.escaped[ids[esc]] = True
-            el.escape_value[ids[esc]] = lc.escape_values(
-                np.concatenate(extras), ctx.c[el.idx[ids[esc]]]
+            state.escaped[ids[esc]] = True
+            state.escape_value[ids[esc]] = lc.escape_values(
+                np.concatenate(extras), ctx.c[state.idx[ids[esc]]]
             )
             stats.escapes += int(esc.sum())
-        keep = ~esc
-        ids, syms = ids[keep], syms[keep]
-        groups = sp.group[:done][keep]
-    else:
-        groups = sp.group[:done]
-    chosen = sp.first[groups] + syms
-    el.lo[ids] = sp.starts[chosen]
-    el.hi[ids] = sp.ends[chosen]
-    el.level[coded[:done]] = sub
+            keep = ~esc
+            ids, syms, parents = ids[keep], syms[keep], parents[keep]
+    state.node[ids] = forest.first_child[parents] + syms
     stats.symbols += done
     return pos, complete
 
 
 def decode(
-    ctx: CoderContext, data: bytes, pos: int, idx: np.ndarray, ch: np.ndarray, chunk_units: int
+    ctx: CoderContext,
+    data: bytes,
+    pos: int,
+    idx: np.ndarray,
+    ch: np.ndarray,
+    chunk_units: int,
+    layout: Layout | None = None,
 ) -> DecodedLatent:
-    """Decode every complete chunk of ``data[pos:]``; stop at the first incomplete one."""
-    el = Elements.at_roots(ctx, np.asarray(idx, np.int64), np.asarray(ch, np.int64))
-    stats = lc.CoderStats()
-    for layer, sub, todo in schedule(ctx, el):
+    """Decode every complete chunk of ``data[pos:]``; stop at the first incomplete one.
+    ``layout``: :func:`prepare` of ``idx`` and ``ch`` (made here when not given)."""
+    layout = layout or prepare(ctx, idx, ch)
+    count = len(layout.roots)
+    state = DecodedLatent(
+        forest=layout.forest,
+        idx=np.asarray(idx, np.int64),
+        ch=np.asarray(ch, np.int64),
+        node=layout.roots.copy(),
+        escaped=np.zeros(count, bool),
+        escape_value=np.zeros(count, np.int64),
+        complete=True,
+        stats=lc.CoderStats(),
+        end=pos,
+    )
+    for layer, sub, coded, parents in schedule(layout, state.node, state.escaped):
         t0 = time.perf_counter()
-        coded, sp = refine(ctx, el, layer, sub, todo)
         complete = True
-        if sp is not None:
-            pos, complete = _decode_subpass(ctx, el, coded, sp, sub, data, pos, chunk_units, stats)
-        stats.entropy_seconds += time.perf_counter() - t0
+        if len(coded):
+            pos, complete = _decode_subpass(
+                ctx, layout.forest, state, coded, parents, sub, data, pos, chunk_units
+            )
+        state.stats.entropy_seconds += time.perf_counter() - t0
+        state.end = pos
         if not complete:
-            return DecodedLatent(el, False, stats, pos)
+            state.complete = False
+            return state
         if sub == layer:
-            stats.levels_complete = layer
-    return DecodedLatent(el, True, stats, pos)
+            state.stats.levels_complete = layer
+    return state
 
 
 def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarray:
-    """``y - mu`` estimate (refinement order): the prior mean (0) at the root, the exact value
-    once escaped or down to one integer, else the interval's reconstruction (``mode`` as in
+    """``y - mu`` estimate (refinement order) of an interval state: the prior mean (0) at the
+    root, the exact value once escaped or down to one integer, else the interval's
+    reconstruction (``mode`` as in
     :func:`plugins.learned.coding.latent.interval_reconstruction`)."""
     rel = np.zeros(len(el.lo), np.float64)
     below_root = el.level > 0
@@ -481,10 +725,10 @@ def reconstruct(ctx: CoderContext, el: Elements, mode: str = "mean") -> np.ndarr
     wide = np.flatnonzero(below_root & (el.lo != el.hi) & ~el.escaped)
     # one reconstruction per distinct (scale index, interval): many elements share one
     bits = int(2 * ctx.c.max() + 2).bit_length()
-    half, field = 1 << (bits - 1), (1 << bits) - 1
+    half, mask = 1 << (bits - 1), (1 << bits) - 1
     key = (el.idx[wide] << (2 * bits)) | ((el.lo[wide] + half) << bits) | (el.hi[wide] + half)
     key, inverse = np.unique(key, return_inverse=True)
-    lo, hi = ((key >> bits) & field) - half, (key & field) - half
+    lo, hi = ((key >> bits) & mask) - half, (key & mask) - half
     rel[wide] = lc.interval_reconstruction(mode, lo, hi, ctx.sigma[key >> (2 * bits)])[inverse]
     rel[el.escaped] = el.escape_value[el.escaped]
     return rel
