@@ -115,7 +115,11 @@ class HCCodec(OnBaseModel, ProgressiveCodec):
     """HC, progressive by depth (see module doc). The learned codecs' shared base
     (:class:`~plugins.learned.codec.OnBaseModel`) gives the image header and ``info()``; its
     "base model" is HC's own (:class:`~plugins.hc.runtime.HCRuntime`), not the mean-scale
-    base, and the latent strategy (three latents, deepest first) is this class's."""
+    base, and the latent strategy (three latents, deepest first) is this class's. It does not
+    sit on :class:`~plugins.learned.codec.LearnedProgressiveCodec`, whose pipeline codes one
+    latent with a prior known from the header alone and synthesises from it: HC's ``y3`` and
+    ``y2`` priors need the decoded deeper latents, so parsing and prior networks interleave,
+    and the synthesis takes all three latents."""
 
     name = "hc"
     version = "1"
