@@ -4,9 +4,10 @@
 counts 2 FLOPs per multiply-accumulate of convolutions and matrix products and nothing for
 element-wise work (GDN's square root and division, activations, rounding) or entropy coding.
 The count depends on the layers' shapes only, so the networks are built untrained on torch's
-``meta`` device by default: no arithmetic runs and a whole model is counted in a few hundredths
-of a second (the same networks on the CPU take seconds and give the same count, which
-``tests/test_flops.py`` checks).
+``meta`` device by default: no arithmetic runs and a whole model is counted in about 0.06 s of
+CPU (the same networks on the CPU take seconds and give the same count, which
+``tests/test_flops.py`` checks). The first count in a process costs about 1 s more: torch's
+dispatch mode imports ``torch._dynamo`` on first use (``benchmarks/flops.py --cost``).
 
 :func:`base_model_flops` counts the mean-scale base (``MeanScaleHyperprior``) that msh, PLONQ,
 DZQ and DeepHQ run: encoder ``g_a``, ``h_a`` and ``h_s`` (the encoder needs the prior to code
