@@ -11,15 +11,17 @@ three RGB channels' values are averaged.
 
 :class:`MsSsimReference` holds what depends on the original alone (its pyramid and its
 Gaussian-filtered mean and variance at every scale) and the reconstruction's work buffers, so
-that scoring a reconstruction allocates nothing and filters only its own three maps (y, y*y,
-x*y). The kernels are float64 throughout and stream, in pytorch-msssim's order: for each output
-row, the 11 input rows below it are filtered down (every column, the products formed on the
-fly), then filtered across and the map's terms summed in the same loop, so that no map is ever
-stored and the working set (a band of 11 rows) stays in the cache. Numba compiles
-them with ``error_model="numpy"`` (a division by zero gives inf/NaN instead of a Python
-exception; the denominators here are at least C1 or C2 > 0), which lets the divisions vectorise,
-and with reassociation, so sums may be added in another order than pytorch-msssim's; the
-values agree with it run in float64 within 1e-13 (tests/test_metrics.py asserts 1e-6).
+that scoring a reconstruction allocates no image-sized array and filters only its own three maps
+(y, y*y, x*y). The pyramids are stored in float32, which holds their values exactly
+(:data:`PLANE_DTYPE`); every computation is float64. The kernels stream, in pytorch-msssim's
+order: for each output row, the 11 input rows below it are filtered down (every column, the
+products formed on the fly), then filtered across and the map's terms summed in the same loop,
+so that no map is ever stored and the working set (a band of 11 rows) stays in the cache. Numba
+compiles them with ``error_model="numpy"`` (a division by zero gives inf/NaN instead of a Python
+exception; the denominators here are at least C1 or C2 > 0), which lets the divisions
+vectorise, and with reassociation, so sums may be added in another order than pytorch-msssim's;
+the values agree with it run in float64 within 3e-15 on JPEG 2000's Kodak reconstructions
+(benchmarks/metrics_speed.py; tests/test_metrics.py asserts 1e-6).
 """
 
 from __future__ import annotations
@@ -139,8 +141,8 @@ def _filter_down_moments(
 def _mean_and_variance_into(
     plane: np.ndarray, rows: np.ndarray, mean: np.ndarray, variance: np.ndarray
 ) -> None:
-    """Gaussian-filtered mean ``mu`` and ``E[x^2] - mu^2`` of one (H, W) float64 plane into
-    ``mean`` and ``variance``, each (H - 10, W - 10). Work buffer: ``rows`` (>= 3, >= W).
+    """Gaussian-filtered mean ``mu`` and ``E[x^2] - mu^2`` of one (H, W) plane into ``mean`` and
+    ``variance``, float64, each (H - 10, W - 10). Work buffer: ``rows`` (>= 3, >= W).
 
     The moments kernel is shared with the reconstructions', so its third map (here the square
     again) is made and left unused: a cost paid once per image."""
@@ -169,9 +171,10 @@ def _scale_means(
     ``(2 s_xy + C2) / (s_x^2 + s_y^2 + C2)``, into ``out`` (C,); the SSIM map is that times
     ``(2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)``.
 
-    ``original`` and ``planes`` are (C, H, W) float64, the original's and the reconstruction's
-    planes at one scale; ``mean_x`` and ``variance_x`` the original's filtered statistics
-    (:func:`_mean_and_variance_into`), (C, H - 10, W - 10). Work buffer: ``rows`` (>= 3, >= W).
+    ``original`` and ``planes`` are the original's and the reconstruction's (C, H, W) planes
+    (:data:`PLANE_DTYPE`) at one scale; ``mean_x`` and ``variance_x`` the original's filtered
+    statistics (:func:`_mean_and_variance_into`), (C, H - 10, W - 10), float64. Work buffer:
+    ``rows`` (>= 3, >= W), float64.
     Each output row is filtered down (full width), then across and summed in one loop, so the
     maps are never stored.
     """
