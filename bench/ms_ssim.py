@@ -174,9 +174,8 @@ def _scale_means(
     ``original`` and ``planes`` are the original's and the reconstruction's (C, H, W) planes
     (:data:`PLANE_DTYPE`) at one scale; ``mean_x`` and ``variance_x`` the original's filtered
     statistics (:func:`_mean_and_variance_into`), (C, H - 10, W - 10), float64. Work buffer:
-    ``rows`` (>= 3, >= W), float64.
-    Each output row is filtered down (full width), then across and summed in one loop, so the
-    maps are never stored.
+    ``rows`` (>= 3, >= W), float64. Each output row is filtered down (full width), then across
+    and summed in one loop, so the maps are never stored.
     """
     channels, height, width = mean_x.shape
     down_y, down_yy, down_xy = rows[0], rows[1], rows[2]
