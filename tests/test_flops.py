@@ -4,6 +4,8 @@ the codecs' info() carries it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("torch")
@@ -48,3 +50,26 @@ def test_codecs_report_their_networks_flops():
     assert plonq.info().flops_per_pixel == msh.info().flops_per_pixel == base
     assert hc.info().flops_per_pixel == hc_flops(hc.runtime.cfg).per_pixel()
     assert hc.info().flops_per_pixel["decoder"] > base["decoder"]
+
+
+def test_counts_are_remembered_on_disk_and_a_bad_file_is_counted_again(tmp_path, monkeypatch):
+    """The first meta count of an architecture is written under $BENCH_FLOPS_CACHE; a later
+    process reads it instead of counting (workers skip torch's ~1 s dispatch-mode start); a
+    corrupt or incomplete file is replaced by a fresh count."""
+    from plugins.learned import flops
+
+    monkeypatch.setenv("BENCH_FLOPS_CACHE", str(tmp_path))
+    counted = flops._count_base(64, 96, 64, "meta")
+    first = flops.remembered("msh", {"N": 64, "M": 96, "side": 64}, lambda: counted)
+    (stored,) = tmp_path.glob("msh-M=96-N=64-side=64-*.json")
+    assert first == counted
+
+    def must_not_count():
+        raise AssertionError("counted although the disk held the figures")
+
+    again = flops.remembered("msh", {"N": 64, "M": 96, "side": 64}, must_not_count)
+    assert again == counted
+
+    stored.write_text('{"analysis": 1}')
+    repaired = flops.remembered("msh", {"N": 64, "M": 96, "side": 64}, lambda: counted)
+    assert repaired == counted and set(json.loads(stored.read_text())) == set(PARTS)

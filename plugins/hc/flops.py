@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 
 from plugins.hc.nets import HCConfig
-from plugins.learned.flops import SIDE, Flops, base_model_flops, count_flops
+from plugins.learned.flops import SIDE, Flops, base_model_flops, count_flops, remembered
 
 #: The paper's Table 1 (Ge et al. 2021), on a 256x256 input, in the paper's own unit.
 PAPER_TABLE1 = {
@@ -26,7 +26,16 @@ PAPER_TABLE1 = {
 @functools.lru_cache(maxsize=8)
 def hc_flops(cfg: HCConfig, side: int = SIDE, device: str = "meta") -> Flops:
     """:class:`~plugins.learned.flops.Flops` of HC with channel counts ``cfg`` (see module doc;
-    cached per process); ``device="cpu"`` runs the networks for real (same count)."""
+    cached per process and, on the meta device, on disk by
+    :func:`~plugins.learned.flops.remembered`); ``device="cpu"`` runs the networks for real
+    (same count)."""
+    if device == "meta":
+        shape = {**cfg.to_dict(), "side": side}
+        return remembered("hc", shape, lambda: _count_hc(cfg, side, device))
+    return _count_hc(cfg, side, device)
+
+
+def _count_hc(cfg: HCConfig, side: int, device: str) -> Flops:
     import torch
 
     from plugins.hc.nets import Transforms

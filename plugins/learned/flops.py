@@ -7,7 +7,11 @@ The count depends on the layers' shapes only, so the networks are built untraine
 ``meta`` device by default: no arithmetic runs and a whole model is counted in about 0.06 s of
 CPU (the same networks on the CPU take seconds and give the same count, which
 ``tests/test_flops.py`` checks). The first count in a process costs about 1 s more: torch's
-dispatch mode imports ``torch._dynamo`` on first use (``benchmarks/flops.py --cost``).
+dispatch mode imports ``torch._dynamo`` on first use (``benchmarks/flops.py --cost``), so
+:func:`remembered` keeps each meta-device count in a small JSON file per architecture and torch
+version under the user cache (``$BENCH_FLOPS_CACHE``, else ``~/.cache/bench/flops``): only the
+first worker on a machine pays that second. A missing, unreadable or unwritable cache only
+means counting again.
 
 :func:`base_model_flops` counts the mean-scale base (``MeanScaleHyperprior``) that msh, PLONQ,
 DZQ and DeepHQ run: encoder ``g_a``, ``h_a`` and ``h_s`` (the encoder needs the prior to code
@@ -18,8 +22,12 @@ Each result is cached per process, so a codec's ``info()`` pays for it once.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 #: Side of the square input the FLOPs are counted on (the HC paper's Table 1 uses 256x256).
 SIDE = 256
@@ -71,10 +79,51 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+def flops_cache_dir() -> Path:
+    """``$BENCH_FLOPS_CACHE`` if set, else ``flops/`` in the user cache directory."""
+    from platformdirs import user_cache_dir
+
+    env = os.environ.get("BENCH_FLOPS_CACHE")
+    return Path(env) if env else Path(user_cache_dir("bench")) / "flops"
+
+
+def remembered(model: str, shape: dict[str, int], count: Callable[[], Flops]) -> Flops:
+    """``count()``, kept on disk per ``model``, architecture ``shape`` (channel counts, side)
+    and torch version, since the count depends on nothing else. A stored file that does not
+    hold :data:`PARTS` is counted again and replaced (written atomically)."""
+    import torch
+
+    key = "-".join([model, *(f"{k}={v}" for k, v in sorted(shape.items())), torch.__version__])
+    path = flops_cache_dir() / f"{key.replace('/', '_')}.json"
+    try:
+        parts = json.loads(path.read_text())
+        if set(parts) == set(PARTS) and all(isinstance(v, int) for v in parts.values()):
+            return Flops(model, {p: parts[p] for p in PARTS}, shape["side"])
+    except (OSError, ValueError):
+        pass
+    flops = count()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
+            json.dump(flops.parts, tmp)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass
+    return flops
+
+
 @functools.lru_cache(maxsize=8)
 def base_model_flops(N: int = 128, M: int = 192, side: int = SIDE, device: str = "meta") -> Flops:
     """:class:`Flops` of the mean-scale base ``MeanScaleHyperprior(N, M)`` (see module doc);
-    ``device="cpu"`` runs the networks for real (same count, seconds instead of milliseconds)."""
+    ``device="cpu"`` runs the networks for real (same count, seconds instead of milliseconds)
+    and is never taken from the disk cache."""
+    if device == "meta":
+        shape = {"N": N, "M": M, "side": side}
+        return remembered("msh", shape, lambda: _count_base(N, M, side, device))
+    return _count_base(N, M, side, device)
+
+
+def _count_base(N: int, M: int, side: int, device: str) -> Flops:
     import torch
 
     from plugins.learned.nets import Transforms
