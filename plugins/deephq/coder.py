@@ -271,18 +271,15 @@ def candidates(ctx: CoderContext, el: Elements, layer: int) -> np.ndarray:
     return np.flatnonzero(selected & ~_final(el, slice(None)))
 
 
-def plan(
-    ctx: CoderContext, el: Elements, layer: int, sub: int, todo: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Elements of sub-pass ``sub`` of ``layer``: ``(coded, passed)``, both in refinement order.
+def plan(ctx: CoderContext, el: Elements, layer: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
+    """Elements of sub-pass ``sub`` of ``layer``: ``(coded, passed)``, both in refinement order:
+    the selected elements at level ``sub - 1`` whose interval is not final, found by scanning
+    every element.
 
     ``coded`` need a symbol; ``passed`` have a single child and move one level down for free
-    (roots are always coded: the escape child is their alternative). ``todo``: the sub-pass's
-    elements as :func:`schedule` yields them (selected, at level ``sub - 1``, not final, in
-    refinement order); found by scanning every element when not given."""
-    if todo is None:
-        todo = candidates(ctx, el, layer)
-        todo = todo[el.level[todo] == sub - 1]
+    (roots are always coded: the escape child is their alternative)."""
+    todo = candidates(ctx, el, layer)
+    todo = todo[el.level[todo] == sub - 1]
     if sub == 1:
         return todo, todo[:0]
     d = ctx.steps[sub - 1, el.ch[todo]]
@@ -291,12 +288,12 @@ def plan(
 
 
 def refine(
-    ctx: CoderContext, el: Elements, layer: int, sub: int, todo: np.ndarray | None = None
+    ctx: CoderContext, el: Elements, layer: int, sub: int
 ) -> tuple[np.ndarray, Split | None]:
     """Plan sub-pass ``sub`` of ``layer`` (:func:`plan`): move child-less elements down one
     level and return the elements that need a symbol with their :class:`Split` (``None`` if
     there are none). Every element of the sub-pass ends one level down once it is coded."""
-    coded, passed = plan(ctx, el, layer, sub, todo)
+    coded, passed = plan(ctx, el, layer, sub)
     el.level[passed] = sub
     if not len(coded):
         return coded, None
@@ -314,6 +311,11 @@ def refine(
 # -- the fast coder: every reachable interval tabulated once per stream header ---------------
 
 
+#: :attr:`Forest.kind` of a node: an element there needs a symbol, moves to the only child for
+#: free, or is final.
+SPLITS, PASSES, FINAL = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class Forest:
     """Every interval a set of elements can reach, tabulated: one tree per (scale index, step
@@ -322,7 +324,9 @@ class Forest:
 
     A node that is a single integer below its root is final and has no children; so does every
     node at level ``L`` and every root that no element refines. Roots carry the escape child
-    (its frequency in ``rows[0]``, column ``count``)."""
+    (its frequency in ``rows[0]``, column ``count``). ``kind`` tells how an element at a node
+    below its root moves on: :data:`SPLITS` (a symbol), :data:`PASSES` (one child: down for
+    free) or :data:`FINAL`."""
 
     level_offset: np.ndarray  # (L + 2,) int64
     lo: np.ndarray  # (N,) int64 first fine integer
@@ -331,6 +335,7 @@ class Forest:
     level: np.ndarray  # (N,) int64
     freq: np.ndarray  # (N,) int64 the base model's frequency of the interval
     final: np.ndarray  # (N,) bool: a single integer below the root
+    kind: np.ndarray  # (N,) int8: SPLITS, PASSES or FINAL
     first_child: np.ndarray  # (N,) int64 global id of the first child (0 where none)
     count: np.ndarray  # (N,) int64 children, escape excluded (0 where none)
     total: np.ndarray  # (N,) int64 frequency of the children (and escape at roots)
@@ -401,6 +406,8 @@ def build_forest(
     sizes = np.diff(offset)
     lo_all, hi_all = np.concatenate(lo), np.concatenate(hi)
     level_of = np.repeat(np.arange(ctx.layers + 1), sizes)
+    final = (lo_all == hi_all) & (level_of > 0)
+    count_all = np.concatenate(count)
     return Forest(
         level_offset=np.asarray(offset, np.int64),
         lo=lo_all,
@@ -408,9 +415,10 @@ def build_forest(
         scale=np.concatenate(sc),
         level=level_of,
         freq=np.concatenate(freq),
-        final=(lo_all == hi_all) & (level_of > 0),
+        final=final,
+        kind=np.select([final, count_all == 1], [FINAL, PASSES], SPLITS).astype(np.int8),
         first_child=np.concatenate(first_child),
-        count=np.concatenate(count),
+        count=count_all,
         total=np.concatenate(total),
         weight=np.concatenate(weight),
         rows=tuple(rows),
@@ -474,12 +482,6 @@ class LayoutCache:
         return layout
 
 
-def _open(forest: Forest, node: np.ndarray, escaped: np.ndarray, ids: np.ndarray, escapes: bool):
-    """Elements ``ids`` whose interval is not final (``escapes``: some may have escaped)."""
-    keep = ~forest.final[node[ids]]
-    return ids[keep & ~escaped[ids]] if escapes else ids[keep]
-
-
 def schedule(
     layout: Layout, node: np.ndarray, escaped: np.ndarray
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -493,24 +495,38 @@ def schedule(
     final; the last one also the elements of the previous layer's last sub-pass that are not
     final (at level ``l - 1`` since then). Selection is nested, so these are all: the
     elements :func:`refine` finds by scanning the whole latent."""
-    forest = layout.forest
+    kinds = layout.forest.kind
+    first_child = layout.forest.first_child
     carry = layout.by_first[:0]
     for layer in range(1, len(layout.edges)):
-        carry = _open(forest, node, escaped, carry, escapes=layer == 2)
         todo = layout.by_first[layout.edges[layer - 1] : layout.edges[layer]]
-        for sub in range(1, layer + 1):
-            if sub > 1:
-                todo = _open(forest, node, escaped, todo, escapes=sub == 2)
+        yield layer, 1, todo, node[todo]
+        for sub in range(2, layer + 1):
             if sub == layer and len(carry):
                 todo = np.sort(np.concatenate([carry, todo]), kind="stable")  # two sorted runs
             parents = node[todo]
-            if sub > 1:
-                single = forest.count[parents] == 1
-                node[todo[single]] = forest.first_child[parents[single]]
+            kind = kinds[parents]
+            if sub == 2:  # only roots escape
+                kind[escaped[todo]] = FINAL
+            if np.any(kind == FINAL):
+                keep = kind != FINAL
+                todo, parents, kind = todo[keep], parents[keep], kind[keep]
+            single = kind == PASSES
+            if single.any():
+                node[todo[single]] = first_child[parents[single]]
                 yield layer, sub, todo[~single], parents[~single]
             else:
                 yield layer, sub, todo, parents
         carry = todo
+
+
+def _chunk_rows(table: np.ndarray, local: np.ndarray, width: int) -> np.ndarray:
+    """``table``'s rows ``local`` (a level's frequency rows, level-local node ids), their first
+    ``width`` columns, C-contiguous as constriction takes them (whole rows by ``take``, several
+    times faster than fancy indexing, which copies only ``width`` columns)."""
+    if width == table.shape[1]:
+        return table.take(local, axis=0)
+    return table[local, :width]
 
 
 def _child_holding(forest: Forest, parents: np.ndarray, fine: np.ndarray) -> np.ndarray:
@@ -566,7 +582,8 @@ def encode(
                     ids = coded[a:b][esc[a:b]]
                     esc_rows = lc.escape_payload(fine[ids], c[ids])
                 escape_sym = count[a:b] if sub == 1 else None
-                payload = lc.encode_chunk(rows[local[a:b], :width], sym[a:b], escape_sym, esc_rows)
+                probs = _chunk_rows(rows, local[a:b], width)
+                payload = lc.encode_chunk(probs, sym[a:b], escape_sym, esc_rows)
                 lc.write_chunk(out, payload, int(weight[a:b].sum()), stats)
             node[coded[~esc]] = child[~esc]
             escaped[coded[esc]] = True
@@ -645,9 +662,8 @@ def _decode_subpass(
             complete = False
             break
         payload, pos = chunk
-        syms, extra = lc.decode_chunk(
-            payload, rows[local[a:b], :width], count[a:b] if escape else None
-        )
+        probs = _chunk_rows(rows, local[a:b], width)
+        syms, extra = lc.decode_chunk(payload, probs, count[a:b] if escape else None)
         parts.append(syms)
         extras.append(extra)
         stats.chunks += 1
