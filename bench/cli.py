@@ -656,8 +656,10 @@ def regress(
         str,
         typer.Option(
             metavar="CODECS",
-            help="With --update and no RUN: 'builtin' (every built-in codec available here) or "
-            "a codec list (default: the baseline's).",
+            help="Gate only these codecs (labels as in the baseline; the others are skipped), "
+            "measuring only them when there is no RUN. With --update and no RUN: the new "
+            "baseline's codecs, 'builtin' (every built-in codec available here) or a list "
+            "(default: the baseline's).",
         ),
     ] = "",
     out_dir: Annotated[
@@ -680,10 +682,18 @@ def regress(
     _check_method(method)
     from bench.regress import RegressError, Tolerances, adopt, markdown, measure, subset_config
     from bench.regress import regress as regress_runs
-    from bench.runner import CodecRequestError, RunError, bind_requests
+    from bench.runner import CodecRequestError, RunError, bind_requests, parse_codec_requests
 
-    if codecs and (run_dir is not None or not update):
-        raise _fail("--codecs goes with --update and no RUN (a fresh baseline run)", EXIT_USAGE)
+    if codecs and run_dir is not None and update:
+        raise _fail(
+            "--codecs with --update needs no RUN: RUN becomes the baseline whole", EXIT_USAGE
+        )
+    if codecs and not update and codecs.strip() == "builtin":
+        raise _fail("--codecs builtin goes with --update; to gate, name the codecs", EXIT_USAGE)
+    try:
+        selected = tuple(r.label for r in parse_codec_requests(codecs)) if codecs else ()
+    except CodecRequestError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     if not update and not (baseline / "run.json").exists():
         raise _fail(f"{baseline} is not a bench run directory (no run.json)")
     if run_dir is None:
@@ -714,7 +724,9 @@ def regress(
         )
     try:
         if (baseline / "run.json").exists():
-            result = regress_runs(run_dir, baseline, Tolerances(max_bd_rate, max_psnr_drop), method)
+            tolerances = Tolerances(max_bd_rate, max_psnr_drop)
+            only = () if update else selected
+            result = regress_runs(run_dir, baseline, tolerances, method, only)
             text = markdown(result)
             (run_dir / "regress.md").write_text(text)
             out.print(text, markup=False, highlight=False, soft_wrap=True)

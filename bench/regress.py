@@ -19,7 +19,9 @@ point per image, say): the per-point checks alone then gate that codec, and the 
 Which codecs a baseline covers is its run's ``run.json`` key ``"regress": {"codecs": RULE}``:
 ``RULE = "builtin"`` means every built-in codec that can run here (resolved anew for every run, so
 a codec added to the built-ins shows up as "not in baseline"); anything else is a codec list. A
-run made by plain ``bench run`` covers the codecs of its configuration.
+run made by plain ``bench run`` covers the codecs of its configuration. A contributor gates only
+their codec with ``bench regress --baseline results/baseline --codecs NAME``: only NAME is
+measured and compared; the baseline's other codecs are reported as skipped, not selected.
 """
 
 from __future__ import annotations
@@ -300,9 +302,14 @@ def _compare_codec(
 
 
 def regress(
-    run: Path, baseline: Path, tolerances: Tolerances = Tolerances(), method: str = "pchip"
+    run: Path,
+    baseline: Path,
+    tolerances: Tolerances = Tolerances(),
+    method: str = "pchip",
+    only: Sequence[str] = (),
 ) -> RegressResult:
-    """Compare every codec of ``run`` with the same codec in ``baseline``.
+    """Compare every codec of ``run`` with the same codec in ``baseline``; with ``only``
+    (codec labels), just those: the baseline's other codecs are SKIPPED as not selected.
 
     Raises :class:`RegressError` when either directory is not a run with rows.
     """
@@ -335,6 +342,9 @@ def regress(
     labels = [[c["label"] for c in side.record["config"]["codecs"]] for side in (base, new)]
     order = [*base.rows["codec"].unique(), *new.rows["codec"].unique(), *labels[0], *labels[1]]
     for codec in dict.fromkeys([*order, *skipped, *failed]):
+        if only and codec not in only:
+            result.codecs.append(CodecResult(codec, SKIPPED, notes=["not selected (--codecs)"]))
+            continue
         in_base, in_run = codec in set(base.rows["codec"]), codec in set(new.rows["codec"])
         if not (in_base and in_run):
             result.codecs.append(_one_sided(codec, in_base, in_run, skipped, failed))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.registry import load_registry
-from bench.regress import BUILTIN, ERROR, PASS, REGRESSION, regress, resolve_codecs
+from bench.regress import BUILTIN, ERROR, PASS, REGRESSION, SKIPPED, regress, resolve_codecs
 from bench.runner import RunConfig, parse_codec_requests, run
 from bench.store import FAILURES, RUN, RunStore
 
@@ -104,6 +104,22 @@ def test_update_adopts_the_run_as_baseline(runs, tmp_path):
     assert regress(runs["worse"], baseline).passed
 
 
+def test_codecs_gates_only_the_named_codecs(runs, tmp_path):
+    """``--codecs`` measures and compares only the named codecs: the regressed tuned-spiht
+    fails alone, jpeg2000 is skipped as not selected (and not run); given a RUN, a selection
+    without the regressed codec passes."""
+    out = tmp_path / "only"
+    result = _regress(
+        REGRESSED, "--baseline", str(runs["baseline"]), "--codecs", "tuned-spiht", "--out", str(out)
+    )
+    assert result.exit_code == 1, result.output
+    assert _verdicts(result.output) == {"tuned-spiht": REGRESSION, "jpeg2000": SKIPPED}
+    assert "not selected (--codecs)" in result.output
+    assert {r["codec"] for r in RunStore(out).rows()} == {"tuned-spiht"}
+    assert regress(runs["worse"], runs["baseline"], only=("jpeg2000",)).passed
+    assert not regress(runs["worse"], runs["baseline"], only=("tuned-spiht",)).passed
+
+
 def test_codec_or_image_on_one_side_only_is_an_error(runs, tmp_path):
     full = runs["baseline"]
     jpeg_only = _edited(full, tmp_path / "jpeg", lambda r: r["codec"] == "jpeg2000")
@@ -152,7 +168,9 @@ def test_builtin_rule_covers_available_builtins_only():
 
 def test_usage_errors(runs, tmp_path):
     baseline = runs["baseline"]
-    both = _regress(TUNED, str(baseline), "--baseline", str(baseline), "--codecs", "x")
-    assert both.exit_code == 2 and "--codecs goes with --update" in both.output
+    both = _regress(TUNED, str(baseline), "--baseline", str(baseline), "--codecs", "x", "--update")
+    assert both.exit_code == 2 and "--codecs with --update needs no RUN" in both.output
+    gate_all = _regress(TUNED, "--baseline", str(baseline), "--codecs", "builtin")
+    assert gate_all.exit_code == 2 and "name the codecs" in gate_all.output
     missing = _regress(TUNED, str(baseline), "--baseline", str(tmp_path / "nothing"))
     assert missing.exit_code == 3 and "no run.json" in missing.output
