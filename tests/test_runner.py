@@ -59,6 +59,23 @@ def bitplane_run(module_crops, tmp_path_factory) -> Path:
     return out
 
 
+#: The wrong types ``wrongtype`` returns from encode, one codec variant per kind.
+WRONG_KINDS = ("list", "ndarray", "bytearray", "str")
+
+
+@pytest.fixture(scope="module")
+def misbehaving_run(module_crops, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """One single-worker run of the codecs that break the contract, in turn, beside ``bitplane``:
+    ``crashy`` (raises on c.png), ``fragile`` (its decoder raises on long prefixes) and
+    ``wrongtype`` of each kind; its directory and failures."""
+    out = tmp_path_factory.mktemp("misbehaving") / "run"
+    wrong = [f"wrongtype[kind={kind}]" for kind in WRONG_KINDS]
+    codecs = ",".join(["crashy", "bitplane", "fragile", *wrong])
+    outcome = run(_config(module_crops, codecs), out)
+    assert not outcome.interrupted
+    return out, outcome.failures
+
+
 def test_parse_codec_requests_with_parameters():
     requests = parse_codec_requests("jpeg2000, slow[delay=0.5,mode=fast],spiht")
     assert [r.label for r in requests] == ["jpeg2000", "slow[delay=0.5,mode=fast]", "spiht"]
@@ -92,11 +109,12 @@ def test_rows_are_real_truncations(bitplane_run):
     assert full["bytes"] == full["stream_bytes"] and full["psnr_rgb"] == "inf"
 
 
-def test_a_crashing_codec_costs_only_its_own_units(crops_dataset, tmp_path):
-    outcome = run(_config(crops_dataset, "crashy,bitplane"), tmp_path / "run")
-    assert [(f["codec"], f["image"]) for f in outcome.failures] == [("crashy", "c.png")]
-    assert "refuses width 53" in outcome.failures[0]["error"]
-    rows = RunStore(tmp_path / "run").rows()
+def test_a_crashing_codec_costs_only_its_own_units(misbehaving_run):
+    out, failures = misbehaving_run
+    crashy = [f for f in failures if f["codec"] == "crashy"]
+    assert [(f["codec"], f["image"]) for f in crashy] == [("crashy", "c.png")]
+    assert "refuses width 53" in crashy[0]["error"]
+    rows = RunStore(out).rows()
     assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
     assert len([r for r in rows if r["codec"] == "crashy"]) == 2 * len(BPP)
 
@@ -114,10 +132,11 @@ def test_a_hanging_codec_is_killed_after_the_timeout(crops_dataset, small_unit_t
     assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
 
 
-def test_a_contract_violation_is_reported(crops_dataset, tmp_path):
-    outcome = run(_config(crops_dataset, "fragile"), tmp_path / "run")
-    assert outcome.failures and all("ContractViolation" in f["error"] for f in outcome.failures)
-    assert "read past its buffer" in outcome.failures[0]["error"]
+def test_a_contract_violation_is_reported(misbehaving_run):
+    _, failures = misbehaving_run
+    fragile = [f for f in failures if f["codec"] == "fragile"]
+    assert fragile and all("ContractViolation" in f["error"] for f in fragile)
+    assert "read past its buffer" in fragile[0]["error"]
 
 
 def test_jobs_spread_units_and_give_the_same_rows(module_crops, bitplane_run, tmp_path):
@@ -183,13 +202,13 @@ def test_undecodable_points_and_nan_metrics_are_explicit(bitplane_run):
     assert all(math.isfinite(r["decode_s"]) for r in small)
 
 
-def test_encode_returning_anything_but_bytes_is_a_named_contract_violation(crops_dataset, tmp_path):
-    kinds = ("list", "ndarray", "bytearray", "str")  # one run, one codec variant per kind
-    codecs = ",".join(f"wrongtype[kind={kind}]" for kind in kinds)
-    outcome = run(_config(crops_dataset, codecs), tmp_path / "run")
-    assert len(outcome.failures) == 3 * len(kinds) and outcome.rows_written == 0
-    assert {f["codec"] for f in outcome.failures} == {f"wrongtype[kind={k}]" for k in kinds}
-    for failure in outcome.failures:
+def test_encode_returning_anything_but_bytes_is_a_named_contract_violation(misbehaving_run):
+    out, failures = misbehaving_run
+    wrong = [f for f in failures if f["codec"].startswith("wrongtype")]
+    assert len(wrong) == 3 * len(WRONG_KINDS)
+    assert not [r for r in RunStore(out).rows() if r["codec"].startswith("wrongtype")]
+    assert {f["codec"] for f in wrong} == {f"wrongtype[kind={k}]" for k in WRONG_KINDS}
+    for failure in wrong:
         kind = failure["codec"].removeprefix("wrongtype[kind=").removesuffix("]")
         assert (
             f"encode returned {kind}, not bytes (the codec contract: bytes only)"
