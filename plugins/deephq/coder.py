@@ -442,7 +442,8 @@ class Layout:
 
 def prepare(ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Layout:
     """The :class:`Layout` of elements with scale indexes ``idx`` and channels ``ch``: one tree
-    per (scale index, channel's steps), roots in :func:`split`'s key order."""
+    per (scale index, channel's steps) present, roots in :func:`split`'s key order (so that
+    its grouping sort finds every level in order)."""
     idx = np.asarray(idx, np.int64)
     ch = np.asarray(ch, np.int64)
     scales, channels = len(ctx.c), ctx.steps.shape[1]
