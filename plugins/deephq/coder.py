@@ -390,14 +390,16 @@ def build_forest(
             owner = np.empty(len(sp.count), np.int64)
             owner[group] = parents
             owner = np.repeat(owner, sp.count)
-            lo.append(sp.starts), hi.append(sp.ends), freq.append(sp.freq)
-            sc.append(sc[-1][owner]), ch.append(ch[-1][owner])
+            for part, new in ((lo, sp.starts), (hi, sp.ends), (freq, sp.freq)):
+                part.append(new)
+            for part in (sc, ch):
+                part.append(part[-1][owner])
         else:
             row = np.zeros((above, 1), np.float64)
             for part in (lo, hi, freq, sc, ch):
                 part.append(part[-1][:0])
-        first_child.append(fc), count.append(cnt), total.append(tot), weight.append(wt)
-        rows.append(row)
+        for part, new in ((first_child, fc), (count, cnt), (total, tot), (weight, wt), (rows, row)):
+            part.append(new)
         offset.append(offset[-1] + len(lo[-1]))
         parents = np.flatnonzero(lo[-1] != hi[-1])
     last = len(lo[-1])
