@@ -1,16 +1,22 @@
-"""Shared fixtures: small real datasets made of Kodak crops, and the test plugin files; how many
-pytest-xdist workers a run gets."""
+"""Shared fixtures: small real datasets made of Kodak crops, and the test plugin files; the hooks
+of :mod:`worker_plan` (how the suite is spread over pytest-xdist workers)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from worker_plan import (  # noqa: F401  (hooks: pytest finds them by name in this module)
+    pytest_collection_modifyitems,
+    pytest_configure_node,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_xdist_auto_num_workers,
+)
 
 from bench.datasets import sha256_file
 from bench.images import load_rgb, save_png
@@ -21,25 +27,6 @@ KODAK = ROOT / "datasets" / "kodak"
 PLUGINS = Path(__file__).parent / "plugins"
 BITPLANE = str(PLUGINS / "bitplane_codec.py")
 MISBEHAVING = str(PLUGINS / "misbehaving.py")
-
-
-#: Workers for a run of whole test directories (the README's command, .ci/run, tox): one per
-#: core, at most 2, the machine the suite's timeouts are measured on.
-MAX_WORKERS = 2
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (pyproject's addopts): :data:`MAX_WORKERS` workers when the command line
-    names no test file or test id (the whole suite, or directories), else 0: ``pytest
-    tests/test_x.py -k y`` runs in this process (no start-up cost; ``--pdb`` and ``-s`` work).
-    ``$PYTEST_XDIST_AUTO_NUM_WORKERS`` or an explicit ``-n N`` decide instead."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    paths = [arg.split("::")[0] for arg in config.args]
-    if any(not Path(config.invocation_params.dir, p).is_dir() for p in paths):
-        return 0
-    return min(MAX_WORKERS, os.cpu_count() or 1)
 
 
 def bench_command(*args: str) -> list[str]:
