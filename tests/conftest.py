@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from worker_plan import (  # noqa: F401  (hooks: pytest finds them by name in this module)
     pytest_collection_modifyitems,
+    pytest_configure,
     pytest_configure_node,
     pytest_runtest_logreport,
     pytest_sessionfinish,

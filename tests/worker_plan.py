@@ -1,4 +1,4 @@
-"""How the suite is spread over pytest-xdist workers: how many, and which scope goes first.
+"""How the suite is spread over pytest-xdist workers: how many, which scope first, how many threads.
 
 pyproject's addopts run ``-n auto --dist loadscope --no-loadscope-reorder``. A *scope* is
 pytest-xdist's unit of work under ``loadscope``: a test class, or the functions of one module
@@ -7,6 +7,9 @@ scopes in the order of the collection, and this module orders it costliest first
 processing time first), by the seconds each scope took in the last whole-suite run, which pytest's
 cache keeps (``.pytest_cache``): a long module started last would leave the other worker idle at
 the end. Scopes not in the cache go first; without a cache the order is the files' order.
+Each worker, and what it starts, computes with ``cores // workers`` threads (one on 2 cores)
+unless the environment sets a thread variable: torch's default, a thread a core in each of 2
+workers, would put 4 busy threads on 2 cores.
 
 tests/conftest.py imports these hooks (pytest finds hooks by name there).
 """
@@ -18,6 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from bench.worker import THREAD_VARIABLES
 
 #: Workers for a run of whole test directories (the README's command, .ci/run, tox): one per
 #: core, at most 2, the machine the suite's measured timeouts are tuned on.
@@ -49,6 +54,18 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     if any(not Path(config.invocation_params.dir, p).is_dir() for p in paths):
         return 0
     return min(MAX_WORKERS, os.cpu_count() or 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller of a distributed run, before the workers start: ``cores // workers``
+    threads in each (:data:`bench.worker.THREAD_VARIABLES`) when the environment sets none of
+    those variables."""
+    workers = config.getoption("numprocesses", None)
+    if _is_worker() or not workers or any(v in os.environ for v in THREAD_VARIABLES):
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = threads
 
 
 @pytest.hookimpl(optionalhook=True)
