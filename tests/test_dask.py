@@ -113,7 +113,6 @@ def test_scheduler_address_gives_the_local_runs_hashes_and_psnrs(
             bpp=(0.5, 1.0),
             images=("a", "b"),
             repeats=1,
-            jobs=2,
             entry_points=False,
         ),
         tmp_path / "local",
@@ -158,7 +157,7 @@ def test_local_cluster_equals_local_and_records_crashes_and_timeouts(
         ),
         tmp_path / "dask",
     )
-    local = run(_crops_config(crops_dataset, "jpeg2000", jobs=2), tmp_path / "local")
+    local = run(_crops_config(crops_dataset, "jpeg2000"), tmp_path / "local")  # one worker
     assert not local.failures
     points = _points(tmp_path / "dask")
     assert len(points) == 3 * len(BPP) + 2 * 2 * len(BPP)
