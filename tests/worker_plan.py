@@ -99,11 +99,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Merge this run's scope seconds into the cache, when the run was distributed (a run of
-    whole directories; a single file's run, or a -k selection in it, would understate)."""
+    """Merge this run's scope seconds into the cache, when the run was distributed (whole
+    directories) and selected no tests by name (``-k`` would record a part of a scope as the
+    whole; the markers, ``slow`` and ``stress``, mark whole classes or the stress variants)."""
     config = session.config
     cache = config.cache if hasattr(config, "cache") else None
-    if _is_worker() or cache is None or not config.getoption("numprocesses", None):
+    distributed = config.getoption("numprocesses", None)
+    if _is_worker() or cache is None or not distributed or config.getoption("keyword"):
         return
     if _measured:
         cache.set(SCOPE_SECONDS, {**cache.get(SCOPE_SECONDS, {}), **_measured})
