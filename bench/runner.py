@@ -1,9 +1,10 @@
 """A benchmark run: every requested codec on every dataset image at every target bpp.
 
 :func:`run` verifies the dataset, plans the (codec, image) units still missing from the run
-directory, spreads them over worker processes (:mod:`bench.worker`), appends each row to disk
-the moment it arrives (:mod:`bench.store`) and shows its progress (:mod:`bench.progress`: a bar
-on a terminal, plain lines in a log). Killed at any point, a run keeps every finished row;
+directory (image by image, every codec of an image in turn: :func:`interleaved`), spreads them
+over worker processes (:mod:`bench.worker`), appends each row to disk the moment it arrives
+(:mod:`bench.store`) and shows its progress (:mod:`bench.progress`: a bar on a terminal, plain
+lines in a log). Killed at any point, a run keeps every finished row;
 ``resume=True`` measures only what is missing.
 """
 
@@ -206,6 +207,15 @@ def _plan(
     return units
 
 
+def interleaved(units: list[Unit], image_order: list[str]) -> list[Unit]:
+    """``units`` image by image: every codec's unit of an image before the next image (codecs in
+    their given order). Timings are compared between codecs of one run, so a change in the
+    machine's load during the run (another job starting, a training pausing) must touch every
+    codec alike, not only the codecs that happen to run last."""
+    position = {name: i for i, name in enumerate(image_order)}
+    return sorted(units, key=lambda unit: position[unit.image])
+
+
 def prepare_directory(config: RunConfig, directory: Path, resume: bool) -> tuple[RunStore, set]:
     """Create or reopen a run directory; return the store and the (codec, image, bpp) done."""
     store = RunStore(directory)
@@ -282,6 +292,7 @@ def run(
             continue
         available += 1
         units += _plan(request, config, images, done, viewer, directory)
+    units = interleaved(units, [name for name, _ in images])
 
     infos: dict = store.read_json(CODECS) if (directory / CODECS).exists() else {}
     units_total = available * len(images)

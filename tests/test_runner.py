@@ -132,6 +132,16 @@ def test_a_hanging_codec_is_killed_after_the_timeout(crops_dataset, small_unit_t
     assert len([r for r in rows if r["codec"] == "bitplane"]) == 3 * len(BPP)
 
 
+def test_units_run_image_by_image_so_load_changes_touch_every_codec(misbehaving_run):
+    """A single worker measures the units in plan order: every codec of an image before the next
+    image (a load change during the run then falls on all codecs, whose times are compared)."""
+    out, _ = misbehaving_run
+    order = [(u["image"], u["codec"]) for u in RunStore(out).units()]
+    images = [image for image, _ in order]
+    assert images == sorted(images) and len(set(images)) == 3  # a.png, b.png, c.png in turn
+    assert [codec for image, codec in order if image == images[0]][:2] == ["crashy", "bitplane"]
+
+
 def test_a_contract_violation_is_reported(misbehaving_run):
     _, failures = misbehaving_run
     fragile = [f for f in failures if f["codec"] == "fragile"]
