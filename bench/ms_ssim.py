@@ -83,6 +83,18 @@ def _window_at(row: np.ndarray, j: int) -> float:
     )  # fmt: skip
 
 
+@nb.njit(inline="always", **_KERNEL)
+def _column(plane: np.ndarray, i: int, j: int) -> tuple:
+    """``plane[i:i + 11, j]`` as 11 float64 values: products are formed in float64 (a float32
+    product of pyramid values could round)."""
+    return (
+        np.float64(plane[i, j]), np.float64(plane[i + 1, j]), np.float64(plane[i + 2, j]),
+        np.float64(plane[i + 3, j]), np.float64(plane[i + 4, j]), np.float64(plane[i + 5, j]),
+        np.float64(plane[i + 6, j]), np.float64(plane[i + 7, j]), np.float64(plane[i + 8, j]),
+        np.float64(plane[i + 9, j]), np.float64(plane[i + 10, j]),
+    )  # fmt: skip
+
+
 @nb.njit(**_KERNEL)
 def _filter_across(row: np.ndarray, out: np.ndarray) -> None:
     """``out[j] = sum_k w[k] * row[j + k]``, ``j < len(out) <= len(row) - 10``."""
@@ -104,29 +116,8 @@ def _filter_down_moments(
     products are formed on the fly, in float64. ``x`` and ``y`` are (H, W), the outputs
     (>= W,)."""
     for j in range(y.shape[1]):
-        # float64 from here on: a float32 product of pyramid values could round
-        y0 = np.float64(y[i, j])
-        y1 = np.float64(y[i + 1, j])
-        y2 = np.float64(y[i + 2, j])
-        y3 = np.float64(y[i + 3, j])
-        y4 = np.float64(y[i + 4, j])
-        y5 = np.float64(y[i + 5, j])
-        y6 = np.float64(y[i + 6, j])
-        y7 = np.float64(y[i + 7, j])
-        y8 = np.float64(y[i + 8, j])
-        y9 = np.float64(y[i + 9, j])
-        y10 = np.float64(y[i + 10, j])
-        x0 = np.float64(x[i, j])
-        x1 = np.float64(x[i + 1, j])
-        x2 = np.float64(x[i + 2, j])
-        x3 = np.float64(x[i + 3, j])
-        x4 = np.float64(x[i + 4, j])
-        x5 = np.float64(x[i + 5, j])
-        x6 = np.float64(x[i + 6, j])
-        x7 = np.float64(x[i + 7, j])
-        x8 = np.float64(x[i + 8, j])
-        x9 = np.float64(x[i + 9, j])
-        x10 = np.float64(x[i + 10, j])
+        y0, y1, y2, y3, y4, y5, y6, y7, y8, y9, y10 = _column(y, i, j)
+        x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10 = _column(x, i, j)
         mean_y[j] = _window(y0, y1, y2, y3, y4, y5, y6, y7, y8, y9, y10)
         moment_yy[j] = _window(
             y0 * y0, y1 * y1, y2 * y2, y3 * y3, y4 * y4, y5 * y5,
