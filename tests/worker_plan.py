@@ -6,7 +6,10 @@ pytest-xdist's unit of work under ``loadscope``: a test class, or the functions 
 scopes in the order of the collection, and this module orders it costliest first (longest
 processing time first), by the seconds each scope took in the last whole-suite run, which pytest's
 cache keeps (``.pytest_cache``): a long module started last would leave the other worker idle at
-the end. Scopes not in the cache go first; without a cache the order is the files' order.
+the end. A fresh clone has no cache: :data:`COMMITTED_SECONDS` (a whole-suite run's costs, kept
+in git) stands in for it, and the cache's own figures override it scope by scope. Scopes in
+neither go first. Refresh the committed file after a change of the suite's shape with
+``python tests/worker_plan.py`` (it copies the cache's figures).
 Each worker, and what it starts, computes with ``cores // workers`` threads (one on 2 cores)
 unless the environment sets a thread variable: torch's default, a thread a core in each of 2
 workers, would put 4 busy threads on 2 cores.
@@ -16,7 +19,9 @@ tests/conftest.py imports these hooks (pytest finds hooks by name there).
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +34,8 @@ from bench.worker import THREAD_VARIABLES
 MAX_WORKERS = 2
 #: pytest cache key: ``{scope: seconds}`` (setup, call and teardown) from whole-suite runs.
 SCOPE_SECONDS = "bench/scope-seconds"
+#: The same figures from one whole-suite run, in git, for runs without a cache (a fresh clone).
+COMMITTED_SECONDS = Path(__file__).with_name("scope_seconds.json")
 
 _measured: dict[str, float] = defaultdict(float)
 
@@ -73,7 +80,15 @@ def pytest_configure_node(node) -> None:
     """The controller hands every worker the same scope costs, read once: the workers must
     collect the same order, even if another pytest run rewrites the cache meanwhile."""
     cache = node.config.cache if hasattr(node.config, "cache") else None
-    node.workerinput[SCOPE_SECONDS] = cache.get(SCOPE_SECONDS, {}) if cache else {}
+    measured = cache.get(SCOPE_SECONDS, {}) if cache else {}
+    node.workerinput[SCOPE_SECONDS] = {**_committed_seconds(), **measured}
+
+
+def _committed_seconds() -> dict[str, float]:
+    try:
+        return json.loads(COMMITTED_SECONDS.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -109,3 +124,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if _measured:
         cache.set(SCOPE_SECONDS, {**cache.get(SCOPE_SECONDS, {}), **_measured})
+
+
+if __name__ == "__main__":  # refresh the committed costs from this checkout's pytest cache
+    root = Path(__file__).resolve().parent.parent
+    cached = root / ".pytest_cache" / "v" / SCOPE_SECONDS
+    if not cached.is_file():
+        sys.exit(f"no scope costs in {cached}: run the whole suite first (python -m pytest -q)")
+    seconds = json.loads(cached.read_text())
+    live = {
+        k: round(v, 1) for k, v in sorted(seconds.items()) if (root / k.split("::")[0]).exists()
+    }
+    COMMITTED_SECONDS.write_text(json.dumps(live, indent=1) + "\n")
+    print(f"{COMMITTED_SECONDS}: {len(live)} scopes, {sum(live.values()):.0f} s")
