@@ -8,16 +8,19 @@ Progressive codecs, per image:
 * ``encode``: returns ``bytes``; ``deterministic``: the same image encodes to the same bytes.
 * ``prefixes``: every prefix length from 0 up to the first one that decodes (the header) must
   raise :class:`~bench.codec.PrefixTooShort`; from there, **every** length through
-  :data:`DENSE_BYTES` bytes past the header (on images of at most :data:`DENSE_MAX_PIXELS`
-  pixels), then :data:`SPREAD_CUTS` lengths spread evenly over the rest, with the last two (all
-  but one byte, the whole stream), must decode to ``(H, W, 3)`` uint8 without raising. Why the
-  dense part stops there: a decoder's code paths for a cut are a cut inside the header, a cut
-  right after it, and a cut at each bit offset inside the first symbols and the first chunk
-  (the learned codecs' default chunk is 1024 bits, 128 bytes); every later cut runs those same
-  paths again at another offset, so spread cuts cover them. Those paths do not depend on the
-  image size, so the large crop (there for long streams, and the costliest to decode) gets the
-  header run and the spread cuts only. Streams up to ``DENSE_BYTES + SPREAD_CUTS`` bytes past
-  the header are decoded at every length.
+  :data:`DENSE_BYTES` bytes past the header (on the :data:`DENSE_CROP` crop), then
+  :data:`SPREAD_CUTS` lengths spread evenly over the rest, with the last two (all but one
+  byte, the whole stream), must decode to ``(H, W, 3)`` uint8 without raising. Why the dense
+  part stops there: a decoder's code paths for a cut are a cut inside the header, a cut right
+  after it, and a cut at each bit offset inside the first symbols and the first chunk (the
+  learned codecs' default chunk is 1024 bits, 128 bytes); every later cut runs those same
+  paths again at another offset, so spread cuts cover them. Why one crop: those paths do not
+  depend on the image's size, and another image would run them again at other offsets; the
+  37x53 crop, whose sides are multiples of no block size or latent stride, is the one where a
+  size-dependent fault (padding, a partial block) would show, and the cheapest crop to decode
+  but the single pixel. The other crops get the header run and the spread cuts. A stream up to
+  ``SPREAD_CUTS`` bytes past its header (``DENSE_BYTES + SPREAD_CUTS`` on the dense crop) is
+  decoded at every length.
 * ``monotone``: PSNR-RGB at the header, the end of the dense part and each spread cut (the
   reconstructions the ``prefixes`` check already made) does not fall by more than
   ``tolerance_db`` below the best earlier cut.
@@ -41,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +62,8 @@ CONFORMANCE_CROPS = (
 )
 #: Bytes past the header (the shortest decodable prefix) decoded at every length...
 DENSE_BYTES = 128
-#: ...on images of at most this many pixels (the 64x96, 37x53 and 1x1 crops).
-DENSE_MAX_PIXELS = 64 * 96
+#: ...on the image of this name (the others: the header run and the spread cuts).
+DENSE_CROP = "37x53"
 #: Cuts spread evenly over the stream after the dense part (the whole stream included).
 SPREAD_CUTS = 32
 
@@ -232,8 +235,14 @@ def _decode_prefixes(
 
 
 def _check_progressive(
-    codec: ProgressiveCodec, image_name: str, image: np.ndarray, tolerance_db: float
+    codec: ProgressiveCodec,
+    image_name: str,
+    image: np.ndarray,
+    tolerance_db: float,
+    dense_bytes: int,
 ) -> tuple[list[CheckResult], list[_FreshJob]]:
+    """The progressive checks on one image; every length through ``dense_bytes`` past the
+    header is decoded (0: the header and the spread cuts only)."""
     results: list[CheckResult] = []
 
     def add(check: str, passed: bool, detail: str = "") -> None:
@@ -245,7 +254,6 @@ def _check_progressive(
         return results, []
     add("deterministic", codec.encode(image) == stream)
     size = len(stream)
-    dense_bytes = DENSE_BYTES if image.shape[0] * image.shape[1] <= DENSE_MAX_PIXELS else 0
     header, decoded, problem = _decode_prefixes(codec, stream, image.shape, dense_bytes)
     if problem:
         add("prefixes", False, problem)
@@ -307,16 +315,17 @@ def _fresh_results(
     return results
 
 
-def suite_plan(progressive: bool, tolerance_db: float) -> str:
+def suite_plan(progressive: bool, tolerance_db: float, dense_images: Collection[str]) -> str:
     """One line saying what the suite checks on each image of a codec of that kind."""
     if progressive:
+        on = ", ".join(dense_images) or "no image"
         return (
             "encode gives bytes; deterministic; prefixes: PrefixTooShort up to the header, "
-            f"then every length to {DENSE_BYTES} bytes past it (images up to "
-            f"{DENSE_MAX_PIXELS} pixels) and {SPREAD_CUTS} cuts to the "
-            f"whole stream decode to (H, W, 3) uint8; monotone: PSNR-RGB never falls more than "
-            f"{tolerance_db} dB; fresh-process: header, middle and whole stream decode alike in "
-            "a new process; full-quality: the whole stream reaches the stated PSNR (>= 16x16)"
+            f"then every length to {DENSE_BYTES} bytes past it (on {on}) and {SPREAD_CUTS} "
+            "cuts to the whole stream decode to (H, W, 3) uint8; monotone: PSNR-RGB never falls "
+            f"more than {tolerance_db} dB; fresh-process: header, middle and whole stream decode "
+            "alike in a new process; full-quality: the whole stream reaches the stated PSNR "
+            "(>= 16x16)"
         )
     return (
         "at the lowest, middle and highest setting: deterministic; decode to (H, W, 3) uint8; "
@@ -333,11 +342,14 @@ def run_checks(
     factory: Callable[..., Any] | None = None,
     tolerance_db: float = 0.25,
     images: Sequence[tuple[str, np.ndarray]] | None = None,
+    dense_images: Collection[str] = (DENSE_CROP,),
     progress: Progress | None = None,
 ) -> list[CheckResult]:
     """Run every check on codec ``name`` (built by ``factory(**params)`` or the registry) over
-    ``images`` (``(name, (H, W, 3) uint8)`` pairs; default :func:`conformance_images`).
-    ``progress`` receives one line per step (image started and finished, fresh process)."""
+    ``images`` (``(name, (H, W, 3) uint8)`` pairs; default :func:`conformance_images`); the
+    prefixes of the images named in ``dense_images`` are decoded at every length through
+    :data:`DENSE_BYTES` past the header. ``progress`` receives one line per step (image
+    started and finished, fresh process)."""
     params = params or {}
     report = progress or (lambda line: None)
     if factory is None:
@@ -346,8 +358,7 @@ def run_checks(
         factory = load_registry(plugin_files).spec(name).factory
     codec = factory(**params)
     progressive = isinstance(codec, ProgressiveCodec)
-    check = _check_progressive if progressive else _check_ladder
-    report(f"checks ({codec.kind}): " + suite_plan(progressive, tolerance_db))
+    report(f"checks ({codec.kind}): " + suite_plan(progressive, tolerance_db, dense_images))
     if images is None:
         images = conformance_images()
         crops = [
@@ -367,7 +378,13 @@ def run_checks(
         start = time.perf_counter()
         report(f"[{i}/{len(images)}] {image_name}: encoding, decoding prefixes")
         try:
-            found, jobs = check(codec, image_name, image, tolerance_db)
+            if progressive:
+                dense_bytes = DENSE_BYTES if image_name in dense_images else 0
+                found, jobs = _check_progressive(
+                    codec, image_name, image, tolerance_db, dense_bytes
+                )
+            else:
+                found, jobs = _check_ladder(codec, image_name, image, tolerance_db)
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             found, jobs = [CheckResult("no-exception", image_name, False, why)], []

@@ -8,7 +8,9 @@ from conftest import BITPLANE, MISBEHAVING, bench_command
 
 from bench.conformance import (
     DENSE_BYTES,
+    DENSE_CROP,
     SPREAD_CUTS,
+    conformance_images,
     decode_in_fresh_process,
     monotone_result,
     prefix_lengths_after_header,
@@ -19,6 +21,12 @@ from bench.testing import ConformanceSuite
 
 def _failed(results):
     return {r.check for r in results if not r.passed}
+
+
+def _dense_crop():
+    """The suite's odd-size crop, whose prefixes it decodes at every length past the header: a
+    misbehaving codec's faults below do not depend on the image, so one image shows each."""
+    return [(name, image) for name, image in conformance_images() if name == DENSE_CROP]
 
 
 class TestBitplaneConforms(ConformanceSuite):
@@ -35,15 +43,20 @@ class TestBitplaneConforms(ConformanceSuite):
         assert {"encode", "deterministic", "prefixes", "monotone", "fresh-process"} <= checks
         assert "full-quality" in checks
         assert all(r.passed for r in results), [r for r in results if not r.passed]
+        # bitplane's header is 8 bytes: the dense crop decodes every length to 8 + DENSE_BYTES
+        prefixes = {r.image: r.detail for r in results if r.check == "prefixes"}
+        assert f"every one to {8 + DENSE_BYTES}, {SPREAD_CUTS + 1} spread" in prefixes[DENSE_CROP]
+        assert f"every one to 8, {SPREAD_CUTS + 1} spread" in prefixes["64x96"]
 
 
 def test_state_leaking_from_encoder_to_decoder_is_caught():
-    failed = _failed(run_checks("leaky", plugin_files=(BITPLANE, MISBEHAVING)))
-    assert "fresh-process" in failed
+    results = run_checks("leaky", plugin_files=(BITPLANE, MISBEHAVING), images=_dense_crop())
+    assert "fresh-process" in _failed(results)
 
 
 def test_decoder_raising_on_a_long_prefix_is_caught():
-    results = run_checks("fragile", plugin_files=(BITPLANE, MISBEHAVING))
+    """The first length that raises, found by decoding every length past the header."""
+    results = run_checks("fragile", plugin_files=(BITPLANE, MISBEHAVING), images=_dense_crop())
     prefixes = [r for r in results if r.check == "prefixes" and not r.passed]
     assert prefixes and "IndexError at 101 bytes" in prefixes[0].detail
 
@@ -65,7 +78,7 @@ def test_overstated_full_quality_is_caught(tmp_path):
         "def register_codecs(register):\n"
         "    register(CodecSpec(name='boastful', factory=Boastful, summary='x'))\n"
     )
-    failed = _failed(run_checks("boastful", plugin_files=(str(plugin),)))
+    failed = _failed(run_checks("boastful", plugin_files=(str(plugin),), images=_dense_crop()))
     assert "full-quality" in failed
 
 
@@ -79,6 +92,9 @@ def test_prefix_lengths_are_dense_after_the_header_then_spread():
     assert prefix_lengths_after_header(7, 7 + DENSE_BYTES + SPREAD_CUTS) == list(
         range(7, 7 + DENSE_BYTES + SPREAD_CUTS + 1)
     )
+    spread_only = prefix_lengths_after_header(7, 10_000, dense_bytes=0)
+    assert spread_only[0] == 7 and len(spread_only) == SPREAD_CUTS + 2
+    assert prefix_lengths_after_header(7, 7 + SPREAD_CUTS, 0) == list(range(7, 7 + SPREAD_CUTS + 1))
 
 
 def test_monotone_reports_a_rise_as_no_drop_and_a_drop_as_positive():
