@@ -1,8 +1,9 @@
 """Hostile bytes for every built-in decoder: cuts, bit flips, garbage and crafted headers.
 
-Each case decodes in a forked child of ``tests/fuzz_worker.py`` under 1 GiB more address space
-and 2 s of CPU time; the outcome must be an ``(H, W, 3)`` ``uint8`` image (the original size
-for a plain cut), :class:`~bench.PrefixTooShort` or :class:`~bench.CorruptStream`: never
+Each case decodes in a child forked from ``tests/fuzz_worker.py`` under 1 GiB more address space
+and 2 s more CPU time (the child serves cases until one kills it); the outcome must be an
+``(H, W, 3)`` ``uint8`` image (the original size for a plain cut),
+:class:`~bench.PrefixTooShort` or :class:`~bench.CorruptStream`: never
 another exception, a hang or a crash. The probe's findings (issue 13) are fixed cases that must
 be refused as corrupt. The default run keeps a fixed number of examples (under 60 s on 2
 cores); ``-m stress`` runs ten times as many (400 a codec), outside the default run and CI.
@@ -43,12 +44,13 @@ CODECS = _available()
 
 
 class Worker:
-    """The fuzz worker process: one stream per codec, one decode per request."""
+    """The fuzz worker process: one stream per codec, one decode per request; ``options`` go
+    to its command line (``--plugin FILE``, ``--cpu SECONDS``, ...)."""
 
-    def __init__(self, codecs: list[str]) -> None:
+    def __init__(self, codecs: list[str], *options: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), *codecs],
+            [sys.executable, str(WORKER), *codecs, *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -258,3 +260,57 @@ def test_every_cut_and_the_whole_stream_decode(worker):
         whole = worker.decode(codec, stream)
         assert whole["outcome"] == "image" and tuple(whole["detail"][:3]) == worker.shape
         assert worker.decode(codec, stream[:1])["outcome"] in ALLOWED
+
+
+HOSTILE_PLUGIN = """
+import time
+from bench import CodecSpec, hookimpl
+from bench.codec import CorruptStream
+import importlib.util
+spec = importlib.util.spec_from_file_location("bp", {bitplane!r})
+bp = importlib.util.module_from_spec(spec); spec.loader.exec_module(bp)
+
+class Hostile(bp.BitplaneCodec):
+    \"\"\"Decodes bitplane streams; b"burn" uses 0.6 s of CPU, b"spin" never returns, b"hog"
+    allocates 512 MiB.\"\"\"
+
+    def decode(self, prefix):
+        if prefix == b"burn":
+            end = time.process_time() + 0.6
+            while time.process_time() < end:
+                pass
+            raise CorruptStream("burnt")
+        if prefix == b"spin":
+            while True:
+                pass
+        if prefix == b"hog":
+            return bytearray(512 << 20)
+        return super().decode(prefix)
+
+@hookimpl
+def register_codecs(register):
+    register(CodecSpec(name="hostile", factory=Hostile, summary="x"))
+"""
+
+
+def test_each_case_has_its_own_limits_and_a_killed_child_is_replaced(tmp_path):
+    """The worker's child serves case after case: each gets the CPU budget afresh (two 0.6 s
+    cases under a 1 s budget both finish), a case past its budget or memory limit is reported
+    as such, and the next case decodes in a new child."""
+    from conftest import BITPLANE
+
+    plugin = tmp_path / "hostile.py"
+    plugin.write_text(HOSTILE_PLUGIN.format(bitplane=BITPLANE))
+    worker = Worker(["hostile"], "--plugin", str(plugin), "--cpu", "1", "--memory", str(256 << 20))
+    try:
+        stream = worker.streams["hostile"]
+        assert worker.decode("hostile", stream)["outcome"] == "image"
+        assert [worker.decode("hostile", b"burn")["outcome"] for _ in range(2)] == [
+            "CorruptStream"
+        ] * 2
+        assert worker.decode("hostile", b"spin")["outcome"] == "signal SIGXCPU"
+        assert worker.decode("hostile", stream)["outcome"] == "image"  # a new child
+        assert worker.decode("hostile", b"hog")["outcome"] == "MemoryError"
+        assert worker.decode("hostile", stream[:5])["outcome"] == "PrefixTooShort"
+    finally:
+        worker.close()
