@@ -44,12 +44,13 @@ from bench.codec import CodecUnavailable, CorruptStream, WeightsInfo
 from bench.hashing import sha256_file
 from plugins.deephq import coder
 from plugins.deephq import params as dp
-from plugins.learned.codec import LearnedProgressiveCodec
+from plugins.learned.codec import ChunkedCoding, LearnedProgressiveCodec
 from plugins.learned.coding import latent as lc
 from plugins.learned.coding.bits import Reader
 from plugins.learned.coding.header import (
     RECON_CODES,
     RECON_NAMES,
+    check_reconstruction,
     put_chunk_bits,
     read_chunk_bits,
 )
@@ -91,17 +92,13 @@ def check_bundled() -> None:
 
 
 @dataclass(frozen=True)
-class DeepHQCoding:
+class DeepHQCoding(ChunkedCoding):
     """The :class:`~plugins.learned.codec.LatentCoding` of DeepHQ's layers (and masks)."""
 
     ctx: coder.CoderContext
     reconstruction: str
     chunk_bits: int
     layouts: coder.LayoutCache | None = None  # decoder: the layout of recent stream headers
-
-    @property
-    def chunk_units(self) -> int:
-        return self.chunk_bits * lc.UNITS_PER_BIT
 
     def encode(
         self, fine: np.ndarray, idx: np.ndarray, channel: np.ndarray
@@ -151,8 +148,7 @@ class DeepHQCodec(LearnedProgressiveCodec):
         reconstruction: str = "mean",
         memo: bool = False,
     ) -> None:
-        if reconstruction not in ("mean", "midpoint"):
-            raise ValueError("reconstruction must be 'mean' or 'midpoint'")
+        check_reconstruction(reconstruction, ("mean", "midpoint"))
         self.weights_spec = str(weights)
         self.path = resolve_params(self.weights_spec)
         try:

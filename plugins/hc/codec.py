@@ -36,9 +36,7 @@ never parsing).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,10 +53,12 @@ from plugins.learned.coding.header import (
     RECON_CODES,
     RECON_NAMES,
     check_chunk_bits,
+    check_reconstruction,
     put_chunk_bits,
     read_chunk_bits,
 )
 from plugins.learned.levels import MAX_LEVELS, PlonqLevels
+from plugins.learned.nested import cached_tables
 
 #: Stream tag (the learned codecs' tags: msh 0x4D, plonq-naive 0x4E, PLONQ 0x51, DZQ 0x44,
 #: DeepHQ 0x48).
@@ -76,33 +76,6 @@ class DecodedHC:
     latents: tuple[np.ndarray, np.ndarray, np.ndarray]  # y4_hat, y3_hat, y2_hat (float64)
     header_bytes: int
     seconds: dict[str, float]
-
-
-_TABLES: OrderedDict[tuple, lc.CoderTables] = OrderedDict()
-_TABLES_LOCK = threading.Lock()
-
-
-def coder_tables(runtime: HCRuntime, levels: int, reconstruction: str) -> lc.CoderTables:
-    """The nested-interval tables of ``levels`` over the model's Gaussian tables (cached)."""
-    key = (runtime.resolved.sha256, levels, reconstruction)
-    with _TABLES_LOCK:
-        if key in _TABLES:
-            _TABLES.move_to_end(key)
-            return _TABLES[key]
-    tables = lc.build_tables(
-        runtime.cdf,
-        runtime.cdf_length,
-        runtime.offset,
-        PlonqLevels(levels),
-        runtime.scale_table,
-        reconstruction,
-        precision=16,
-    )
-    with _TABLES_LOCK:
-        _TABLES[key] = tables
-        while len(_TABLES) > 4:
-            _TABLES.popitem(last=False)
-    return tables
 
 
 def _order(prior: Prior) -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +112,7 @@ class HCCodec(OnBaseModel, ProgressiveCodec):
         reconstruction: str = "mean",
         memo: bool = False,
     ) -> None:
-        if reconstruction not in ("mean", "midpoint"):
-            raise ValueError("reconstruction must be 'mean' or 'midpoint'")
+        check_reconstruction(reconstruction, ("mean", "midpoint"))
         if not 1 <= int(levels) <= MAX_LEVELS:
             raise ValueError(f"levels must be in 1..{MAX_LEVELS}")
         self.weights_spec = str(weights)
@@ -197,7 +169,7 @@ class HCCodec(OnBaseModel, ProgressiveCodec):
         rt = self.runtime
         height, width = image.shape[:2]
         enc = rt.encode(image)
-        tables = coder_tables(rt, self.levels, self.reconstruction)
+        tables = cached_tables(rt, PlonqLevels(self.levels), self.reconstruction)
         units = self.chunk_bits * lc.UNITS_PER_BIT
         out = self.image_header(height, width)
         out.append(RECON_CODES[self.reconstruction])
@@ -239,7 +211,7 @@ class HCCodec(OnBaseModel, ProgressiveCodec):
             p4 = rt.prior4(z_bytes, rt.hyper_shape(height, width))
             self._memo_header.put(prefix[:header_end], p4)
         t_hyper = time.perf_counter()
-        tables = coder_tables(rt, levels, RECON_NAMES[recon_code])
+        tables = cached_tables(rt, PlonqLevels(levels), RECON_NAMES[recon_code])
         units = chunk_bits * lc.UNITS_PER_BIT
 
         pos = header_end

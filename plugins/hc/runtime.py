@@ -25,12 +25,14 @@ from plugins.hc.nets import HCConfig, Transforms
 from plugins.hc.weights import load_state, resolve
 from plugins.learned.coding import table as table_coder
 from plugins.learned.inference import inference_input, prepare_for_inference
+from plugins.learned.model_io import (
+    PAD_MULTIPLE,
+    check_z_length,
+    hyper_shape,
+    min_z_bits_per_position,
+)
 from plugins.learned.nets import GDN
 from plugins.learned.weights import ResolvedWeights
-
-PAD_MULTIPLE = 64
-#: Bits a range-coded ``z`` may save on its lower bound (coder state, stripped zero bytes).
-Z_BOUND_SLACK_BITS = 128
 
 
 @dataclass
@@ -104,10 +106,8 @@ class HCRuntime:
         self.scale_table = state["gaussian_conditional.scale_table"].double().numpy().copy()
         bound = state.get("gaussian_conditional.lower_bound_scale.bound")
         self.scale_bound = float(bound) if bound is not None else float(self.scale_table[0])
-        self.min_z_bits_per_position = 0.0
-        for row in range(self.cfg.N):
-            freq = np.diff(self.z_cdf[row][: int(self.z_cdf_length[row])]).astype(np.float64)
-            self.min_z_bits_per_position -= float(np.log2(freq.max() / freq.sum()))
+        self.precision = 16  # bits of the integer CDFs
+        self.min_z_bits_per_position = min_z_bits_per_position(self.z_cdf, self.z_cdf_length)
 
     @classmethod
     def get(cls, spec: str | None) -> HCRuntime:
@@ -122,22 +122,11 @@ class HCRuntime:
 
     # -- shapes ------------------------------------------------------------------------------
 
-    @staticmethod
-    def hyper_shape(height: int, width: int) -> tuple[int, int]:
-        return -(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE)
+    hyper_shape = staticmethod(hyper_shape)
 
     def check_z_length(self, z_len: int, height: int, width: int) -> None:
-        """:class:`~bench.CorruptStream` unless ``z_len`` bytes can hold the hyper-latent of a
-        ``height x width`` image (every position costs at least the tables' minimum)."""
-        from bench.codec import CorruptStream
-
-        positions = float(np.prod(self.hyper_shape(height, width)))
-        least = 0.98 * self.min_z_bits_per_position * positions - Z_BOUND_SLACK_BITS
-        if 8 * z_len < least:
-            raise CorruptStream(
-                f"corrupt header: {z_len} bytes of hyper-latent cannot hold a {height}x{width} "
-                f"image (at least {max(least, 0) / 8:.0f} bytes)"
-            )
+        """:func:`~plugins.learned.model_io.check_z_length` with HC's ``z`` tables."""
+        check_z_length(z_len, height, width, self.min_z_bits_per_position)
 
     # -- priors (both sides, float64) ------------------------------------------------------
 

@@ -143,6 +143,18 @@ class LatentCoding(Protocol):
         """float64 ``y - mu`` per element in refinement order, from a decoded state."""
 
 
+class ChunkedCoding:
+    """Base of a :class:`LatentCoding` whose chunks each hold about ``chunk_bits`` bits of
+    expected cost (a field of the subclass, a frozen dataclass)."""
+
+    chunk_bits: int
+
+    @property
+    def chunk_units(self) -> int:
+        """The chunk size in the latent coder's units of expected cost."""
+        return self.chunk_bits * lc.UNITS_PER_BIT
+
+
 def latent_order(hyper: HyperOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(order, idx, channel)``: the refinement order of the latent's flattened ``(C, H, W)``
     elements (:func:`~plugins.learned.coding.latent.refinement_order`), and the scale index and

@@ -27,10 +27,11 @@ CompressAI's layers rebuilt in plain torch from its state dict, bit-identical, w
 * :meth:`BaseModel.synthesise`: ``x_hat = g_s(y_hat)`` (float32, channels_last:
   :mod:`plugins.learned.inference`), cropped and rounded to uint8.
 
-* :meth:`BaseModel.check_z_length`: the decoder's check of a header's size against the length
-  of its ``z`` field, before anything sized by the header is allocated: every ``z`` element
-  costs at least ``-log2`` of its table's largest probability (107 bits per 64 x 64 block with
-  the bundled weights), so ``z`` bounds the image size a stream can state.
+* :func:`check_z_length` (:meth:`BaseModel.check_z_length`; HC's runtime checks its own ``z``
+  with it too): the decoder's check of a header's size against the length of its ``z`` field,
+  before anything sized by the header is allocated: every ``z`` element costs at least
+  ``-log2`` of its table's largest probability (:func:`min_z_bits_per_position`: 107 bits per
+  64 x 64 block with the bundled weights), so ``z`` bounds the image size a stream can state.
 
 The stream's byte helpers are in :mod:`plugins.learned.coding.bits`.
 """
@@ -90,6 +91,34 @@ def _is_parameter(key: str) -> bool:
     return False
 
 
+def hyper_shape(height: int, width: int) -> tuple[int, int]:
+    """Spatial shape of ``z`` for an image of ``height x width`` (after padding)."""
+    return -(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE)
+
+
+def min_z_bits_per_position(z_cdf: np.ndarray, z_cdf_length: np.ndarray) -> float:
+    """The fewest bits one position of ``z`` costs: over the channels' integer tables (CDF rows
+    ``z_cdf`` of ``z_cdf_length`` entries), the sum of ``-log2`` of each largest probability."""
+    bits = 0.0
+    for row, length in zip(z_cdf, z_cdf_length, strict=True):
+        freq = np.diff(row[: int(length)]).astype(np.float64)
+        bits -= float(np.log2(freq.max() / freq.sum()))
+    return bits
+
+
+def check_z_length(z_len: int, height: int, width: int, min_bits_per_position: float) -> None:
+    """:class:`~bench.CorruptStream` unless ``z_len`` bytes can hold the hyper-latent of a
+    ``height x width`` image, each position costing at least ``min_bits_per_position`` (see
+    module doc; 2 % and :data:`Z_BOUND_SLACK_BITS` spare)."""
+    positions = np.prod(hyper_shape(height, width), dtype=np.float64)
+    least = 0.98 * min_bits_per_position * positions - Z_BOUND_SLACK_BITS
+    if 8 * z_len < least:
+        raise CorruptStream(
+            f"corrupt header: {z_len} bytes of hyper-latent cannot hold a {height}x{width} "
+            f"image (at least {max(least, 0) / 8:.0f} bytes)"
+        )
+
+
 _WRAPPERS: dict[str, BaseModel] = {}
 _WRAP_LOCK = threading.Lock()
 
@@ -124,11 +153,7 @@ class BaseModel:
         self.M = int(self.nets.M)
         self._grid = None
         self._compressai_model = None
-        t = self.tables
-        self.min_z_bits_per_position = 0.0
-        for row in range(self.N):
-            freq = np.diff(t.z_cdf[row][: int(t.z_cdf_length[row])]).astype(np.float64)
-            self.min_z_bits_per_position -= float(np.log2(freq.max() / freq.sum()))
+        self.min_z_bits_per_position = min_z_bits_per_position(t.z_cdf, t.z_cdf_length)
 
     @property
     def grid(self) -> FineGrid:
@@ -177,20 +202,11 @@ class BaseModel:
         """Spatial shape of ``y`` for an image of ``height x width`` (after padding)."""
         return -(-height // PAD_MULTIPLE) * 4, -(-width // PAD_MULTIPLE) * 4
 
-    @staticmethod
-    def hyper_shape(height: int, width: int) -> tuple[int, int]:
-        return -(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE)
+    hyper_shape = staticmethod(hyper_shape)
 
     def check_z_length(self, z_len: int, height: int, width: int) -> None:
-        """:class:`~bench.CorruptStream` unless ``z_len`` bytes can hold the hyper-latent of a
-        ``height x width`` image (see module doc; 2 % and :data:`Z_BOUND_SLACK_BITS` spare)."""
-        positions = np.prod(self.hyper_shape(height, width), dtype=np.float64)
-        least = 0.98 * self.min_z_bits_per_position * positions - Z_BOUND_SLACK_BITS
-        if 8 * z_len < least:
-            raise CorruptStream(
-                f"corrupt header: {z_len} bytes of hyper-latent cannot hold a {height}x{width} "
-                f"image (at least {max(least, 0) / 8:.0f} bytes)"
-            )
+        """:func:`check_z_length` with this model's tables."""
+        check_z_length(z_len, height, width, self.min_z_bits_per_position)
 
     # -- encoder ------------------------------------------------------------------------------
 

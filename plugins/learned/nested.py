@@ -1,4 +1,5 @@
-"""The nested-interval progressive codecs on the base model: PLONQ and DZQ.
+"""The nested-interval progressive codecs on the base model: PLONQ and DZQ (and the coder
+tables HC's latents share, :func:`cached_tables`).
 
 Their fields in the stream header (after the image header of :mod:`plugins.learned.codec`)::
 
@@ -17,32 +18,47 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from bench.codec import CorruptStream
-from plugins.learned.codec import LearnedProgressiveCodec
+from plugins.learned.codec import ChunkedCoding, LearnedProgressiveCodec
 from plugins.learned.coding import latent as lc
 from plugins.learned.coding.bits import Reader
 from plugins.learned.coding.header import (
     RECON_CODES,
     RECON_NAMES,
+    check_reconstruction,
     put_chunk_bits,
     read_chunk_bits,
 )
 from plugins.learned.model_io import Analysis, BaseModel
-from plugins.learned.weights import DEFAULT_WEIGHTS, resolve
+from plugins.learned.weights import DEFAULT_WEIGHTS, ResolvedWeights, resolve
 
-#: Tables kept per process (PLONQ needs one set per weights; DZQ one per image's steps).
+#: Tables kept per process (PLONQ and HC need one set per weights; DZQ one per image's steps).
 TABLE_CACHE_SIZE = 8
 
 _TABLES: OrderedDict[tuple, lc.CoderTables] = OrderedDict()
 _TABLES_LOCK = threading.Lock()
 
 
-def cached_tables(base: BaseModel, scheme: Any, reconstruction: str) -> lc.CoderTables:
-    """The coder tables of ``scheme`` over ``base``'s CDFs (LRU cache keyed by content)."""
+class GaussianTables(Protocol):
+    """A model's integer Gaussian tables (:class:`~plugins.learned.model_io.BaseModel`, HC's
+    runtime): int64 CDF rows, their lengths and offsets, the float64 scale table, the CDFs'
+    precision in bits, and the weights whose sha256 names them."""
+
+    resolved: ResolvedWeights
+    cdf: np.ndarray
+    cdf_length: np.ndarray
+    offset: np.ndarray
+    scale_table: np.ndarray
+    precision: int
+
+
+def cached_tables(base: GaussianTables, scheme: Any, reconstruction: str) -> lc.CoderTables:
+    """The coder tables of ``scheme`` (a level scheme with a content ``key``) over ``base``'s
+    CDFs (LRU cache keyed by content)."""
     key = (base.resolved.sha256, scheme.key, reconstruction)
     with _TABLES_LOCK:
         if key in _TABLES:
@@ -65,15 +81,11 @@ def cached_tables(base: BaseModel, scheme: Any, reconstruction: str) -> lc.Coder
 
 
 @dataclass(frozen=True)
-class NestedCoding:
+class NestedCoding(ChunkedCoding):
     """The :class:`~plugins.learned.codec.LatentCoding` of a level scheme's tables."""
 
     tables: lc.CoderTables
     chunk_bits: int
-
-    @property
-    def chunk_units(self) -> int:
-        return self.chunk_bits * lc.UNITS_PER_BIT
 
     def encode(
         self, fine: np.ndarray, idx: np.ndarray, channel: np.ndarray
@@ -110,9 +122,7 @@ class NestedLatentCodec(LearnedProgressiveCodec):
         reconstruction: str | None = None,
         memo: bool = False,
     ) -> None:
-        reconstruction = reconstruction or self.default_reconstruction
-        if reconstruction not in RECON_CODES:
-            raise ValueError(f"reconstruction must be one of {sorted(RECON_CODES)}")
+        reconstruction = check_reconstruction(reconstruction or self.default_reconstruction)
         self.weights_spec = str(weights)
         self.resolved = resolve(self.weights_spec)  # raises CodecUnavailable with a fix
         super().__init__(chunk_bits=chunk_bits, reconstruction=reconstruction, memo=memo)

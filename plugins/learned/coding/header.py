@@ -64,6 +64,14 @@ def check_chunk_bits(chunk_bits: int) -> int:
     return chunk_bits
 
 
+def check_reconstruction(reconstruction: str, allowed: tuple[str, ...] = tuple(RECON_CODES)) -> str:
+    """``reconstruction``, or ``ValueError`` unless it is one of ``allowed`` (names of
+    :data:`RECON_CODES` that the codec supports)."""
+    if reconstruction not in allowed:
+        raise ValueError(f"reconstruction must be one of {sorted(allowed)}")
+    return reconstruction
+
+
 def put_chunk_bits(out: bytearray, chunk_bits: int) -> None:
     """Append the chunk size field of ``chunk_bits`` (a multiple of :data:`CHUNK_UNIT_BITS`)."""
     put_varint(out, chunk_bits // CHUNK_UNIT_BITS)
