@@ -10,15 +10,19 @@ MeanScaleHyperprior (named by the base file's sha256, checked on load):
   one layer to the next, so the selected sets are nested (cumulative selection).
 
 Metadata: ``format``, ``base_sha256``, ``layers``, ``channels`` and training facts (strings).
+The JSON sidecar beside the file (:func:`sidecar_path`, :func:`read_sidecar`) follows the
+learned weights' convention (:mod:`plugins.learned.weights.format`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from plugins.learned.weights.format import read_sidecar as read_sidecar
+from plugins.learned.weights.format import sidecar_path as sidecar_path
 
 FORMAT = "bench-deephq-params-v1"
 
@@ -101,12 +105,3 @@ def load(path: str | Path) -> DeepHQParams:
         raise ValueError(f"cannot read DeepHQ weights {path}: {exc}") from exc
     base = meta.pop("base_sha256", "")
     return DeepHQParams(steps, thr, base, meta)
-
-
-def sidecar_path(path: str | Path) -> Path:
-    return Path(path).with_suffix(".json")
-
-
-def read_sidecar(path: str | Path) -> dict | None:
-    side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else None

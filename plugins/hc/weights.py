@@ -10,13 +10,13 @@ the weights were trained. Nothing here imports torch at module import.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from bench.hashing import sha256_file
 from plugins.learned.weights import ResolvedWeights, WeightsError
+from plugins.learned.weights.format import read_sidecar
 
 WEIGHTS_FORMAT = "bench-hc-weights-v1"
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
@@ -28,14 +28,6 @@ TRAIN_FIX = "train HC with `bench train hc` and export it, or pass weights=PATH.
 def _search_path() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("BENCH_WEIGHTS_PATH", "").split(os.pathsep) if p]
     return [BUNDLED_DIR, *extra]
-
-
-def _sidecar(path: Path) -> dict[str, Any] | None:
-    side = path.with_suffix(".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def _describe(path: Path, sidecar: dict[str, Any] | None, source: str) -> str:
@@ -69,7 +61,7 @@ def resolve(spec: str | os.PathLike | None = None) -> ResolvedWeights:
         if not path.is_file():
             raise WeightsError(f"HC weights file {path} not found", TRAIN_FIX)
         path = path.resolve()
-    sidecar = _sidecar(path)
+    sidecar = read_sidecar(path)
     return ResolvedWeights(
         spec=spec,
         source=source,
