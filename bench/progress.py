@@ -47,6 +47,22 @@ def progress_interval() -> float:
     return value
 
 
+def progress_bar(console: Console, *fields: str) -> Progress:
+    """A live bar on ``console``: the task's description, the bar, done/total, elapsed time and
+    eta, then one text column per template of ``fields`` (e.g. ``"{task.fields[status]}"``)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        *(TextColumn(template) for template in fields),
+        console=console,
+        transient=False,
+    )
+
+
 def _clock(seconds: float) -> str:
     return str(timedelta(seconds=int(seconds)))
 
@@ -96,16 +112,7 @@ class RunProgress:
                 soft_wrap=True,
             )
         if self.live:
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
+            self._bar = progress_bar(self.console)
             self._bar.__enter__()
             self._task = self._bar.add_task(
                 "starting workers", total=self.points_total, completed=self.points_done

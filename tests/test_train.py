@@ -20,6 +20,7 @@ from plugins.learned.training.data import read_rgb  # noqa: E402
 from plugins.learned.training.evaluation import code_image, to_tensor  # noqa: E402
 from plugins.learned.training.msh_export import MAX_WEIGHTS_BYTES  # noqa: E402
 from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
+from plugins.learned.weights.format import sidecar_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The training photos live in ../shared beside the project (never inside it).
@@ -133,7 +134,7 @@ def test_export_round_trip(stopped_and_resumed, tmp_path, data_dir):
     weights = tmp_path / "tiny.safetensors"
     sidecar = tr.export(out, weights, kodak=KODAK, kodak_images=["kodim01", "kodim05"])
     assert weights.is_file() and weights.stat().st_size <= MAX_WEIGHTS_BYTES
-    on_disk = json.loads(tr.sidecar_path(weights).read_text())
+    on_disk = json.loads(sidecar_path(weights).read_text())
     assert on_disk == json.loads(json.dumps(sidecar))
     assert on_disk["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert on_disk["config"]["N"] == 8 and on_disk["config"]["M"] == 8
@@ -210,9 +211,11 @@ def test_training_images_skip_small_and_refuse_kodak(tmp_path, data_dir):
         tr.load_training_images(KODAK, 64, KODAK, log=notes.append)
 
 
-def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_path):
+def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_path, capsys):
     """A damaged image in the training folder, and --init with a file that is not exported
-    weights: exit 3 (bad input) with one ``error:`` line naming the file, no traceback."""
+    weights: exit 3 (bad input) with one ``error:`` line naming the file, no traceback. The
+    first through a real ``bench train`` process; the second through the trainer's ``main``,
+    which ``bench train`` returns the exit status of (a second process adds only start-up)."""
     import subprocess
     import sys
 
@@ -222,25 +225,21 @@ def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_pat
     (bad / "broken.png").write_bytes(b"not a png")
     not_weights = tmp_path / "w.safetensors"
     not_weights.write_bytes(b"\x00" * 64)
-    cases = {
-        "broken.png (UnidentifiedImageError)": ["--data", str(bad)],
-        "is not a readable .safetensors file": [
-            "--data",
-            str(data_dir),
-            "--init",
-            str(not_weights),
-        ],
-    }
-    for expected, args in cases.items():
-        done = subprocess.run(
-            [sys.executable, "-m", "bench", "--no-entry-points", "train", "msh", "--out",
-             str(tmp_path / "out"), "--eval-every", "0", "--stop-at", "1", *args],  # fmt: skip
-            capture_output=True, text=True, timeout=300, cwd=ROOT,
-        )  # fmt: skip
-        assert done.returncode == 3, done.stderr
-        assert "Traceback" not in done.stderr
-        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and expected in errors[0], done.stderr
+    common = ["--out", str(tmp_path / "out"), "--eval-every", "0", "--stop-at", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--no-entry-points", "train", "msh", *common,
+         "--data", str(bad)],  # fmt: skip
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png (UnidentifiedImageError)" in errors[0], done.stderr
+
+    assert tr.main([*common, "--data", str(data_dir), "--init", str(not_weights)]) == 3
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is not a readable .safetensors file" in errors[0], stderr
 
 
 def test_resume_does_not_inherit_per_process_settings(data_dir, tmp_path):

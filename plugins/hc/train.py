@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -40,7 +41,7 @@ from bench.metrics import psnr_rgb
 from plugins.hc.codec import HCCodec
 from plugins.hc.nets import HCConfig
 from plugins.hc.runtime import HCRuntime
-from plugins.hc.weights import WEIGHTS_FORMAT
+from plugins.hc.weights import WEIGHTS_FORMAT, load_state
 from plugins.learned.training.data import (
     load_kodak,
     load_training_images,
@@ -53,12 +54,12 @@ from plugins.learned.training.msh_config import (
     add_config_options,
     config_options,
     resolve_config,
-    schedule_changes,
 )
-from plugins.learned.training.precision import TrainMode, device_name, validated_modes
+from plugins.learned.training.precision import choose_mode, device_name
 from plugins.learned.training.rd_step import RDStep
 from plugins.learned.training.relay import lambda_tag, train_root
 from plugins.learned.training.run import CheckpointError, Run, read_checkpoint
+from plugins.learned.training.start import resume_from, start_from_weights
 from plugins.learned.training.threads import thread_policy
 
 CHECKPOINT_FORMAT = "bench-hc-checkpoint-v1"
@@ -70,13 +71,15 @@ MAX_WEIGHTS_BYTES = 16_000_000
 class HCTrainConfig(TrainConfig):
     """An HC training run (stored in every checkpoint): the base trainer's fields and defaults
     (:class:`~plugins.learned.training.msh_config.TrainConfig`) plus HC's channel counts.
-    ``precision="auto"`` means :func:`choose_mode`'s choice here."""
+    ``precision="auto"`` takes the last validated mode, untimed
+    (:func:`~plugins.learned.training.precision.choose_mode`)."""
 
     C3: int = 16
     C2: int = 4
     P: int = 64
 
     IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
+    ARCHITECTURE = (*TrainConfig.ARCHITECTURE, "C3", "C2", "P")
 
     @property
     def model_config(self) -> HCConfig:
@@ -86,14 +89,6 @@ class HCTrainConfig(TrainConfig):
 def relay_dir(N: int, M: int, lmbda: float) -> Path:
     """``$BENCH_TRAIN_DIR/hc-nN-mM-lLAMBDA``: HC's stable checkpoint directory."""
     return train_root() / f"hc-n{N}-m{M}-l{lambda_tag(lmbda)}"
-
-
-def choose_mode(cfg: HCTrainConfig) -> TrainMode:
-    """``precision="auto"``: the last (bf16) of the base trainer's validated modes when its A/B
-    passed, else fp32 channels_last; otherwise as configured."""
-    if cfg.precision == "auto":
-        return validated_modes(cfg.device)[-1]
-    return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -159,33 +154,6 @@ def write_weights(model, out_file: Path, meta: dict[str, str]) -> int:
     return size
 
 
-def start_from_weights(model, cfg: HCTrainConfig) -> tuple[int, list[dict[str, Any]]]:
-    """Load exported weights ``cfg.init`` into ``model`` for a new run that continues them:
-    their iteration count carries on (the warm-up restarts there, ``cfg.start_iteration``) and
-    the constant buffers float16 rounded to 0 (GDN pedestals, lower bounds) are restored from a
-    fresh model. Returns ``(iteration, legs of the sidecar)``."""
-    import torch
-
-    from plugins.hc.trainable import HCModel
-    from plugins.hc.weights import load_state
-
-    state, meta = load_state(cfg.init)
-    stored = {k: int(meta[k]) for k in ("N", "M", "C3", "C2", "P")}
-    if stored != cfg.model_config.to_dict():
-        raise ValueError(f"{cfg.init} holds {stored}, not {cfg.model_config.to_dict()}")
-    model.load_state_dict(state)
-    fresh = dict(HCModel(cfg.model_config).named_buffers())
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith((".bound", ".pedestal")) or name.endswith("scale_bound"):
-                buffer.copy_(fresh[name])
-    iteration = int(meta.get("iterations", 0))
-    cfg.start_iteration = iteration
-    side = Path(cfg.init).with_suffix(".json")
-    legs = json.loads(side.read_text()).get("legs", []) if side.is_file() else []
-    return iteration, list(legs)
-
-
 def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str, Any]:
     """Train (or continue) HC; returns a summary. ``options`` are :class:`HCTrainConfig` fields,
     resolved as the base trainer's (:func:`~plugins.learned.training.msh_config.resolve_config`:
@@ -204,19 +172,13 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
 
     run.seed(cfg.seed)
     model = HCModel(cfg.model_config)
+    fresh = functools.partial(HCModel, cfg.model_config)
     last_eval = None
     if state is not None:
-        model.load_state_dict(state["model"])
-        run.restore(state)
-        last_eval = state.get("last_eval")
-        console(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
-        changed = schedule_changes(HCTrainConfig.from_dict(state["config"]), cfg)
-        if changed:
-            run.log({"type": "schedule", "iteration": run.iteration, "changed": changed})
-            console(f"schedule changed at iteration {run.iteration}: {changed}")
+        last_eval = resume_from(run, cfg, model, state, manifest, fresh, console)
     elif cfg.init:
-        run.iteration, run.legs = start_from_weights(model, cfg)
-        run.train_seconds = sum(leg["seconds"] for leg in run.legs)
+        weights, meta = load_state(cfg.init)
+        start_from_weights(run, cfg, model, weights, meta, fresh)
         console(f"starting from {cfg.init} (iteration {run.iteration})")
     atomic_write_json(run.out / "config.json", cfg.to_dict())
 

@@ -23,6 +23,7 @@ Command line: ``bench train msh --help`` (:func:`main`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.progress import progress_bar
 from plugins.learned.training.data import (
     load_kodak,
     load_training_images,
@@ -48,47 +50,22 @@ from plugins.learned.training.msh_config import (
     config_options,
     load_checkpoint,
     resolve_config,
-    schedule_changes,
 )
 from plugins.learned.training.msh_export import export
 from plugins.learned.training.precision import (
     TrainMode,
+    choose_mode,
     device_name,
     rd_forward,
     time_step,
-    validated_modes,
 )
 from plugins.learned.training.rd_step import RDStep
 from plugins.learned.training.run import CheckpointError, Run
+from plugins.learned.training.start import resume_from, start_from_weights
 from plugins.learned.training.threads import thread_policy
-from plugins.learned.weights.format import build_model, load_weights, sidecar_path
+from plugins.learned.weights.format import build_model, load_weights
 
 CONFIG_NAME = "config.json"
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def restore_constants(model) -> None:
-    """Reset the architecture's constant buffers (lower bounds, reparametrisation pedestals,
-    the scale bound) to the values a fresh model has, in place.
-
-    Exported weights hold them in float16, which turns the likelihood lower bound (1e-9) and the
-    GDN pedestals (2**-36) into 0: harmless for coding, but training from such a file can then
-    take ``log(0)`` and stop on a non-finite loss. A run started from (or resuming) such weights
-    gets the exact constants back.
-    """
-    torch = _torch()
-    fresh = dict(build_model(model.N, model.M).named_buffers())
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith((".bound", ".pedestal")) or name == "gaussian_conditional.scale_bound":
-                buffer.copy_(fresh[name])
 
 
 def train(
@@ -126,43 +103,18 @@ def train(
     # run then restores the RNG states saved with the checkpoint).
     run.seed(cfg.seed)
     model = build_model(cfg.N, cfg.M)
+    fresh = functools.partial(build_model, cfg.N, cfg.M)
     last_eval = None
     if resume:
         state = load_checkpoint(run.checkpoint_path)
-        try:
-            model.load_state_dict(state["model"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(
-                f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
-            ) from exc
-        if state.get("manifest_sha256") not in (None, manifest):
-            console.print(
-                f"[yellow]warning: training data changed since the checkpoint: {cfg.data}"
-            )
-        restore_constants(model)  # checkpoints of runs started from float16 exports lack them
-        run.restore(state)
-        last_eval = state.get("last_eval")
-        console.print(f"resuming {run.checkpoint_path} at iteration {run.iteration}")
-        changed = schedule_changes(TrainConfig.from_dict(state["config"]), cfg)
-        if changed:
-            run.log({"type": "schedule", "iteration": run.iteration, "changed": changed})
-            console.print(f"schedule changed at iteration {run.iteration}: {changed}")
+        last_eval = resume_from(run, cfg, model, state, manifest, fresh, console.print)
     elif cfg.init:
         initial, meta = load_weights(cfg.init)
-        if (int(meta["N"]), int(meta["M"])) != (cfg.N, cfg.M):
-            raise CheckpointError(
-                f"{cfg.init} holds N={meta['N']}, M={meta['M']}, not N={cfg.N}, M={cfg.M}"
-            )
-        model.load_state_dict(initial.state_dict())
-        restore_constants(model)
-        run.iteration = int(meta.get("iterations", 0))
-        cfg.start_iteration = run.iteration
-        run.legs = legs_of_weights(cfg.init)
-        run.train_seconds = sum(leg["seconds"] for leg in run.legs)
+        start_from_weights(run, cfg, model, initial.state_dict(), meta, fresh)
         console.print(f"starting from {cfg.init} (iteration {run.iteration})")
     atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
 
-    mode = resolve_mode(cfg, model, images, run.rng, console)
+    mode = choose_mode(cfg, mode_timer(cfg, model, images), console.print)
     mode.prepare_model(model)
     rd_step = RDStep.of(model, lambda x: rd_forward(model, x, cfg.lmbda, mode), cfg)
     if resume:
@@ -182,7 +134,7 @@ def train(
 
     model.train()
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
-    progress = _make_progress(console)
+    progress = progress_bar(console, "{task.fields[status]}")
     task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
 
     def batch():
@@ -241,70 +193,16 @@ def train(
     }
 
 
-def legs_of_weights(path: str | Path) -> list[dict[str, Any]]:
-    """The training legs recorded in a weights sidecar; one summary leg for older sidecars."""
-    side = sidecar_path(path)
-    if not side.is_file():
-        return []
-    record = json.loads(side.read_text())
-    if record.get("legs"):
-        return list(record["legs"])
-    iterations = int(record.get("iterations", 0))
-    seconds = float(record.get("hours_trained", 0.0)) * 3600.0
-    return [
-        {
-            "mode": "cpu-fp32",
-            "device": "unrecorded (trained before modes were recorded)",
-            "threads": "unrecorded",
-            "from_iteration": 0,
-            "to_iteration": iterations,
-            "seconds": seconds,
-            "iterations_per_second": iterations / seconds if seconds > 0 else None,
-            "started": "unrecorded",
-        }
-    ]
+def mode_timer(cfg: TrainConfig, model, images) -> Callable[[list[TrainMode]], dict]:
+    """For ``precision="auto"`` (:func:`choose_mode`): the seconds per step of each mode, timed
+    here on one batch drawn from its own RNG (the training RNGs are left untouched)."""
 
+    def time_modes(modes: list[TrainMode]) -> dict[TrainMode, float]:
+        probe = np.random.Generator(np.random.PCG64(cfg.seed + 1))
+        x = sample_batch(images, probe, cfg.batch, cfg.crop)
+        return {m: time_step(model, x, cfg.lmbda, m, repeats=2) for m in modes}
 
-def resolve_mode(cfg: TrainConfig, model, images, rng, console) -> TrainMode:
-    """The run's :class:`TrainMode`: as configured, or for ``precision="auto"`` the fastest of
-    :func:`validated_modes` timed on one batch here (the training RNGs are left untouched)."""
-    if cfg.precision != "auto":
-        return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
-    candidates = validated_modes(cfg.device)
-    if len(candidates) == 1:
-        return candidates[0]
-    probe = np.random.Generator(np.random.PCG64(cfg.seed + 1))
-    x = sample_batch(images, probe, cfg.batch, cfg.crop)
-    timings = {m: time_step(model, x, cfg.lmbda, m, repeats=2) for m in candidates}
-    chosen = min(timings, key=timings.get)
-    console.print(
-        "precision auto: "
-        + ", ".join(f"{m.label} {t:.2f} s/step" for m, t in timings.items())
-        + f" -> {chosen.label}"
-    )
-    return chosen
-
-
-def _make_progress(console):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        transient=False,
-    )
+    return time_modes
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ class TrainConfig:
     #: Fields that define the model and the objective; a resumed run must keep them. The
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
     IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
+    #: The model's architecture: the metadata exported weights must match to start a run
+    #: (:func:`~plugins.learned.training.start.start_from_weights`).
+    ARCHITECTURE = ("N", "M")
     SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
     #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
     #: arm's forced precision or stop): they fall back to the defaults unless given again.

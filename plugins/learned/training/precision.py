@@ -13,9 +13,13 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plugins.learned.training.msh_config import TrainConfig
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda")
@@ -161,6 +165,30 @@ def validated_modes(device: str) -> list[TrainMode]:
         if record.get("verdict") == "pass":
             modes.append(TrainMode.parse(record["mode"]))
     return modes
+
+
+def choose_mode(
+    cfg: TrainConfig,
+    time_modes: Callable[[list[TrainMode]], dict[TrainMode, float]] | None = None,
+    log: Callable[[str], Any] = print,
+) -> TrainMode:
+    """A training run's mode: as ``cfg`` sets ``device``, ``precision`` and
+    ``channels_last``, or for ``precision="auto"`` one of :func:`validated_modes`: the fastest
+    by ``time_modes`` (seconds per step of each mode, measured by the trainer; the timings go
+    to ``log``), else the last (bf16 when its A/B passed, otherwise fp32 channels_last)."""
+    if cfg.precision != "auto":
+        return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
+    candidates = validated_modes(cfg.device)
+    if time_modes is None or len(candidates) == 1:
+        return candidates[-1]
+    timings = time_modes(candidates)
+    chosen = min(timings, key=timings.get)
+    log(
+        "precision auto: "
+        + ", ".join(f"{m.label} {t:.2f} s/step" for m, t in timings.items())
+        + f" -> {chosen.label}"
+    )
+    return chosen
 
 
 def time_step(model, x, lmbda: float, mode: TrainMode, repeats: int = 3) -> float:
