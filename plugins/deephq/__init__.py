@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Literal
 
 from bench import CodecSpec, ProgressiveCodec, TrainerSpec, hookimpl
+from plugins.learned.deferred import codec_factory, deferred
 
 #: The shipped DeepHQ parameters (``plugins.deephq.codec.DEFAULT_WEIGHTS``, repeated here so that
 #: declaring the codec's parameters imports nothing heavy; tests/test_params.py checks they agree).
 DEFAULT_WEIGHTS = "bundled:deephq-msh-n128-m192-l1800"
 
 
+@codec_factory("plugins.deephq.codec:DeepHQCodec")
 def _deephq(
     *,
     weights: str = DEFAULT_WEIGHTS,
@@ -29,21 +31,6 @@ def _deephq(
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
         memo: keep the last decoded hyper path and image for the next, longer prefix.
     """
-    from plugins.deephq.codec import DeepHQCodec
-
-    return DeepHQCodec(
-        weights=weights,
-        masks=masks,
-        chunk_bits=chunk_bits,
-        reconstruction=reconstruction,
-        memo=memo,
-    )
-
-
-def _check() -> None:
-    from plugins.deephq.codec import check_bundled
-
-    check_bundled()
 
 
 @hookimpl
@@ -57,16 +44,9 @@ def register_codecs(register):
                 "hierarchical quantizer + selective compression over a fixed mean-scale "
                 "hyperprior; chunked range coding"
             ),
-            check=_check,
+            check=deferred("plugins.deephq.codec:check_bundled"),
         )
     )
-
-
-def train_deephq(argv: list[str]) -> int:
-    """``bench train deephq ARGS``: :func:`plugins.deephq.train.main` (``--help`` lists ARGS)."""
-    from plugins.deephq.train import main
-
-    return main(argv)
 
 
 @hookimpl
@@ -74,7 +54,7 @@ def register_trainers(register):
     register(
         TrainerSpec(
             name="deephq",
-            main=train_deephq,
+            main=deferred("plugins.deephq.train:main"),
             summary=(
                 "DeepHQ's per-layer steps (--step 2) and masks (--step 3) on the frozen base "
                 "model; needs --out"

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 from bench import CodecSpec, ProgressiveCodec, hookimpl
+from plugins.learned.deferred import codec_factory
 from plugins.learned.weights import DEFAULT_WEIGHTS, check_default_weights
 
 
+@codec_factory("plugins.dzq.codec:DzqCodec")
 def _dzq(
     *,
     weights: str = DEFAULT_WEIGHTS,
@@ -32,17 +34,6 @@ def _dzq(
         reconstruction: where a latent is put in its interval.
         memo: keep the last decoded hyper path and image for the next, longer prefix.
     """
-    from plugins.dzq.codec import DzqCodec
-
-    return DzqCodec(
-        weights=weights,
-        layers=layers,
-        rate_fractions=rate_fractions,
-        layer_bpp=layer_bpp,
-        chunk_bits=chunk_bits,
-        reconstruction=reconstruction,
-        memo=memo,
-    )
 
 
 @hookimpl

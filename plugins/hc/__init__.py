@@ -48,8 +48,10 @@ from typing import Literal
 
 from bench import CodecSpec, ProgressiveCodec, TrainerSpec, hookimpl
 from plugins.hc.weights import DEFAULT_WEIGHTS, check_default_weights
+from plugins.learned.deferred import codec_factory, deferred
 
 
+@codec_factory("plugins.hc.codec:HCCodec")
 def make_hc(
     *,
     weights: str = DEFAULT_WEIGHTS,
@@ -69,16 +71,6 @@ def make_hc(
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
         memo: keep the last decoded hyper path and image for the next, longer prefix.
     """
-    from plugins.hc.codec import HCCodec
-
-    return HCCodec(
-        weights=weights,
-        nested=nested,
-        levels=levels,
-        chunk_bits=chunk_bits,
-        reconstruction=reconstruction,
-        memo=memo,
-    )
 
 
 @hookimpl
@@ -96,19 +88,12 @@ def register_codecs(register):
     )
 
 
-def train_hc(argv: list[str]) -> int:
-    """``bench train hc ARGS``: :func:`plugins.hc.train.main` (``--help`` lists ARGS)."""
-    from plugins.hc.train import main
-
-    return main(argv)
-
-
 @hookimpl
 def register_trainers(register):
     register(
         TrainerSpec(
             name="hc",
-            main=train_hc,
+            main=deferred("plugins.hc.train:main"),
             summary=(
                 "HC (hierarchical latents); default --out: the relay dir "
                 "$BENCH_TRAIN_DIR/hc-n128-m192-l1800, continued when it holds a checkpoint"

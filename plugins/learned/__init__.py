@@ -14,18 +14,11 @@ from typing import Annotated
 import typer
 
 from bench import TrainerSpec, hookimpl
+from plugins.learned.deferred import deferred
 
 #: Exit code of a command given bad input (the CLI's convention: 0 ok, 1 problem found, 2 usage,
 #: 3 bad input): unreadable weights, a corrupt or mismatched checkpoint.
 BAD_INPUT = 3
-
-
-def train_msh(argv: list[str]) -> int:
-    """``bench train msh ARGS``: :func:`plugins.learned.training.msh.main` (``--help`` lists
-    ARGS)."""
-    from plugins.learned.training.msh import main
-
-    return main(argv)
 
 
 @hookimpl
@@ -33,7 +26,7 @@ def register_trainers(register):
     register(
         TrainerSpec(
             name="msh",
-            main=train_msh,
+            main=deferred("plugins.learned.training.msh:main"),
             summary=(
                 "CompressAI's MeanScaleHyperprior on random crops (resumable, Ctrl-C saves); "
                 "without --out it continues the relay directory"

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 from bench import CodecSpec, ProgressiveCodec, RateLadderCodec, hookimpl
+from plugins.learned.deferred import codec_factory
 from plugins.learned.weights import DEFAULT_WEIGHTS, check_default_weights
 
 
+@codec_factory("plugins.plonq.codec:PlonqCodec")
 def _plonq(
     *,
     weights: str = DEFAULT_WEIGHTS,
@@ -28,17 +30,9 @@ def _plonq(
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
         memo: keep the last decoded hyper path and image for the next, longer prefix.
     """
-    from plugins.plonq.codec import PlonqCodec
-
-    return PlonqCodec(
-        weights=weights,
-        levels=levels,
-        chunk_bits=chunk_bits,
-        reconstruction=reconstruction,
-        memo=memo,
-    )
 
 
+@codec_factory("plugins.learned.ladder:NaiveScalingLadder")
 def _naive(
     *, weights: str = DEFAULT_WEIGHTS, scales: Sequence[float] = (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0)
 ) -> RateLadderCodec:
@@ -48,20 +42,15 @@ def _naive(
         weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
         scales: latent scale factors, strictly decreasing (low rate first), each >= 0.25.
     """
-    from plugins.learned.ladder import NaiveScalingLadder
-
-    return NaiveScalingLadder(weights=weights, scales=scales)
 
 
+@codec_factory("plugins.learned.ladder:BaseModelLadder")
 def _msh(*, weights: str = DEFAULT_WEIGHTS) -> RateLadderCodec:
     """The base model's own stream.
 
     Args:
         weights: base model: bundled:NAME, zoo:mbt2018-mean:Q or a checkpoint path.
     """
-    from plugins.learned.ladder import BaseModelLadder
-
-    return BaseModelLadder(weights=weights)
 
 
 @hookimpl
