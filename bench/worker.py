@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -55,13 +56,14 @@ class Unit:
 
 
 def _set_threads(threads: int) -> None:
+    """Fix the thread count of numpy's BLAS, numba and torch: the environment variables each
+    reads when first imported, and torch's own setting if it is imported already. Importing
+    torch here only to set it cost every worker about 2 s of CPU, codecs without torch too."""
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def _worker_main(
