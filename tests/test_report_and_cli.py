@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -21,13 +23,15 @@ from bench.runner import RunConfig, parse_codec_requests, run
 
 BPP = (3.1, 6.1, 9.1, 12.1, 15.1, 18.1)  # one more complete bit-plane each
 cli = CliRunner(env={"COLUMNS": "250"})
+#: The global options of :func:`conftest.bench_command`, for the app called in this process.
+PLUGIN_OPTIONS = ("--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING)
 
 
-def _run(dataset, out, codecs="bitplane,slow[delay=0]", plugins=(BITPLANE, MISBEHAVING)):
+def _run(dataset, out, codecs="bitplane,slow[delay=0]", plugins=(BITPLANE, MISBEHAVING), bpp=BPP):
     config = RunConfig(
         codecs=tuple(parse_codec_requests(codecs)),
         dataset=str(dataset),
-        bpp=BPP,
+        bpp=bpp,
         plugin_files=plugins,
         entry_points=False,
         repeats=1,
@@ -66,6 +70,19 @@ def test_report_files_and_contents(finished_run):
     assert list(curves[curves["codec"] == "bitplane"]["target_bpp"]) == list(BPP)
 
 
+def _compressai_plot_utility() -> ModuleType:
+    """CompressAI's plot utility (``compressai/utils/plot/__main__.py``) loaded from its file in
+    the installed package: its own code, without compressai's ``__init__`` (torch, the models),
+    which ``parse_json_file`` does not use."""
+    package = importlib.util.find_spec("compressai")
+    assert package is not None and package.submodule_search_locations
+    path = Path(package.submodule_search_locations[0]) / "utils" / "plot" / "__main__.py"
+    spec = importlib.util.spec_from_file_location("compressai_plot_utility", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_compressai_json_is_read_by_compressais_plot_utility(finished_run):
     render(finished_run)
     data = json.loads((finished_run / "bitplane.json").read_text())
@@ -73,12 +90,7 @@ def test_compressai_json_is_read_by_compressais_plot_utility(finished_run):
     results = data["results"]
     assert results["bpp"] == sorted(results["bpp"])
     assert len(results["bpp"]) == len(results["psnr-rgb"]) == len(results["decoding_time"])
-    from plugins.learned.compat import import_compressai
-
-    import_compressai()
-    from compressai.utils.plot.__main__ import parse_json_file
-
-    parsed = parse_json_file(finished_run / "bitplane.json", "psnr")
+    parsed = _compressai_plot_utility().parse_json_file(finished_run / "bitplane.json", "psnr")
     assert parsed["name"] == "bitplane" and parsed["xs"] == results["bpp"]
     assert parsed["ys"] == results["psnr-rgb"]
 
@@ -177,7 +189,9 @@ def test_cli_check_passes_a_conforming_codec_and_fails_a_leaky_one():
 
 
 def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_path):
-    """Issue 13: no aggregated point anywhere, and an anchor with no row at all."""
+    """Issue 13: no aggregated point anywhere, and an anchor with no row at all. The first run
+    is the real command in a fresh process (its exit status and console); the run without any
+    result row goes through the same command line in this process."""
     dataset = write_dataset(tmp_path / "data", crops={"c.png": CROPS["c.png"]})  # crashy fails
     out = tmp_path / "run"
     command = bench_command(
@@ -204,11 +218,11 @@ def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_pa
     assert (out / "report-anchor-bitplane.html").is_file()
     assert (out / "bdrate-anchor-bitplane.csv").is_file()
     alone = tmp_path / "alone"  # no result row at all
-    command = bench_command(
-        "run", "--codecs", "crashy", "--dataset", str(dataset), "--out", str(alone),
+    done = cli.invoke(
+        app, [*PLUGIN_OPTIONS, "run", "--codecs", "crashy", "--dataset", str(dataset), "--out",
+              str(alone)],
     )  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.exit_code == 1 and "Traceback" not in done.stderr, done.output
     assert (
         "### crashy\n\nNo aggregated point: 1 unit(s) failed" in (alone / "report.md").read_text()
     )
@@ -216,11 +230,10 @@ def test_report_is_written_when_no_codec_has_a_point_or_the_anchor_failed(tmp_pa
 
 def test_images_left_out_of_bd_rates_are_named_with_the_psnr_drop(finished_run):
     """Issue 18 item 2: an image leaving the per-image BD-rates is named, with its reason, in
-    report.md, report.html, bdrate.csv and on the console; the drop itself is listed."""
-    done = subprocess.run(
-        bench_command("report", str(finished_run)), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
+    report.md, report.html, bdrate.csv and on the console (``bench report`` called in this
+    process: the console's text is what is checked)."""
+    done = cli.invoke(app, [*PLUGIN_OPTIONS, "report", str(finished_run)])
+    assert done.exit_code == 0, done.output
     # c.png's bit-plane curve falls (raw bit-planes, most significant first)
     assert (
         "note: bitplane on c.png: PSNR-RGB falls from 22.85 dB at 3.096 bpp to 21.32 dB at "
@@ -244,14 +257,16 @@ def test_images_left_out_of_bd_rates_are_named_with_the_psnr_drop(finished_run):
 def test_few_points_short_streams_and_the_learned_caveat(crops_dataset, tmp_path):
     """Issue 18 items 6 and 8: a BD-rate from fewer than 4 points per curve is marked on the
     console and in the reports; a target past the whole stream is noted; the learned codecs'
-    'not the papers' weights' caveat, with the base's gap, heads report.md and report.html."""
+    'not the papers' weights' caveat, with the base's gap, heads report.md and report.html.
+    ``bench run`` is called in this process (the console's text is what is checked; the tests
+    above run the command in a fresh process)."""
     out = tmp_path / "run"
-    command = bench_command(
-        "run", "--codecs", "jpeg2000,spiht,plonq", "--anchor", "jpeg2000", "--dataset",
-        str(crops_dataset), "--bpp", "0.5,1,5", "--repeats", "1", "--out", str(out),
+    done = cli.invoke(
+        app, [*PLUGIN_OPTIONS, "run", "--codecs", "jpeg2000,spiht,plonq", "--anchor", "jpeg2000",
+              "--dataset", str(crops_dataset), "--bpp", "0.5,1,5", "--repeats", "1", "--out",
+              str(out)],
     )  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     spiht = next(line for line in done.stdout.splitlines() if "│ spiht " in line)
     assert "warning: few points: `jpeg2000` has" in spiht and "a rough figure" in spiht
     report = (out / "report.md").read_text()
@@ -270,16 +285,19 @@ def test_few_points_short_streams_and_the_learned_caveat(crops_dataset, tmp_path
 
 
 def test_help_shows_metavars_not_types():
-    """Issue 18 item 8: no <bool>, <list[Path]>, literal double backticks or eaten markup."""
-    helps = {}
-    for args in ((), ("run",), ("report",), ("plot",), ("compare",), ("datasets", "list")):
-        done = subprocess.run(
-            bench_command(*args, "--help"), capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
+    """Issue 18 item 8: no <bool>, <list[Path]>, literal double backticks or eaten markup. The
+    top-level help is the real command's in a fresh process; the commands' helps come from the
+    same app called in this process."""
+    done = subprocess.run(bench_command("--help"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    helps = {(): done.stdout}
+    for args in (("run",), ("report",), ("plot",), ("compare",), ("datasets", "list")):
+        result = cli.invoke(app, [*PLUGIN_OPTIONS, *args, "--help"])
+        assert result.exit_code == 0, result.output
+        helps[args] = result.stdout
+    for args, text in helps.items():
         for noise in ("<bool>", "<list[Path]>", "<str>", "<int range>", "``", "\\["):
-            assert noise not in done.stdout, (args, noise, done.stdout)
-        helps[args] = done.stdout
+            assert noise not in text, (args, noise, text)
     assert "--plugin FILE.py" in helps[()] and "plot" in helps[()]
     run_help = helps[("run",)]
     assert "'jpeg2000[levels=4]'" in run_help and "'.[dask]'" in run_help
@@ -311,17 +329,15 @@ def test_plot_draws_a_run_beside_other_results_and_names_what_it_cannot_read(fin
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"plot: {png} (4 curves)" in done.stdout and png.stat().st_size > 20_000
-    bad = subprocess.run(
-        bench_command("plot", str(finished_run), "--with", str(finished_run / "run.json")),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert bad.returncode == 3 and "not in CompressAI's results format" in " ".join(
+    # what it cannot read: the same command called in this process
+    bad = cli.invoke(
+        app, [*PLUGIN_OPTIONS, "plot", str(finished_run), "--with", str(finished_run / "run.json")]
+    )
+    assert bad.exit_code == 3 and "not in CompressAI's results format" in " ".join(
         bad.stderr.split()
     )
-    empty = subprocess.run(
-        bench_command("plot", str(finished_run.parent)), capture_output=True, text=True, timeout=300
-    )
-    assert empty.returncode == 3
+    empty = cli.invoke(app, [*PLUGIN_OPTIONS, "plot", str(finished_run.parent)])
+    assert empty.exit_code == 3
     assert "no CompressAI-format <codec>.json" in " ".join(empty.stderr.split())
 
 
@@ -350,9 +366,11 @@ def _codec_table(report: str) -> dict[str, dict[str, str]]:
 def test_codec_table_shows_the_learned_codecs_flops_per_pixel(tmp_path):
     """Issue 14: hc's and msh's encoder and decoder FLOPs per pixel (torch's count on 256x256,
     recorded by the workers in codecs.json) in the codec table of report.md and report.html;
-    `-` for an analytic codec."""
+    `-` for an analytic codec. One target bpp: the counts do not depend on the rate, and the
+    run's cost is the learned codecs' start-up."""
     crop = {"a.png": ("kodim05.png", 50, 300, 40, 48)}
-    out = _run(write_dataset(tmp_path / "data", crops=crop), tmp_path / "run", "hc,msh,spiht", ())
+    data = write_dataset(tmp_path / "data", crops=crop)
+    out = _run(data, tmp_path / "run", "hc,msh,spiht", (), bpp=(1.0,))
     render(out)
     infos = json.loads((out / "codecs.json").read_text())
     hc, msh = infos["hc"]["flops_per_pixel"], infos["msh"]["flops_per_pixel"]
