@@ -11,11 +11,15 @@ from collections.abc import Sequence
 from typing import Literal, Optional
 
 import pytest
-from conftest import bench_command
+from conftest import BITPLANE, MISBEHAVING, bench_command
+from typer.testing import CliRunner, Result
 
+from bench.cli import app
 from bench.params import ParameterError, bind, coerce, declared
 from bench.registry import load_registry
 from bench.runner import CodecRequestError, bind_requests, parse_codec_requests
+
+cli = CliRunner(env={"COLUMNS": "250"})
 
 
 def factory(
@@ -182,18 +186,27 @@ def test_every_builtin_factory_declares_its_codecs_parameters_and_defaults():
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """``bench ARGS`` in a fresh process."""
     return subprocess.run(bench_command(*args), capture_output=True, text=True, timeout=600)
 
 
+def _invoke(*args: str) -> Result:
+    """``bench ARGS`` called in this process (the same app, plugins and global options)."""
+    return cli.invoke(
+        app, ["--no-entry-points", "--plugin", BITPLANE, "--plugin", MISBEHAVING, *args]
+    )
+
+
 def test_run_records_the_coerced_parameters(crops_dataset, tmp_path):
-    """``spiht[weighted=false]`` used to run weighted (``bool("false")``)."""
+    """``spiht[weighted=false]`` used to run weighted (``bool("false")``). The command line is
+    called in this process: what is checked is how it reads the text, not a fresh process."""
     out = tmp_path / "run"
-    done = _run(
+    done = _invoke(
         "run", "--codecs", "spiht[weighted=false,levels=3],spiht-ac[weighted=yes]",
         "--dataset", str(crops_dataset), "--images", "b.png", "--bpp", "1,2",
         "--repeats", "1", "--out", str(out),
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     config = json.loads((out / "run.json").read_text())["config"]
     assert [c["params"] for c in config["codecs"]] == [
         {"weighted": False, "levels": 3},
@@ -203,12 +216,14 @@ def test_run_records_the_coerced_parameters(crops_dataset, tmp_path):
     assert infos["spiht[weighted=false,levels=3]"]["parameters"]["weighted"] is False
     assert infos["spiht[weighted=false,levels=3]"]["parameters"]["levels"] == 3
     assert infos["spiht-ac[weighted=yes]"]["parameters"]["weighted"] is True
-    anchor = _run("report", str(out), "--anchor", "spiht[weighted=False,levels=3]")
-    assert anchor.returncode == 2, anchor.stderr  # usage, not 1 (a problem found) as it was
+    anchor = _invoke("report", str(out), "--anchor", "spiht[weighted=False,levels=3]")
+    assert anchor.exit_code == 2, anchor.output  # usage, not 1 (a problem found) as it was
     assert "did you mean spiht[weighted=false,levels=3]" in " ".join(anchor.stderr.split())
 
 
 def test_bad_codecs_and_parameters_exit_2_before_any_run_folder(crops_dataset, tmp_path):
+    """The first refusal is the real command in a fresh process; the others call the same
+    command line in this process."""
     out = tmp_path / "never"
     common = ["--dataset", str(crops_dataset), "--bpp", "1", "--out", str(out)]
     bogus = _run("run", "--codecs", "jpeg2000,spiht[bogus=1]", *common)
@@ -219,16 +234,16 @@ def test_bad_codecs_and_parameters_exit_2_before_any_run_folder(crops_dataset, t
         "spiht's parameters: max_bpp: float = 2.5, levels: int = 5, weighted: bool = False, "
         "recon: float = 0.5" in text
     )
-    wrong = _run("run", "--codecs", "spiht[weighted=maybe]", *common)
-    assert wrong.returncode == 2
+    wrong = _invoke("run", "--codecs", "spiht[weighted=maybe]", *common)
+    assert wrong.exit_code == 2
     assert "spiht[weighted=maybe]: expected bool" in " ".join(wrong.stderr.split())
-    near = _run("run", "--codecs", "deephg", *common)
-    assert near.returncode == 2 and "did you mean deephq?" in near.stderr
-    check = _run("check", "spiht[levls=4]")
-    assert check.returncode == 2 and "no parameter 'levls'" in check.stderr
+    near = _invoke("run", "--codecs", "deephg", *common)
+    assert near.exit_code == 2 and "did you mean deephq?" in near.stderr
+    check = _invoke("check", "spiht[levls=4]")
+    assert check.exit_code == 2 and "no parameter 'levls'" in check.stderr
     baseline = ["--baseline", str(tmp_path / "baseline"), "--update", "--out", str(out)]
-    regress = _run("regress", *baseline, "--codecs", "jpeg2000[levels=many]")
-    assert regress.returncode == 2, regress.stderr
+    regress = _invoke("regress", *baseline, "--codecs", "jpeg2000[levels=many]")
+    assert regress.exit_code == 2, regress.output
     assert "jpeg2000[levels=many]: expected int" in " ".join(regress.stderr.split())
     assert not out.exists()
 
@@ -245,5 +260,5 @@ def test_codecs_params_lists_types_defaults_and_meaning():
     rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│" in line}
     assert "bool" in rows["weighted"] and "False" in rows["weighted"]
     assert "CDF 9/7 decomposition levels" in rows["levels"]
-    unknown = _run("codecs", "--params", "spiht-acc")
-    assert unknown.returncode == 2 and "did you mean spiht-ac" in unknown.stderr
+    unknown = _invoke("codecs", "--params", "spiht-acc")  # in this process
+    assert unknown.exit_code == 2 and "did you mean spiht-ac" in unknown.stderr
