@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import BITPLANE, MISBEHAVING, PLUGINS
+from typer.testing import CliRunner
 
+from bench.cli import app
 from bench.codec import CodecUnavailable
 from bench.registry import BUILTIN_PLUGINS, CodecSpec, load_registry
 
@@ -133,6 +135,7 @@ def test_plugins_that_hang_or_exit_at_import_are_reported_and_skipped(tmp_path):
 
 
 COMMAND_PLUGIN = PLUGINS / "command_and_trainer.py"
+cli = CliRunner(env={"COLUMNS": "300"})
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -149,6 +152,9 @@ def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_plugin_file_commands_and_trainers_exist_before_the_command_line_is_parsed():
+    """A plugin's command exists only when ``main`` loads the plugin before parsing: checked
+    in fresh processes. ``bench train`` looks its trainers up when it runs: checked on the same
+    app called in this process."""
     done = _bench("--no-entry-points", "--plugin", str(COMMAND_PLUGIN), "hello", "--name", "x")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello x"
@@ -156,14 +162,14 @@ def test_plugin_file_commands_and_trainers_exist_before_the_command_line_is_pars
     assert done.returncode == 0 and done.stdout.strip() == "hello world", done.stderr
     # bench train NAME forwards ARGS verbatim, --help included, and returns the trainer's status
     args = ["--out", "/x", "--help", "-v", "positional", "--fail"]
-    done = _bench("--plugin", str(COMMAND_PLUGIN), "train", "echo", *args)
-    assert json.loads(done.stdout) == args and done.returncode == 4, done.stderr
-    listing = _bench("--plugin", str(COMMAND_PLUGIN), "train", "--help")
-    assert listing.returncode == 0
+    done = cli.invoke(app, ["--plugin", str(COMMAND_PLUGIN), "train", "echo", *args])
+    assert json.loads(done.stdout) == args and done.exit_code == 4, done.output
+    listing = cli.invoke(app, ["--plugin", str(COMMAND_PLUGIN), "train", "--help"])
+    assert listing.exit_code == 0
     for name, summary in (("echo", "prints its arguments"), ("msh", "MeanScaleHyperprior")):
         assert name in listing.stdout and summary in listing.stdout
-    unknown = _bench("--plugin", str(COMMAND_PLUGIN), "train", "ecko")
-    assert unknown.returncode == 2 and "did you mean echo?" in unknown.stderr
+    unknown = cli.invoke(app, ["--plugin", str(COMMAND_PLUGIN), "train", "ecko"])
+    assert unknown.exit_code == 2 and "did you mean echo?" in unknown.stderr
     without = _bench("--no-entry-points", "hello")
     assert without.returncode == 2 and "No such command" in without.stderr
 
@@ -199,7 +205,7 @@ def test_misspelled_hook_fails_strict_naming_plugin_and_hook_and_the_others_load
     text = " ".join(done.stdout.split())
     assert f"plugin failed to load: {misspelled.resolve()}: unknown hook 'register_codec'" in text
     assert "bitplane" in text and "jpeg2000" in text
-    assert _bench(*args).returncode == 0  # without --strict: reported, not fatal
+    assert cli.invoke(app, args).exit_code == 0  # without --strict: reported, not fatal
 
 
 def test_codec_kind_comes_from_the_factory(tmp_path):
