@@ -403,7 +403,12 @@ def run(
             out_dir or Path("results") / f"{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         err.print(f"run directory: {directory}")
-        outcome = run_benchmark(config, directory, resume=resume, console=err)
+        loaded = (config.plugin_files, config.entry_points) == (
+            _State.plugin_files,
+            _State.entry_points,
+        )  # a resumed run keeps its stored entry-point choice
+        registry = _registry() if loaded else None
+        outcome = run_benchmark(config, directory, resume=resume, console=err, registry=registry)
     except CodecRequestError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:
@@ -710,7 +715,7 @@ def regress(
             codec_list = tuple(bind_requests(config.codecs, _registry()))  # before any folder
             config = dataclasses.replace(config, codecs=codec_list, executor=executor)
             err.print(f"run directory: {run_dir}")
-            outcome = measure(config, record, run_dir, err)
+            outcome = measure(config, record, run_dir, err, _registry())
         except CodecRequestError as exc:  # --codecs is usage; the baseline's own list is input
             raise _fail(str(exc), EXIT_USAGE if codecs else EXIT_INPUT) from None
         except (RunError, datasets.DatasetError, FileNotFoundError, ValueError) as exc:

@@ -167,12 +167,17 @@ def subset_config(
 
 
 def measure(
-    config: RunConfig, regress_record: dict, directory: Path, console: Console
+    config: RunConfig,
+    regress_record: dict,
+    directory: Path,
+    console: Console,
+    registry: Registry | None = None,
 ) -> RunOutcome:
-    """Run ``config`` into a new ``directory`` and store the ``regress`` record in its run.json."""
+    """Run ``config`` into a new ``directory`` and store the ``regress`` record in its run.json
+    (``registry``: the plugins of ``config``, if loaded already; see :func:`bench.runner.run`)."""
     for name, reason in regress_record["skipped"].items():
         console.print(f"[yellow]skipping {name}[/]: {reason}")
-    outcome = run_benchmark(config, directory, console=console)
+    outcome = run_benchmark(config, directory, console=console, registry=registry)
     store = RunStore(directory)
     record = store.read_json(RUN)
     record["regress"] = regress_record

@@ -238,9 +238,18 @@ def prepare_directory(config: RunConfig, directory: Path, resume: bool) -> tuple
 
 
 def run(
-    config: RunConfig, directory: Path, *, resume: bool = False, console: Console | None = None
+    config: RunConfig,
+    directory: Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    registry: Registry | None = None,
 ) -> RunOutcome:
-    """Measure what is missing in ``directory``; see the module docstring."""
+    """Measure what is missing in ``directory``; see the module docstring.
+
+    ``registry``: the plugins of ``config.plugin_files`` and ``config.entry_points`` when the
+    caller has loaded them already (the command line has); loaded here when ``None``.
+    """
     console = console or Console(stderr=True)
     start = time.perf_counter()
     try:
@@ -253,7 +262,8 @@ def run(
         viewer = set(select_viewer_images(config.viewer_images, [n for n, _ in images]))
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    registry = load_registry(config.plugin_files, entry_points=config.entry_points)
+    if registry is None:
+        registry = load_registry(config.plugin_files, entry_points=config.entry_points)
     config = replace(config, codecs=tuple(bind_requests(config.codecs, registry)))
     try:
         check_spec(config.executor)
