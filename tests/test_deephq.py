@@ -344,6 +344,9 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
 
     data, stats = coder.encode(ctx, fine, idx, ch, units)
     full = coder.decode(ctx, data, 0, idx, ch, units)
+    # the cuts' decodes share one layout (it depends on idx and ch alone; the codec caches it
+    # per stream the same way): preparing it is most of a small latent's decode time
+    layout = coder.prepare(ctx, idx, ch)
     el = full.elements
     assert full.complete and full.end == len(data)
     assert full.stats.chunks == stats.chunks and full.stats.symbols == stats.symbols
@@ -371,7 +374,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
     lengths = sorted({round(u * len(data)) for u in cuts} | {0, max(len(data) - 1, 0)})
     previous = None
     for k in lengths:
-        part = coder.decode(ctx, data[:k], 0, idx, ch, units)
+        part = coder.decode(ctx, data[:k], 0, idx, ch, units, layout)
         p = part.elements
         assert part.end <= k and part.complete == (k == len(data))
         # nothing wrong past the cut: every interval holds the true value
@@ -381,7 +384,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
         assert np.array_equal(p.escape_value[p.escaped], fine[p.escaped])
         assert np.all(p.level[~inside & ~p.escaped] == 0)
         # the cut decodes as the stream stopped after its last complete chunk
-        stopped = coder.decode(ctx, data[: part.end], 0, idx, ch, units)
+        stopped = coder.decode(ctx, data[: part.end], 0, idx, ch, units, layout)
         assert stopped.stats.chunks == part.stats.chunks
         for a, b in zip(_state(p), _state(stopped.elements), strict=True):
             assert np.array_equal(a, b)
@@ -389,7 +392,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
         for mode in ("mean", "midpoint"):
             assert part.reconstruct(mode).tobytes() == coder.reconstruct(ctx, p, mode).tobytes()
         if part.end > 0:  # and that chunk ends exactly there
-            shorter = coder.decode(ctx, data[: part.end - 1], 0, idx, ch, units)
+            shorter = coder.decode(ctx, data[: part.end - 1], 0, idx, ch, units, layout)
             assert shorter.stats.chunks == part.stats.chunks - 1
         # layer by layer: a completed layer has brought its selected elements to its level
         done_layers = part.stats.levels_complete
