@@ -106,6 +106,8 @@ def test_monotone_reports_a_rise_as_no_drop_and_a_drop_as_positive():
     falling = monotone_result("x", [10, 20, 30], [20.0, 25.5, 25.2], 0.25, "{} bytes".format)
     assert not falling.passed and "largest PSNR drop 0.300 dB, at 30 bytes" in falling.detail
     assert monotone_result("x", [1, 2], [30.0, 29.8], 0.25, "{} bytes".format).passed
+    unjudged = monotone_result("x", [1, 2], [33.8, 32.3], 0.25, "{} bytes".format, judged=False)
+    assert unjudged.passed and unjudged.detail.startswith("not judged (too small): largest PSNR")
 
 
 def test_bench_check_says_what_it_checked_and_ends_with_a_verdict():
