@@ -21,7 +21,7 @@ def test_a_declared_factory_builds_its_codec_with_the_declared_defaults():
     codec = make_hc(levels=3)
     assert isinstance(codec, HCCodec)
     assert codec.parameters() == {
-        "weights": "bundled:hc-n128-m192-l1800",
+        "weights": "bundled:hc-n128-m192-l1800-it20000",
         "nested": True,
         "levels": 3,
         "chunk_bits": 1024,

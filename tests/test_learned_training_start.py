@@ -26,7 +26,7 @@ from plugins.learned.training.start import start_from_weights  # noqa: E402
 from plugins.learned.weights.format import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HC_WEIGHTS = ROOT / "plugins" / "hc" / "weights" / "hc-n128-m192-l1800.safetensors"
+HC_WEIGHTS = ROOT / "plugins" / "hc" / "weights" / "hc-n128-m192-l1800-it20000.safetensors"
 TRAIN = ROOT.parent / "shared" / "datasets" / "train"
 
 

@@ -20,7 +20,7 @@ from plugins.learned.weights.format import read_sidecar
 
 WEIGHTS_FORMAT = "bench-hc-weights-v1"
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
-BUNDLED_NAME = "hc-n128-m192-l1800"
+BUNDLED_NAME = "hc-n128-m192-l1800-it20000"
 DEFAULT_WEIGHTS = f"bundled:{BUNDLED_NAME}"
 TRAIN_FIX = "train HC with `bench train hc` and export it, or pass weights=PATH.safetensors"
 
