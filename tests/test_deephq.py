@@ -44,7 +44,9 @@ TRAIN_SOURCES = (  # (file, top, left): 160x160 crops for the tiny training runs
 )
 WEIGHTS = test_weights_spec()  # the base model's weights
 MISSING = dependencies_missing()
-DEFAULT_DEEPHQ = ROOT / "plugins" / "deephq" / "weights" / "deephq-msh-n128-m192-l1800-it30750.safetensors"
+DEFAULT_DEEPHQ = (
+    ROOT / "plugins" / "deephq" / "weights" / "deephq-msh-n128-m192-l1800-it30750.safetensors"
+)
 LAYERS = 8
 CROP = ("kodim23.png", 200, 300, 64, 64)
 
