@@ -48,6 +48,7 @@ from plugins.learned.training.data import (
     manifest_sha256,
     sample_batch,
 )
+from plugins.learned.training.ema import exported_state
 from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.msh_config import (
     TrainConfig,
@@ -184,9 +185,9 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
 
     mode = choose_mode(cfg)
     mode.prepare_model(model)
-    rd_step = RDStep.of(model, lambda x: rd_terms(model, x, cfg.lmbda, mode), cfg)
+    rd_step = RDStep.of(model, lambda x: rd_terms(model, x, cfg.lmbda, mode), cfg, run.iteration)
     if state is not None:
-        rd_step.load_optimizers(state)
+        rd_step.restore(state)
     leg = run.start_leg(mode.label, device_name(mode), threads.label)
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console(f"HC training, mode {mode.label} on {leg['device']}, threads {threads.label}")
@@ -248,7 +249,8 @@ def export(
     cfg = HCTrainConfig.from_dict(state["config"])
     torch.set_num_threads(max(1, cfg.threads))
     model = HCModel(cfg.model_config)
-    model.load_state_dict(state["model"])
+    weights, shipped = exported_state(state)
+    model.load_state_dict(weights)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     hours = float(state["train_seconds"]) / 3600.0
@@ -278,6 +280,7 @@ def export(
             "seed": cfg.seed,
         },
         "iterations": int(state["iteration"]),
+        "shipped_weights": shipped,
         "hours_trained": hours,
         "legs": state.get("legs", []),
         "training_set": {"path": cfg.data, "manifest_sha256": state.get("manifest_sha256")},

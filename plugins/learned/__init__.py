@@ -49,6 +49,13 @@ def register_commands(cli: typer.Typer) -> None:
         out: Annotated[Path, _opt("--out", "Weights file to write (FILE.safetensors).")],
         kodak: Annotated[Path | None, _opt("--kodak", "Kodak folder for the evaluation.")] = None,
         threads: Annotated[int | None, _opt("--threads", "torch threads.")] = None,
+        live_weights: Annotated[
+            bool,
+            _opt(
+                "--live-weights",
+                "Export the live weights even when the checkpoint keeps a moving average.",
+            ),
+        ] = False,
     ) -> None:
         """Export float16 .safetensors weights + JSON sidecar, evaluated on all 24 Kodak images."""
         from plugins.learned.training.msh_export import export
@@ -56,7 +63,7 @@ def register_commands(cli: typer.Typer) -> None:
         from plugins.learned.weights.format import sidecar_path
 
         try:
-            export(checkpoint, out, kodak=kodak, threads=threads)
+            export(checkpoint, out, kodak=kodak, threads=threads, live=live_weights)
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(BAD_INPUT) from exc

@@ -13,10 +13,11 @@ every ``checkpoint_every`` iterations and when the process gets Ctrl-C or SIGTER
 ``<out>/log.jsonl`` receives one JSON object per line: ``{"type": "train", ...}`` every
 ``log_every`` iterations, ``{"type": "checkpoint", ...}`` for each checkpoint, and
 ``{"type": "eval", ...}`` for each evaluation on a few Kodak images with real entropy coding
-(:mod:`plugins.learned.training.evaluation`; Kodak is used for evaluation only, never for
-training: :func:`~plugins.learned.training.data.load_training_images` refuses a training folder
-that contains a Kodak image). :mod:`plugins.learned.training.msh_export` turns a checkpoint
-into shippable weights.
+(:mod:`plugins.learned.training.evaluation`; with ``--ema-decay`` its ``average`` holds the
+same evaluation of the moving average of the weights, which the export ships; Kodak is used for
+evaluation only, never for training: :func:`~plugins.learned.training.data.load_training_images`
+refuses a training folder that contains a Kodak image).
+:mod:`plugins.learned.training.msh_export` turns a checkpoint into shippable weights.
 
 Command line: ``bench train msh --help`` (:func:`main`).
 """
@@ -116,10 +117,10 @@ def train(
 
     mode = choose_mode(cfg, mode_timer(cfg, model, images), console.print)
     mode.prepare_model(model)
-    rd_step = RDStep.of(model, lambda x: rd_forward(model, x, cfg.lmbda, mode), cfg)
+    rd_step = RDStep.of(model, lambda x: rd_forward(model, x, cfg.lmbda, mode), cfg, run.iteration)
     if resume:
         try:
-            rd_step.load_optimizers(state)
+            rd_step.restore(state)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"checkpoint {run.checkpoint_path} does not fit the model: {exc}"
@@ -163,13 +164,25 @@ def train(
         if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
             t_eval = time.perf_counter()
             result = evaluate(model, eval_set)
+            average = None
+            if rd_step.average is not None:
+                with rd_step.average.swapped_in():
+                    average = evaluate(model, eval_set)
             run.train_seconds += time.perf_counter() - t_eval
             last_eval = {"iteration": iteration, **result}
+            if average is not None:
+                last_eval["average"] = {"decay": rd_step.average.decay, **average}
             run.log({"type": "eval", **last_eval, "time": time.time()})
             console.print(
                 f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
                 f"{result['psnr_rgb']:.2f} dB PSNR-RGB (real coding); "
                 f"{result['published_gap']['gap_db']:.2f} dB below mbt2018-mean"
+                + (
+                    f"; weight average {average['bpp']:.4f} bpp, {average['psnr_rgb']:.2f} dB, "
+                    f"{average['published_gap']['gap_db']:.2f} dB below"
+                    if average is not None
+                    else ""
+                )
             )
         if on_iteration is not None:
             on_iteration(iteration, values)

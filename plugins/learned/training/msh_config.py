@@ -43,6 +43,9 @@ class TrainConfig:
     warmup: int = 1000
     aux_lr: float = 1e-3
     clip: float = 1.0
+    #: Decay of the moving average of the weights that is evaluated beside the live weights and
+    #: exported (:mod:`plugins.learned.training.ema`); 0: none. A resumed run may change it.
+    ema_decay: float = 0.0
     #: torch threads; 0 adapts to the machine's load (:class:`AdaptiveThreads`).
     threads: int = 1
     #: Stop this process at this iteration without moving the planned end (0: run to the end).
@@ -185,6 +188,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         ("lr", float, "peak Adam learning rate (default 1e-4)"),
         ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
         ("warmup", int, "linear warm-up iterations (default 1000)"),
+        ("ema-decay", float, "keep, evaluate and export a moving average of the weights with "
+                             "this decay, e.g. 0.9995 (default 0: none)"),
         ("threads", int, "torch threads (default 1); 0 adapts to the machine's load"),
         ("stop-at", int, "stop at this iteration, keeping the planned end (--iterations)"),
         ("checkpoint-every", int, "iterations between checkpoints (default 250)"),

@@ -13,6 +13,7 @@ from typing import Any
 from bench.hashing import sha256_file
 from bench.published import MBT2018_MEAN_KODAK
 from plugins.learned.training.data import load_kodak
+from plugins.learned.training.ema import exported_state
 from plugins.learned.training.evaluation import evaluate
 from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.msh_config import TrainConfig, load_checkpoint
@@ -41,6 +42,7 @@ def export(
     kodak: str | Path | None = None,
     kodak_images: Sequence[str] | None = None,
     threads: int | None = None,
+    live: bool = False,
     console=None,
 ) -> dict[str, Any]:
     """Write ``out_file`` (.safetensors, float16) and its ``.json`` sidecar from a checkpoint.
@@ -49,7 +51,9 @@ def export(
     tables from the rounded weights and those tables (int32) are stored with them, so that
     :func:`load_weights` gives exactly the evaluated model. The file is then re-loaded and
     evaluated on Kodak (all 24 images unless ``kodak_images`` names some) with real coding; the
-    means go into the sidecar as the non-progressive Kodak R-D point. Returns the sidecar dict.
+    means go into the sidecar as the non-progressive Kodak R-D point. The weights are the
+    checkpoint's moving average when it keeps one (``--ema-decay``) unless ``live``, else the
+    live weights; the sidecar's ``shipped_weights`` says which. Returns the sidecar dict.
     """
     import torch
     from rich.console import Console
@@ -68,8 +72,9 @@ def export(
     out_file.parent.mkdir(parents=True, exist_ok=True)
 
     model = build_model(cfg.N, cfg.M)
+    weights, shipped = exported_state(state, live=live)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint does not fit MeanScaleHyperprior: {exc}") from exc
     model.eval()
@@ -88,6 +93,7 @@ def export(
         "iterations": str(int(state["iteration"])),
         "hours_trained": f"{float(state.get('train_seconds', 0.0)) / 3600.0:.3f}",
         "modes": ",".join(sorted({leg["mode"] for leg in state.get("legs", [])})),
+        "shipped_weights": shipped["weights"],
     }
     tmp = out_file.with_name(out_file.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -123,9 +129,11 @@ def export(
             "planned_iterations": cfg.iterations,
             "aux_lr": cfg.aux_lr,
             "clip": cfg.clip,
+            "ema_decay": cfg.ema_decay,
             "seed": cfg.seed,
         },
         "iterations": int(state["iteration"]),
+        "shipped_weights": shipped,
         "hours_trained": float(state.get("train_seconds", 0.0)) / 3600.0,
         "legs": state.get("legs", []),
         "training_set": {
