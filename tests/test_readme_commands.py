@@ -103,7 +103,7 @@ PLAN: dict[str, Run | Skip] = {
     "bench train deephq --out checkpoints/deephq-step3 --data ../shared/datasets/train --step 3 "
     "--init checkpoints/deephq-step2 --iterations 800 --threads 1": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --export "
-    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it52000.safetensors": TRAIN_DEEPHQ,
+    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it73000.safetensors": TRAIN_DEEPHQ,
 }
 
 #: Fence languages of shell blocks (other fenced blocks are files: Python, YAML, TOML).

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def test_bundled_lookup_by_name_and_user_path(tmp_path, monkeypatch):
     assert bundled.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert "NOT the paper's or CompressAI's pretrained model" in bundled.description
     assert "bench train" in bundled.description
+    sidecar = source.with_suffix(".json")
+    shipped = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    shipped = shipped.get("shipped_weights", {})
+    if shipped.get("weights") == "average":  # the sidecar's choice is named in the description
+        assert f"moving average of the weights (decay {shipped['decay']}" in bundled.description
     user = wr.resolve(str(source))
     assert user.source == "user" and user.sha256 == bundled.sha256
     info = user.info()

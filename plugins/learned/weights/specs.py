@@ -45,7 +45,7 @@ from plugins.learned.weights.format import read_sidecar
 #: Folder of the weights shipped with the project.
 BUNDLED_DIR = Path(__file__).resolve().parent
 #: Name of the bundled base model (N=128, M=192, lambda=0.18).
-BUNDLED_NAME = "msh-n128-m192-l1800-it52000"
+BUNDLED_NAME = "msh-n128-m192-l1800-it73000"
 #: Default weights of every learned codec.
 DEFAULT_WEIGHTS = f"bundled:{BUNDLED_NAME}"
 #: Environment variable with extra folders searched for ``bundled:NAME``.
@@ -133,12 +133,19 @@ def _describe_bench_weights(path: Path, sidecar: dict[str, Any] | None, source: 
             f"; non-progressive Kodak point {kodak['bpp_mean']:.3f} bpp / "
             f"{kodak.get('psnr_rgb_mean', float('nan')):.2f} dB"
         )
+    shipped = sidecar.get("shipped_weights") or {}
+    average = ""
+    if shipped.get("weights") == "average":
+        average = (
+            f", moving average of the weights (decay {shipped.get('decay')}, from iteration "
+            f"{shipped.get('since_iteration')})"
+        )
     return (
         f"project's small MeanScaleHyperprior N={cfg.get('N')} M={cfg.get('M')} "
         f"lambda={cfg.get('lmbda')} ({who}) trained by `bench train` for "
         f"{sidecar.get('iterations')} iterations ({sidecar.get('hours_trained', 0.0):.1f} h, "
-        f"batch {cfg.get('batch')}, {cfg.get('crop')}px crops){point}; NOT the paper's or "
-        "CompressAI's pretrained model"
+        f"batch {cfg.get('batch')}, {cfg.get('crop')}px crops{average}){point}; NOT the "
+        "paper's or CompressAI's pretrained model"
     )
 
 
