@@ -17,6 +17,7 @@ pytest.importorskip("safetensors")
 
 from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training.data import read_rgb  # noqa: E402
+from plugins.learned.training.ema import CHECKPOINT_KEY  # noqa: E402
 from plugins.learned.training.evaluation import code_image, to_tensor  # noqa: E402
 from plugins.learned.training.msh_export import MAX_WEIGHTS_BYTES  # noqa: E402
 from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
@@ -29,6 +30,7 @@ KODAK = ROOT / "datasets" / "kodak"
 SOURCES = ["bsds500/test/100007.jpg", "bsds500/test/100039.jpg", "mcmaster18/01.png"]
 TINY = dict(N=8, M=8, crop=64, batch=2, log_every=1, checkpoint_every=100, precision="fp32",
             channels_last=False)  # fmt: skip
+TINY_EVAL = {**TINY, "eval_images": ("kodim01",)}
 
 pytestmark = pytest.mark.skipif(
     not all((TRAIN / s).is_file() for s in SOURCES) or not (KODAK / "kodim01.png").is_file(),
@@ -270,3 +272,56 @@ def test_resume_accepts_the_same_data_folder_written_another_way(
     other.mkdir()
     with pytest.raises(tr.CheckpointError, match="data="):
         tr.resolve_config(out, True, data=str(other))
+
+
+def test_trainer_keeps_evaluates_and_exports_the_average(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    def send_sigterm(iteration, terms):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = tmp_path / "stopped"
+    tr.train(stopped, data=str(data_dir), kodak=str(KODAK), iterations=4, eval_every=2,
+             ema_decay=0.5, on_iteration=send_sigterm, **TINY_EVAL)  # fmt: skip
+    assert tr.load_checkpoint(stopped)["iteration"] == 2
+    tr.train(stopped, resume=True, precision="fp32", channels_last=False)
+    straight = tmp_path / "straight"
+    tr.train(straight, data=str(data_dir), kodak=str(KODAK), iterations=4, eval_every=2,
+             ema_decay=0.5, **TINY_EVAL)  # fmt: skip
+
+    a, b = tr.load_checkpoint(stopped), tr.load_checkpoint(straight)
+    assert a[CHECKPOINT_KEY]["since"] == 0 and a[CHECKPOINT_KEY]["decay"] == 0.5
+    for k, v in b[CHECKPOINT_KEY]["weights"].items():  # the average survived the stop
+        assert torch.equal(a[CHECKPOINT_KEY]["weights"][k], v), k
+    assert not torch.equal(a[CHECKPOINT_KEY]["weights"]["g_a.0.weight"], a["model"]["g_a.0.weight"])
+
+    evals = [json.loads(line) for line in (straight / LOG_NAME).read_text().splitlines()]
+    evals = [r for r in evals if r["type"] == "eval"]
+    assert [e["iteration"] for e in evals] == [2, 4]
+    for e in evals:
+        assert e["average"]["decay"] == 0.5
+        assert e["average"]["bpp"] > 0 and e["average"]["psnr_rgb"] > 0
+        assert "gap_db" in e["average"]["published_gap"]
+        assert (e["average"]["bpp"], e["average"]["psnr_rgb"]) != (e["bpp"], e["psnr_rgb"])
+
+    shipped = tr.export(straight, tmp_path / "avg.safetensors", kodak=KODAK,
+                        kodak_images=["kodim01"])  # fmt: skip
+    live = tr.export(straight, tmp_path / "live.safetensors", kodak=KODAK,
+                     kodak_images=["kodim01"], live=True)  # fmt: skip
+    assert shipped["shipped_weights"] == {"weights": "average", "decay": 0.5, "since_iteration": 0}
+    assert live["shipped_weights"] == {"weights": "live"}
+    assert shipped["config"]["ema_decay"] == 0.5
+    avg_file = load_file(str(tmp_path / "avg.safetensors"))
+    live_file = load_file(str(tmp_path / "live.safetensors"))
+    name = "g_a.0.weight"
+    assert torch.equal(avg_file[name], b[CHECKPOINT_KEY]["weights"][name].to(torch.float16))
+    assert torch.equal(live_file[name], b["model"][name].to(torch.float16))
+
+    # Switched on when resuming a run that had none: it starts at that checkpoint's weights.
+    plain = tmp_path / "plain"
+    tr.train(plain, data=str(data_dir), kodak=str(KODAK), iterations=2, eval_every=0, **TINY_EVAL)
+    tr.train(plain, resume=True, iterations=3, ema_decay=0.9, precision="fp32",
+             channels_last=False)  # fmt: skip
+    resumed = tr.load_checkpoint(plain)
+    assert resumed[CHECKPOINT_KEY]["since"] == 2 and resumed["config"]["ema_decay"] == 0.9
