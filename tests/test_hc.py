@@ -150,8 +150,11 @@ def test_trainer_resumes_and_exports(tmp_path, monkeypatch):
     assert main([*common, *data, "--stop-at", "2", *small]) == 0
     monkeypatch.chdir(tmp_path)
     relative = ["--data", os.path.relpath(data[1], tmp_path)]
-    assert main([*common, "--resume", *relative, "--threads", "0", "--stop-at", "3"]) == 0
+    average = ["--ema-decay", "0.5", "--eval-every", "1", "--eval-images", "kodim23"]
+    assert main([*common, "--resume", *relative, "--threads", "0", "--stop-at", "3", *average]) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    (ev,) = [r for r in log if r["type"] == "eval"]  # the weight average is evaluated beside
+    assert ev["iteration"] == 3 and ev["average"]["decay"] == 0.5 and ev["average"]["bpp"] > 0
     legs = [r for r in log if r["type"] == "leg"]
     assert [(r["from_iteration"]) for r in legs] == [0, 2]
     assert [r["threads"] for r in legs] == [1, "adaptive"]
@@ -167,6 +170,7 @@ def test_trainer_resumes_and_exports(tmp_path, monkeypatch):
     sidecar = json.loads(weights.with_suffix(".json").read_text())
     assert sidecar["iterations"] == 3 and sidecar["kodak_eval"]["num_images"] == 1
     assert sidecar["config"]["N"] == 16 and "NOT the paper's model" in sidecar["note"]
+    assert sidecar["shipped_weights"] == {"weights": "average", "decay": 0.5, "since_iteration": 2}
     # a new machine continues from the shipped file: its iteration count carries on
     again = tmp_path / "again"
     assert (

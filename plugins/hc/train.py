@@ -219,12 +219,22 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
             t_eval = time.perf_counter()
             model.eval()
             last_eval = {"iteration": run.iteration, **evaluate(model, eval_set, run.out)}
+            if rd_step.average is not None:
+                with rd_step.average.swapped_in():
+                    average = evaluate(model, eval_set, run.out)
+                last_eval["average"] = {"decay": rd_step.average.decay, **average}
             model.train()
             run.train_seconds += time.perf_counter() - t_eval
             run.log({"type": "eval", **last_eval, "time": time.time()})
             console(
                 f"eval it {run.iteration}: Kodak subset {last_eval['bpp']:.4f} bpp, "
                 f"{last_eval['psnr_rgb']:.2f} dB (real HC coding, full stream)"
+                + (
+                    f"; weight average {last_eval['average']['bpp']:.4f} bpp, "
+                    f"{last_eval['average']['psnr_rgb']:.2f} dB"
+                    if "average" in last_eval
+                    else ""
+                )
             )
 
     model.train()
@@ -274,7 +284,17 @@ def export(
             **cfg.model_config.to_dict(),
             **{
                 k: getattr(cfg, k)
-                for k in ("lmbda", "crop", "batch", "lr", "lr_min", "warmup", "aux_lr", "clip")
+                for k in (
+                    "lmbda",
+                    "crop",
+                    "batch",
+                    "lr",
+                    "lr_min",
+                    "warmup",
+                    "aux_lr",
+                    "clip",
+                    "ema_decay",
+                )
             },
             "planned_iterations": cfg.iterations,
             "seed": cfg.seed,
