@@ -41,6 +41,12 @@ def test_average_moves_by_the_decay_and_swaps_in_and_out():
     for name, p in model.named_parameters():
         assert torch.equal(p.detach(), live[name]), name
 
+    # An evaluation of the average sees the averaged weights and leaves the live ones in place.
+    probe = "g_a.0.weight"
+    record = avg.evaluated(lambda: {"seen": model.state_dict()[probe].clone()})
+    assert record["decay"] == 0.75 and torch.equal(record["seen"], weights[probe])
+    assert torch.equal(model.state_dict()[probe], live[probe])
+
     # A checkpoint's average continues (with the decay given now) instead of restarting.
     again = WeightAverage(model, 0.5, since=99, saved=avg.state())
     assert again.since == 10 and again.decay == 0.5

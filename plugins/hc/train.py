@@ -220,9 +220,9 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
             model.eval()
             last_eval = {"iteration": run.iteration, **evaluate(model, eval_set, run.out)}
             if rd_step.average is not None:
-                with rd_step.average.swapped_in():
-                    average = evaluate(model, eval_set, run.out)
-                last_eval["average"] = {"decay": rd_step.average.decay, **average}
+                last_eval["average"] = rd_step.average.evaluated(
+                    lambda: evaluate(model, eval_set, run.out)
+                )
             model.train()
             run.train_seconds += time.perf_counter() - t_eval
             run.log({"type": "eval", **last_eval, "time": time.time()})

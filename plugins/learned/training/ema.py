@@ -19,7 +19,7 @@ state dict.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: Checkpoint key of the average (see module doc).
@@ -96,6 +96,12 @@ class WeightAverage:
             with torch.no_grad():
                 for (_, p), saved in zip(self._params, live, strict=True):
                     p.copy_(saved)
+
+    def evaluated(self, evaluate: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``evaluate()`` run with the average swapped in, as an ``eval`` record's
+        ``average``: ``{"decay": decay, **evaluate()}``."""
+        with self.swapped_in():
+            return {"decay": self.decay, **evaluate()}
 
 
 def exported_state(state: dict[str, Any], live: bool = False) -> tuple[dict[str, Any], dict]:

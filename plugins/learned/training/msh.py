@@ -164,14 +164,11 @@ def train(
         if eval_set and (iteration % cfg.eval_every == 0 or iteration == last):
             t_eval = time.perf_counter()
             result = evaluate(model, eval_set)
-            average = None
-            if rd_step.average is not None:
-                with rd_step.average.swapped_in():
-                    average = evaluate(model, eval_set)
-            run.train_seconds += time.perf_counter() - t_eval
             last_eval = {"iteration": iteration, **result}
-            if average is not None:
-                last_eval["average"] = {"decay": rd_step.average.decay, **average}
+            if rd_step.average is not None:
+                last_eval["average"] = rd_step.average.evaluated(lambda: evaluate(model, eval_set))
+            average = last_eval.get("average")
+            run.train_seconds += time.perf_counter() - t_eval
             run.log({"type": "eval", **last_eval, "time": time.time()})
             console.print(
                 f"eval it {iteration}: Kodak subset {result['bpp']:.4f} bpp, "
