@@ -787,6 +787,36 @@ def test_registered_as_a_builtin_and_import_is_light(params_file):
 TINY = dict(batch=2, crop=64, checkpoint_every=1, log_every=1, threads=1)
 
 
+def test_training_loss_masks_soft_or_hard():
+    """The step-3 loss of one layer: relaxed masks scale an element's bits and offset by
+    ``sigmoid((log sigma - t) / 0.5)`` forward; hard masks keep 0/1 forward (the sigmoid's
+    gradient backward); without masks every element counts whole. Both reach the thresholds."""
+    import torch
+
+    from plugins.deephq.train import MASK_TEMPERATURE, build_quantizer
+
+    torch.manual_seed(0)
+    quant = build_quantizer(4, LAYERS, math.log(0.11))
+    y = torch.randn(1, 4, 3, 3) * 3.0
+    mu = torch.zeros_like(y)
+    sigma = torch.exp(torch.linspace(-2.0, 2.0, 36)).reshape(1, 4, 3, 3)
+    layer = 2
+    plain, bits = quant.layer(y, mu, sigma, layer, use_masks=False)
+    assert bits.item() > 0 and not torch.equal(plain, mu)
+
+    t = quant.thresholds()[layer][None, :, None, None].detach()
+    soft = torch.sigmoid((sigma.log() - t) / MASK_TEMPERATURE)
+    hard = (sigma.log() > t).float()
+    assert 0 < hard.sum() < hard.numel()  # the initial thresholds split these scales
+    for soft_masks, m in ((True, soft), (False, hard)):
+        quant.zero_grad()
+        y_hat, masked_bits = quant.layer(y, mu, sigma, layer, True, soft_masks=soft_masks)
+        assert torch.allclose(y_hat, mu + m * (plain - mu), atol=1e-6)
+        assert masked_bits.item() < bits.item()
+        masked_bits.backward()
+        assert quant.mask_top.grad.abs().sum() > 0  # the thresholds learn either way
+
+
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> Path:
     from bench.images import load_rgb, save_png
@@ -899,6 +929,7 @@ def test_step3_from_step2_and_export(runs, tmp_path, crop, base):
     assert state["history"]["step2"]["iterations"] == 4
     assert state["config"]["step"] == 3 and state["config"]["init"] == str(runs.root / "s2")
     assert state["config"]["power_of_two"] is True  # step 3 keeps step 2's parametrisation
+    assert state["config"]["soft_masks"] is True  # the default: relaxed masks
     assert [r["iteration"] for r in _records(runs.root / "s3")] == [1, 2]
 
     out = tmp_path / "w" / "deephq.safetensors"
@@ -981,8 +1012,8 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
     out = tmp_path / "run"
     command = bench_command(
         "train", "deephq", "--out", str(out), "--data", str(train_data), "--iterations", "1",
-        "--batch", "2", "--crop", "64", "--threads", "1",
-        "--layers-per-iteration", "1", "--log-every", "1", "--real-steps",  # the trainer's own
+        "--batch", "2", "--crop", "64", "--threads", "1",  # the last two: not the defaults
+        "--layers-per-iteration", "1", "--log-every", "1", "--real-steps", "--hard-masks",
     )  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -990,6 +1021,7 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
     cfg = tr.load_checkpoint(out)["config"]
     assert (cfg["step"], cfg["batch"], cfg["crop"], cfg["layers_per_iteration"]) == (2, 2, 64, 1)
     assert cfg["power_of_two"] is False and cfg["data"] == str(train_data.resolve())
+    assert cfg["soft_masks"] is False
     assert len(_records(out)) == 1
     weights = tmp_path / "cli.safetensors"  # --export, through the main the CLI forwards to
     assert tr.main(["--out", str(out), "--export", str(weights)]) == 0
