@@ -817,6 +817,37 @@ def test_training_loss_masks_soft_or_hard():
         assert quant.mask_top.grad.abs().sum() > 0  # the thresholds learn either way
 
 
+@pytest.mark.parametrize("layer", [0, 2, 6, 7])
+@pytest.mark.parametrize("reconstruction", ["mean", "midpoint"])
+def test_training_loss_reconstructs_as_the_decoder(layer, reconstruction):
+    """The loss's value of an element is the decoder's: the fine integer once the interval holds
+    one, else the conditional mean of ``N(0, sigma)`` over it (or its midpoint), for the bin
+    over the intersection of the bins of layers ``0..layer`` around ``n = round(y - mu)``."""
+    import torch
+
+    from plugins.deephq.train import build_quantizer
+    from plugins.learned.coding.intervals import interval_reconstruction
+
+    torch.manual_seed(1)
+    quant = build_quantizer(4, LAYERS, math.log(0.11))
+    y = torch.randn(2, 4, 5, 5, dtype=torch.float64) * 6.0
+    mu = torch.randn_like(y)
+    sigma = torch.exp(torch.linspace(-1.0, 2.5, 200, dtype=torch.float64)).reshape(2, 4, 5, 5)
+    y_hat, _ = quant.layer(y, mu, sigma, layer, use_masks=False, reconstruction=reconstruction)
+
+    n = np.round((y - mu).numpy())
+    lo, hi = np.full(n.shape, -np.inf), np.full(n.shape, np.inf)
+    for k in range(layer + 1):
+        step = quant.steps()[k].detach().double()[None, :, None, None].expand_as(y).numpy()
+        label = np.floor(n / step + 0.5)
+        lo = np.maximum(lo, np.ceil((label - 0.5) * step))  # first fine integer of the bin
+        hi = np.minimum(hi, np.ceil((label + 0.5) * step) - 1)  # and its last
+    expected = interval_reconstruction(reconstruction, lo, hi, sigma.numpy())
+    expected = np.where(lo == hi, lo, expected)
+    assert (hi > lo).any() == (layer < 6)  # the last two layers' steps are 1 at the start
+    np.testing.assert_allclose((y_hat - mu).detach().numpy(), expected, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> Path:
     from bench.images import load_rgb, save_png
@@ -930,6 +961,7 @@ def test_step3_from_step2_and_export(runs, tmp_path, crop, base):
     assert state["config"]["step"] == 3 and state["config"]["init"] == str(runs.root / "s2")
     assert state["config"]["power_of_two"] is True  # step 3 keeps step 2's parametrisation
     assert state["config"]["soft_masks"] is True  # the default: relaxed masks
+    assert state["config"]["loss_reconstruction"] == "mean"  # the default: as the decoder
     assert [r["iteration"] for r in _records(runs.root / "s3")] == [1, 2]
 
     out = tmp_path / "w" / "deephq.safetensors"
@@ -1014,6 +1046,7 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
         "train", "deephq", "--out", str(out), "--data", str(train_data), "--iterations", "1",
         "--batch", "2", "--crop", "64", "--threads", "1",  # the last two: not the defaults
         "--layers-per-iteration", "1", "--log-every", "1", "--real-steps", "--hard-masks",
+        "--loss-reconstruction", "midpoint",
     )  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -1021,7 +1054,7 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
     cfg = tr.load_checkpoint(out)["config"]
     assert (cfg["step"], cfg["batch"], cfg["crop"], cfg["layers_per_iteration"]) == (2, 2, 64, 1)
     assert cfg["power_of_two"] is False and cfg["data"] == str(train_data.resolve())
-    assert cfg["soft_masks"] is False
+    assert cfg["soft_masks"] is False and cfg["loss_reconstruction"] == "midpoint"
     assert len(_records(out)) == 1
     weights = tmp_path / "cli.safetensors"  # --export, through the main the CLI forwards to
     assert tr.main(["--out", str(out), "--export", str(weights)]) == 0

@@ -9,10 +9,10 @@ Step 1 of the paper (training the base compression model) is the shipped MeanSca
   ``--lmbda-last`` over the learned layers (defaults chosen to spread the layers' rates over
   about 0.05-1 bpp with the shipped base; the last layer, the base model's grid, has the base
   model's lambda ``--lmbda-base``). By default a step is a power of two,
-  ``D = 2 ** round(softplus(a))`` (straight-through rounding): power-of-two grids nest exactly
-  in one another on the integer grid, while real-valued steps cut each other's bins into
-  irregular pieces (measured worse, see the plugin's README section); ``--real-steps`` learns
-  ``D = 1 + softplus(a)`` instead;
+  ``D = 2 ** round(softplus(a))`` (straight-through rounding): a power-of-two grid cuts a
+  coarser one's bins into pieces at least half its step wide, while real-valued steps cut
+  each other's bins into irregular slivers (measured worse, see the plugin's README
+  section); ``--real-steps`` learns ``D = 1 + softplus(a)`` instead;
 * step 3 (``--step 3``, ``--init`` a step-2 run): the steps again plus the mask generator, the
   per-(layer, channel) threshold ``t[l, c]`` on the log prior scale: element ``e`` is coded from
   layer ``l`` on when ``log sigma_e > t[l, c]``. ``t[l+1] = t[l] - softplus(g[l])`` keeps the
@@ -23,9 +23,12 @@ The loss of one layer follows the coder's nested intervals: with the fine index
 ``j = floor(n / D_k + 1/2)``, its edges snapped to half-integers (the coder's bins hold whole
 integers; straight-through, so the gradient reaches ``D_k``), and the interval after layer
 ``l`` is the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)``
-(the nested coder's cumulative cost); reconstruction: ``mu`` plus its midpoint, whose gradient
-with respect to ``D_l`` is the straight-through one of ``D_l * round((y - mu) / D_l)``; both
-times the mask ``m = sigmoid((log sigma - t) / 0.5)``, relaxed in the forward pass too.
+(the nested coder's cumulative cost); reconstruction: ``mu`` plus the decoder's value of the
+interval (the prior's conditional mean over it, or the fine integer once it holds one;
+``--loss-reconstruction midpoint``: its midpoint, the only choice before 2026-12-02), whose
+gradient with respect to ``D_l`` is the straight-through one of
+``D_l * round((y - mu) / D_l)``; both times the mask ``m = sigmoid((log sigma - t) / 0.5)``,
+relaxed in the forward pass too.
 (``--hard-masks``: the hard 0/1 mask forward and the sigmoid's gradient backward. That
 gradient judges a coded element's distortion at its coded value, where the derivative is
 near zero, so mostly the rate term pushes: the thresholds kept rising with iterations, the
@@ -135,8 +138,21 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             drops = torch.cumsum(F.softplus(self.mask_gap), 0)
             return torch.cat([self.mask_top[None], self.mask_top[None] - drops])
 
-        def layer(self, y, mu, sigma, layer: int, use_masks: bool, soft_masks: bool = False):
-            """``(y_hat, bits)`` at the end of ``layer`` (0-based; see module doc)."""
+        def layer(
+            self,
+            y,
+            mu,
+            sigma,
+            layer: int,
+            use_masks: bool,
+            soft_masks: bool = False,
+            reconstruction: str = "mean",
+        ):
+            """``(y_hat, bits)`` at the end of ``layer`` (0-based; see module doc).
+
+            ``reconstruction``: the value of an interval in the forward pass, ``"mean"`` (the
+            Gaussian prior's conditional mean, as the coder decodes; a single fine integer is
+            itself) or ``"midpoint"``."""
             steps = self.steps()
             n = torch.round(y - mu).detach()
             lower = upper = None
@@ -163,7 +179,8 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             d = steps[layer][None, :, None, None]
             v = ((y - mu) / d).detach()
             surrogate = d * (torch.round(v) - v)
-            rel = 0.5 * (lower + upper).detach() + surrogate - surrogate.detach()
+            rel = _interval_value(lower.detach(), upper.detach(), sigma, reconstruction)
+            rel = rel + surrogate - surrogate.detach()
             if use_masks:
                 t = self.thresholds()[layer][None, :, None, None]
                 soft = torch.sigmoid((sigma.log() - t) / MASK_TEMPERATURE)
@@ -174,6 +191,26 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             return mu + rel, bits.sum()
 
     return LearnedQuantizer()
+
+
+def _interval_value(lower, upper, sigma, reconstruction: str):
+    """The decoder's value of ``y - mu`` in ``[lower, upper]`` (half-integer edges, tensors of
+    one shape): the midpoint, or the conditional mean of ``N(0, sigma)`` (:mod:`intervals`)
+    where the interval holds more than one fine integer."""
+    import torch
+
+    from plugins.learned.coding.intervals import gaussian_interval_mean
+
+    mid = 0.5 * (lower + upper)
+    if reconstruction == "midpoint":
+        return mid
+    if reconstruction != "mean":
+        raise ValueError(f"reconstruction must be 'mean' or 'midpoint', not {reconstruction!r}")
+    mean = gaussian_interval_mean(
+        lower.double().numpy(), upper.double().numpy(), sigma.double().numpy()
+    )
+    mean = torch.from_numpy(mean).to(mid.dtype)
+    return torch.where(upper - lower > 1.5, mean, mid)
 
 
 def _prior(base, x):
@@ -224,6 +261,7 @@ def train(
     lmbda_base: float | None = None,
     power_of_two: bool = True,
     soft_masks: bool = True,
+    loss_reconstruction: str = "mean",
     seed: int = 0,
     resume: bool = False,
     log=print,
@@ -277,6 +315,7 @@ def train(
             ),
             "seed": seed,
             "soft_masks": soft_masks,
+            "loss_reconstruction": loss_reconstruction,
         }
         state = None
     torch.set_num_threads(int(cfg["threads"]))
@@ -345,7 +384,15 @@ def train(
         optimizer.zero_grad()
         num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
         for layer in sorted(int(k) for k in chosen):
-            y_hat, bits = quant.layer(y, mu, sigma, layer, use_masks, cfg.get("soft_masks", False))
+            y_hat, bits = quant.layer(
+                y,
+                mu,
+                sigma,
+                layer,
+                use_masks,
+                cfg.get("soft_masks", False),
+                cfg.get("loss_reconstruction", "midpoint"),
+            )
             x_hat = base_model.nets.g_s(y_hat)
             mse = torch.mean((x_hat - x) ** 2)
             bpp = bits / num_pixels
@@ -483,6 +530,13 @@ def _parse_args(argv: Sequence[str] | None):
         action="store_true",
         help="step 3: hard masks forward, the sigmoid's gradient backward (before 2026-12-02)",
     )
+    p.add_argument(
+        "--loss-reconstruction",
+        choices=("mean", "midpoint"),
+        default="mean",
+        help="an interval's value in the loss: the prior's conditional mean, as the coder "
+        "decodes (default), or the midpoint (before 2026-12-02)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
@@ -515,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lmbda_base=args.lmbda_base,
             power_of_two=not args.real_steps,
             soft_masks=not args.hard_masks,
+            loss_reconstruction=args.loss_reconstruction,
             seed=args.seed,
             resume=args.resume,
         )
