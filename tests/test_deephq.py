@@ -1072,3 +1072,87 @@ def test_bench_train_unknown_model_is_a_usage_error(tmp_path):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert "unknown model" in done.stderr or "unrecognized arguments: --step" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_shifted_thresholds_stay_clipped_and_nested(base):
+    from plugins.deephq.calibrate import shifted
+
+    params = make_params(base, 1)
+    thr = params.mask_index_threshold
+    for shift in (-5, 0, 3, 12, 100):
+        moved = shifted(params, shift).mask_index_threshold
+        assert np.all(np.diff(moved, axis=0) <= 0) and moved.min() >= 0
+        np.testing.assert_array_equal(
+            moved, np.minimum.accumulate(np.maximum(thr - shift, 0), axis=0)
+        )
+    assert not np.any(shifted(params, 100).mask_index_threshold)  # every element coded
+    np.testing.assert_array_equal(shifted(params, 0).mask_index_threshold, thr)
+    np.testing.assert_array_equal(shifted(params, 7).steps, params.steps)
+
+
+@needs_train_data
+def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, tmp_path):
+    from bench.grid import budget_bytes
+    from bench.hashing import sha256_file
+    from plugins.deephq import calibrate as cal
+    from plugins.deephq import params as dp
+    from plugins.deephq import train as tr
+    from plugins.deephq.codec import DeepHQCodec
+
+    unshifted = tmp_path / "unshifted.safetensors"
+    out = tmp_path / "calibrated.safetensors"
+    tr.export(runs.root / "s3", unshifted)
+    tr.export(runs.root / "s3", out)
+    before = dp.load(unshifted)
+    grid = (0.25, 0.5, 0.75, 1.0, 1.25)
+    notes: list[str] = []
+    record = cal.calibrate(
+        out, train_data, shifts=(8, 0, -8), crops=2, crop_size=128, grid=grid, log=notes.append
+    )
+    bd = record["bd_rate_vs_unshifted_percent"]
+    assert list(bd) == ["-8", "0", "8"] and bd["0"] == 0.0
+    assert all(math.isfinite(v) for v in bd.values())
+    assert record["chosen_shift"] == min((-8, 0, 8), key=lambda s: (bd[str(s)], abs(s)))
+    after = dp.load(out)
+    expected = cal.shifted(before, record["chosen_shift"]).mask_index_threshold
+    np.testing.assert_array_equal(after.mask_index_threshold, expected)
+    np.testing.assert_array_equal(after.steps, before.steps)
+    assert after.meta["threshold_shift"] == str(record["chosen_shift"])
+    side = dp.read_sidecar(out)
+    assert side["threshold_calibration"] == json.loads(json.dumps(record))
+    assert side["weights_sha256"] == sha256_file(out)
+    assert len(side["scale_indexes_selected_per_layer"]) == LAYERS
+    assert sum("shift" in n for n in notes) == 3
+
+    # the recorded unshifted curve is what the codec gives on the same crops, point by point
+    crops = cal.training_crops(train_data, 2, 128, log=notes.append)
+    codec = DeepHQCodec(weights=str(unshifted))
+    streams = [codec.encode(c) for c in crops]
+    curve = record["curves"]["0"]
+    assert len(curve["target_bpp"]) >= 4
+    for target, bpp, quality in zip(
+        curve["target_bpp"], curve["bpp"], curve["psnr_rgb"], strict=True
+    ):
+        budgets = [budget_bytes(target, 128, 128) for _ in crops]
+        assert all(b < len(s) for b, s in zip(budgets, streams, strict=True))
+        assert bpp == pytest.approx(np.mean([8 * b / 128**2 for b in budgets]))
+        decoded = [codec.decode(s[:b]) for s, b in zip(streams, budgets, strict=True)]
+        scores = [psnr(c, d) for c, d in zip(crops, decoded, strict=True)]
+        assert quality == pytest.approx(np.mean(scores))
+
+    with pytest.raises(ValueError, match="include 0"):
+        cal.calibrate(unshifted, train_data, shifts=(4, 8), crops=1, crop_size=128)
+    tr.export(runs.root / "s2", tmp_path / "step2.safetensors")
+    with pytest.raises(ValueError, match="no trained masks"):
+        cal.calibrate(tmp_path / "step2.safetensors", train_data, crops=1, crop_size=128)
+
+
+@needs_train_data
+def test_calibrate_flag_needs_export_and_data(runs, train_data, tmp_path, capsys):
+    from plugins.deephq import train as tr
+
+    target = tmp_path / "x.safetensors"
+    assert tr.main(["--out", str(runs.root / "s3"), "--export", str(target), "--calibrate"]) == 1
+    assert "--data" in capsys.readouterr().err and not target.exists()
+    assert tr.main(["--out", str(runs.root / "s3"), "--calibrate", "--data", str(train_data)]) == 1
+    assert "--export" in capsys.readouterr().err

@@ -61,6 +61,12 @@ class DeepHQParams:
         )
 
 
+def selected_fraction(mask_index_threshold: np.ndarray, scale_indexes: int) -> list[float]:
+    """Per layer, the fraction of (channel, scale index) pairs coded from that layer on."""
+    thr = np.asarray(mask_index_threshold)
+    return (np.arange(scale_indexes)[None, None, :] >= thr[:, :, None]).mean(axis=(1, 2)).tolist()
+
+
 def save(params: DeepHQParams, path: str | Path, extra_meta: dict[str, str] | None = None) -> None:
     """Write ``path`` (.safetensors) atomically; world-readable."""
     import os

@@ -464,7 +464,6 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
     )
     from bench.hashing import sha256_file
 
-    selected = (np.arange(len(base.scale_table))[None, None, :] >= thr[:, :, None]).mean(axis=2)
     sidecar = {
         "format": dp.FORMAT,
         "what": (
@@ -484,7 +483,7 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
             "min": steps.min(1).tolist(),
             "max": steps.max(1).tolist(),
         },
-        "scale_indexes_selected_per_layer": selected.mean(1).tolist(),
+        "scale_indexes_selected_per_layer": dp.selected_fraction(thr, len(base.scale_table)),
         "training": history,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -540,15 +539,51 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --export of a step-3 run and --data: shift the mask thresholds to the best "
+        "BD-rate over real truncations of training crops (plugins/deephq/calibrate.py)",
+    )
+    p.add_argument(
+        "--calibrate-shifts",
+        default=None,
+        help="candidate shifts in scale indexes, comma-separated, including 0 "
+        "(default: -4,0,4,8,12,16,24)",
+    )
+    p.add_argument("--calibrate-crops", type=int, default=None, help="training crops (16)")
     return p.parse_args(argv)
+
+
+def _calibrate(args) -> dict[str, Any]:
+    from plugins.deephq import calibrate
+
+    options: dict[str, Any] = {}
+    if args.calibrate_shifts:
+        try:
+            options["shifts"] = [int(v) for v in args.calibrate_shifts.split(",")]
+        except ValueError:
+            raise ValueError(f"--calibrate-shifts: not integers: {args.calibrate_shifts}") from None
+    if args.calibrate_crops:
+        options["crops"] = args.calibrate_crops
+    return calibrate.calibrate(args.export, args.data, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
+        if args.calibrate and not (args.export and args.data):
+            raise ValueError("--calibrate goes with --export and --data (training images)")
         if args.export:
             side = export(args.out, args.export)
             print(f"wrote {args.export} ({side['weights_bytes']} bytes) and its sidecar")
+            if args.calibrate:
+                record = _calibrate(args)
+                print(
+                    f"thresholds shifted by {record['chosen_shift']} scale indexes "
+                    f"(BD-rate vs unshifted on training crops: "
+                    f"{record['bd_rate_vs_unshifted_percent'][str(record['chosen_shift'])]:+.2f} %)"
+                )
             return 0
         summary = train(
             args.out,
