@@ -1148,7 +1148,8 @@ def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, 
 
 
 @needs_train_data
-def test_calibrate_flag_needs_export_and_data(runs, train_data, tmp_path, capsys):
+def test_calibrate_through_the_trainer_command(runs, train_data, tmp_path, capsys):
+    from plugins.deephq import params as dp
     from plugins.deephq import train as tr
 
     target = tmp_path / "x.safetensors"
@@ -1156,3 +1157,12 @@ def test_calibrate_flag_needs_export_and_data(runs, train_data, tmp_path, capsys
     assert "--data" in capsys.readouterr().err and not target.exists()
     assert tr.main(["--out", str(runs.root / "s3"), "--calibrate", "--data", str(train_data)]) == 1
     assert "--export" in capsys.readouterr().err
+    command = ["--out", str(runs.root / "s3"), "--export", str(target), "--calibrate"]
+    command += ["--data", str(train_data), "--calibrate-crops", "1", "--calibrate-crop", "96"]
+    assert tr.main([*command, "--calibrate-shifts", "4,x"]) == 1
+    assert "not integers" in capsys.readouterr().err
+    assert tr.main([*command, "--calibrate-shifts", "0,4"]) == 0
+    assert "thresholds shifted by" in capsys.readouterr().out
+    record = dp.read_sidecar(target)["threshold_calibration"]
+    assert (record["crops"], record["crop_size"]) == (1, 96)
+    assert set(record["bd_rate_vs_unshifted_percent"]) == {"0", "4"}

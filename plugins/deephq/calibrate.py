@@ -10,7 +10,8 @@ the shift whose mean curve has the lowest BD-rate against the unshifted one is k
 
 One scalar over the whole grid is chosen on training images only (never Kodak); the BD-rate of
 every candidate is kept in the weights' sidecar. A point enters a curve only where no crop's
-stream is exhausted (every crop truncated for real) and every crop's header fits the prefix.
+stream is exhausted (every crop truncated for real), every crop's header fits the prefix and
+the mean PSNR beats every cheaper point's (a budget that completes no new chunk adds nothing).
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def measure_curve(codec: Any, crops: Sequence[np.ndarray], grid: Sequence[float]
             bpp[i, j] = 8.0 * budget / (h * w)
             psnr[i, j] = psnr_rgb(crop, recon)
     keep = np.all(np.isfinite(psnr), axis=0)
+    mean_psnr = np.where(keep, np.nan_to_num(psnr).mean(axis=0), -np.inf)
+    best = -np.inf
+    for j in range(len(grid)):  # a point no better than a cheaper one (no chunk completed)
+        keep[j] = keep[j] and mean_psnr[j] > best
+        best = max(best, mean_psnr[j])
     return Curve(
         tuple(float(t) for t, k in zip(grid, keep, strict=True) if k),
         tuple(float(v) for v in bpp[:, keep].mean(axis=0)),
@@ -124,7 +130,7 @@ def calibrate(
     shifts = sorted({int(s) for s in shifts})
     if 0 not in shifts:
         raise ValueError("the candidate shifts must include 0, the reference curve")
-    grid = tuple(DEFAULT_BPP_GRID if grid is None else grid)
+    grid = tuple(sorted(DEFAULT_BPP_GRID if grid is None else grid))
     images = training_crops(data, crops, crop_size, log=log)
     curves: dict[int, Curve] = {}
     scale_indexes = 0

@@ -510,7 +510,7 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (training, --calibrate)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--layers-per-iteration", type=int, default=2)
@@ -552,12 +552,16 @@ def _parse_args(argv: Sequence[str] | None):
         "(default: -4,0,4,8,12,16,24)",
     )
     p.add_argument("--calibrate-crops", type=int, default=None, help="training crops (16)")
+    p.add_argument("--calibrate-crop", type=int, default=None, help="crop side in pixels (256)")
     return p.parse_args(argv)
 
 
 def _calibrate(args) -> dict[str, Any]:
+    import torch
+
     from plugins.deephq import calibrate
 
+    torch.set_num_threads(args.threads)
     options: dict[str, Any] = {}
     if args.calibrate_shifts:
         try:
@@ -566,6 +570,8 @@ def _calibrate(args) -> dict[str, Any]:
             raise ValueError(f"--calibrate-shifts: not integers: {args.calibrate_shifts}") from None
     if args.calibrate_crops:
         options["crops"] = args.calibrate_crops
+    if args.calibrate_crop:
+        options["crop_size"] = args.calibrate_crop
     return calibrate.calibrate(args.export, args.data, **options)
 
 
