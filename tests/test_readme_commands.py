@@ -55,7 +55,7 @@ INSTALL = Skip("installs packages: the test runs inside that install")
 CLUSTER = Skip("needs a Dask scheduler on a host named head; tests/test_dask.py runs a cluster")
 TRAIN_DEEPHQ = Skip(
     "trains for minutes (800 iterations) and writes the shipped weights; tests/test_deephq.py "
-    "trains and exports with a handful of iterations"
+    "trains, exports and calibrates with a handful of iterations and crops"
 )
 
 PLAN: dict[str, Run | Skip] = {
@@ -103,7 +103,8 @@ PLAN: dict[str, Run | Skip] = {
     "bench train deephq --out checkpoints/deephq-step3 --data ../shared/datasets/train --step 3 "
     "--init checkpoints/deephq-step2 --iterations 800 --threads 1": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --export "
-    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it73000.safetensors": TRAIN_DEEPHQ,
+    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it73000.safetensors --calibrate --data "
+    "../shared/datasets/train": TRAIN_DEEPHQ,
 }
 
 #: Fence languages of shell blocks (other fenced blocks are files: Python, YAML, TOML).
