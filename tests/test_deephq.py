@@ -5,7 +5,7 @@ format, the registry, and the step-2/3 trainer (tiny real runs, the real CLI).
 The shipped DeepHQ weights may not exist yet: every test but one builds its own parameters
 (:func:`make_params`: the trainer's initial step ladder with per-channel jitter and nested
 masks, or a tiny real training run); the one test of the default weights skips until
-``plugins/deephq/weights/deephq-msh-n128-m192-l1800-it73000.safetensors`` exists.
+``plugins/deephq/weights/deephq-msh-n128-m192-l1800-it162000.safetensors`` exists.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ TRAIN_SOURCES = (  # (file, top, left): 160x160 crops for the tiny training runs
 WEIGHTS = test_weights_spec()  # the base model's weights
 MISSING = dependencies_missing()
 DEFAULT_DEEPHQ = (
-    ROOT / "plugins" / "deephq" / "weights" / "deephq-msh-n128-m192-l1800-it73000.safetensors"
+    ROOT / "plugins" / "deephq" / "weights" / "deephq-msh-n128-m192-l1800-it162000.safetensors"
 )
 LAYERS = 8
 CROP = ("kodim23.png", 200, 300, 64, 64)
@@ -1110,9 +1110,10 @@ def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, 
         out, train_data, shifts=(8, 0, -8), crops=2, crop_size=128, grid=grid, log=notes.append
     )
     bd = record["bd_rate_vs_unshifted_percent"]
-    assert list(bd) == ["-8", "0", "8"] and bd["0"] == 0.0
+    every = int(before.mask_index_threshold.max())  # the candidate that codes every element
+    assert every > 8 and list(bd) == ["-8", "0", "8", str(every)] and bd["0"] == 0.0
     assert all(math.isfinite(v) for v in bd.values())
-    assert record["chosen_shift"] == min((-8, 0, 8), key=lambda s: (bd[str(s)], abs(s)))
+    assert record["chosen_shift"] == min((-8, 0, 8, every), key=lambda s: (bd[str(s)], abs(s)))
     after = dp.load(out)
     expected = cal.shifted(before, record["chosen_shift"]).mask_index_threshold
     np.testing.assert_array_equal(after.mask_index_threshold, expected)
@@ -1122,7 +1123,8 @@ def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, 
     assert side["threshold_calibration"] == json.loads(json.dumps(record))
     assert side["weights_sha256"] == sha256_file(out)
     assert len(side["scale_indexes_selected_per_layer"]) == LAYERS
-    assert sum("shift" in n for n in notes) == 3
+    assert sum("shift" in n for n in notes) == 4
+    assert not np.any(cal.shifted(before, every).mask_index_threshold)
 
     # the recorded unshifted curve is what the codec gives on the same crops, point by point
     crops = cal.training_crops(train_data, 2, 128, log=notes.append)
@@ -1153,6 +1155,7 @@ def test_calibrate_through_the_trainer_command(runs, train_data, tmp_path, capsy
     from plugins.deephq import train as tr
 
     target = tmp_path / "x.safetensors"
+    tr.export(runs.root / "s3", tmp_path / "unshifted.safetensors")
     assert tr.main(["--out", str(runs.root / "s3"), "--export", str(target), "--calibrate"]) == 1
     assert "--data" in capsys.readouterr().err and not target.exists()
     assert tr.main(["--out", str(runs.root / "s3"), "--calibrate", "--data", str(train_data)]) == 1
@@ -1165,4 +1168,5 @@ def test_calibrate_through_the_trainer_command(runs, train_data, tmp_path, capsy
     assert "thresholds shifted by" in capsys.readouterr().out
     record = dp.read_sidecar(target)["threshold_calibration"]
     assert (record["crops"], record["crop_size"]) == (1, 96)
-    assert set(record["bd_rate_vs_unshifted_percent"]) == {"0", "4"}
+    every = str(dp.load(tmp_path / "unshifted.safetensors").mask_index_threshold.max())
+    assert set(record["bd_rate_vs_unshifted_percent"]) == {"0", "4", every}

@@ -4,9 +4,11 @@ Step 3 learns the thresholds through a relaxed (sigmoid) mask and a loss that st
 layer's own rate point only; what matters to a user is the curve *between* the layers, where a
 truncated stream stops. Calibration measures that curve with the real codec: for every
 candidate shift ``s`` (in scale indexes) every threshold is lowered by ``s``
-(:func:`shifted`; ``s < 0`` raises them), crops of training images are encoded once and
-decoded at every target bpp of the grid (prefixes of ``floor(bpp * H * W / 8)`` bytes), and
-the shift whose mean curve has the lowest BD-rate against the unshifted one is kept.
+(:func:`shifted`; ``s < 0`` raises them; the largest threshold, which codes every element from
+the first layer as the masks' ablation does, is always a candidate), crops of training images
+are encoded once and decoded at every target bpp of the grid (prefixes of
+``floor(bpp * H * W / 8)`` bytes), and the shift whose mean curve has the lowest BD-rate
+against the unshifted one is kept.
 
 One scalar over the whole grid is chosen on training images only (never Kodak); the BD-rate of
 every candidate is kept in the weights' sidecar. A point enters a curve only where no crop's
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +129,10 @@ def calibrate(
     original = dp.load(weights)
     if not np.any(original.mask_index_threshold):
         raise ValueError(f"{weights} has no trained masks (a step-2 export): nothing to calibrate")
-    shifts = sorted({int(s) for s in shifts})
+    shifts = {int(s) for s in shifts}
     if 0 not in shifts:
         raise ValueError("the candidate shifts must include 0, the reference curve")
+    shifts = sorted(shifts | {int(original.mask_index_threshold.max())})  # + every one coded
     grid = tuple(sorted(DEFAULT_BPP_GRID if grid is None else grid))
     images = training_crops(data, crops, crop_size, log=log)
     curves: dict[int, Curve] = {}
@@ -161,7 +164,7 @@ def calibrate(
         "crops": len(images),
         "crop_size": crop_size,
         "grid_bpp": list(grid),
-        "curves": {str(s): c.__dict__ for s, c in curves.items()},
+        "curves": {str(s): asdict(c) for s, c in curves.items()},
     }
     side_path = dp.sidecar_path(weights)
     side = dp.read_sidecar(weights) or {}
