@@ -103,7 +103,7 @@ PLAN: dict[str, Run | Skip] = {
     "bench train deephq --out checkpoints/deephq-step3 --data ../shared/datasets/train --step 3 "
     "--init checkpoints/deephq-step2 --iterations 800 --threads 1": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --export "
-    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it73000.safetensors --calibrate --data "
+    "plugins/deephq/weights/deephq-msh-n128-m192-l1800-it162000.safetensors --calibrate --data "
     "../shared/datasets/train": TRAIN_DEEPHQ,
 }
 
