@@ -1075,7 +1075,7 @@ def test_bench_train_unknown_model_is_a_usage_error(tmp_path):
 
 
 def test_shifted_thresholds_stay_clipped_and_nested(base):
-    from plugins.deephq.calibrate import shifted
+    from plugins.deephq.train_calibration import shifted
 
     params = make_params(base, 1)
     thr = params.mask_index_threshold
@@ -1094,9 +1094,9 @@ def test_shifted_thresholds_stay_clipped_and_nested(base):
 def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, tmp_path):
     from bench.grid import budget_bytes
     from bench.hashing import sha256_file
-    from plugins.deephq import calibrate as cal
     from plugins.deephq import params as dp
     from plugins.deephq import train as tr
+    from plugins.deephq import train_calibration as cal
     from plugins.deephq.codec import DeepHQCodec
 
     unshifted = tmp_path / "unshifted.safetensors"

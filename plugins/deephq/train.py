@@ -543,7 +543,7 @@ def _parse_args(argv: Sequence[str] | None):
         "--calibrate",
         action="store_true",
         help="with --export of a step-3 run and --data: shift the mask thresholds to the best "
-        "BD-rate over real truncations of training crops (plugins/deephq/calibrate.py)",
+        "BD-rate over real truncations of training crops (plugins/deephq/train_calibration.py)",
     )
     p.add_argument(
         "--calibrate-shifts",
@@ -559,7 +559,7 @@ def _parse_args(argv: Sequence[str] | None):
 def _calibrate(args) -> dict[str, Any]:
     import torch
 
-    from plugins.deephq import calibrate
+    from plugins.deephq import train_calibration
 
     torch.set_num_threads(args.threads)
     options: dict[str, Any] = {}
@@ -572,7 +572,7 @@ def _calibrate(args) -> dict[str, Any]:
         options["crops"] = args.calibrate_crops
     if args.calibrate_crop:
         options["crop_size"] = args.calibrate_crop
-    return calibrate.calibrate(args.export, args.data, **options)
+    return train_calibration.calibrate(args.export, args.data, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,7 +158,7 @@ def calibrate(
     dp.save(chosen, weights, {"threshold_shift": str(best)})
     record = {
         "what": "one shift of every mask threshold (scale indexes lowered), chosen by BD-rate "
-        "over real truncations on training crops (plugins/deephq/calibrate.py)",
+        "over real truncations on training crops (plugins/deephq/train_calibration.py)",
         "chosen_shift": best,
         "bd_rate_vs_unshifted_percent": {str(s): bd[s] for s in shifts},
         "crops": len(images),
