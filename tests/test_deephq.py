@@ -1123,6 +1123,9 @@ def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, 
     assert side["threshold_calibration"] == json.loads(json.dumps(record))
     assert side["weights_sha256"] == sha256_file(out)
     assert len(side["scale_indexes_selected_per_layer"]) == LAYERS
+    assert side["added_parameters"] == sum(
+        DeepHQCodec(weights=str(out)).added_parameters().values()
+    )
     assert sum("shift" in n for n in notes) == 4
     assert not np.any(cal.shifted(before, every).mask_index_threshold)
 

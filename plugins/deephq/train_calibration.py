@@ -172,6 +172,8 @@ def calibrate(
     side["scale_indexes_selected_per_layer"] = dp.selected_fraction(
         chosen.mask_index_threshold, scale_indexes
     )
+    thr = chosen.mask_index_threshold  # all 0: no mask parameter left (as the codec counts)
+    side["added_parameters"] = int(chosen.steps[:-1].size + (thr.size if np.any(thr) else 0))
     side["weights_sha256"] = sha256_file(weights)
     side["weights_bytes"] = weights.stat().st_size
     side_path.write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
