@@ -325,3 +325,31 @@ def test_trainer_keeps_evaluates_and_exports_the_average(data_dir, tmp_path):
              channels_last=False)  # fmt: skip
     resumed = tr.load_checkpoint(plain)
     assert resumed[CHECKPOINT_KEY]["since"] == 2 and resumed["config"]["ema_decay"] == 0.9
+
+
+def test_a_run_from_shipped_weights_continues_their_schedule(tmp_path):
+    """``--init`` without schedule options picks the exported run up where its cosine was, with
+    its planned end and weight average; explicit options win; a finished schedule gives the
+    defaults."""
+    import math
+
+    weights = ROOT / "plugins" / "learned" / "weights" / "msh-n128-m192-l1800-it162000.safetensors"
+    side = json.loads(sidecar_path(weights).read_text())
+    stored, at = side["config"], side["iterations"]
+    done = (at - stored["warmup"]) / (stored["planned_iterations"] - stored["warmup"])
+    low, peak = stored["lr_min"], stored["lr"]
+    rate = low + 0.5 * (peak - low) * (1 + math.cos(math.pi * done))
+    assert stored["lr_min"] < rate < stored["lr"]
+    cfg = tr.resolve_config(tmp_path / "a", False, data=str(TRAIN), init=str(weights))
+    assert cfg.lr == pytest.approx(rate, rel=1e-12)
+    assert (cfg.iterations, cfg.lr_min, cfg.ema_decay) == (
+        stored["planned_iterations"], stored["lr_min"], stored["ema_decay"]
+    )  # fmt: skip
+    assert "to lr 1.79e-05, cosine to 1e-05 at iteration 200000" in tr.describe_schedule(cfg)
+    given = tr.resolve_config(tmp_path / "b", False, data=str(TRAIN), init=str(weights), lr=3e-5)
+    assert given.lr == 3e-5 and given.iterations == stored["planned_iterations"]
+    finished = tmp_path / "finished.safetensors"
+    shutil.copy(weights, finished)
+    sidecar_path(finished).write_text(json.dumps({**side, "iterations": 200_000}))
+    plain = tr.resolve_config(tmp_path / "c", False, data=str(TRAIN), init=str(finished))
+    assert (plain.lr, plain.iterations, plain.ema_decay) == (1e-4, 400_000, 0.0)

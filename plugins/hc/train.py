@@ -54,6 +54,7 @@ from plugins.learned.training.msh_config import (
     TrainConfig,
     add_config_options,
     config_options,
+    describe_schedule,
     resolve_config,
 )
 from plugins.learned.training.precision import choose_mode, device_name
@@ -181,6 +182,7 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
         weights, meta = load_state(cfg.init)
         start_from_weights(run, cfg, model, weights, meta, fresh)
         console(f"starting from {cfg.init} (iteration {run.iteration})")
+        console(f"schedule: {describe_schedule(cfg)}")
     atomic_write_json(run.out / "config.json", cfg.to_dict())
 
     mode = choose_mode(cfg)
@@ -297,6 +299,7 @@ def export(
                 )
             },
             "planned_iterations": cfg.iterations,
+            "start_iteration": cfg.start_iteration,
             "seed": cfg.seed,
         },
         "iterations": int(state["iteration"]),

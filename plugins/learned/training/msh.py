@@ -49,6 +49,7 @@ from plugins.learned.training.msh_config import (
     TrainConfig,
     add_config_options,
     config_options,
+    describe_schedule,
     load_checkpoint,
     resolve_config,
 )
@@ -113,6 +114,7 @@ def train(
         initial, meta = load_weights(cfg.init)
         start_from_weights(run, cfg, model, initial.state_dict(), meta, fresh)
         console.print(f"starting from {cfg.init} (iteration {run.iteration})")
+        console.print(f"schedule: {describe_schedule(cfg)}")
     atomic_write_json(out / CONFIG_NAME, cfg.to_dict())
 
     mode = choose_mode(cfg, mode_timer(cfg, model, images), console.print)

@@ -125,6 +125,10 @@ def resolve_config(
 ) -> TrainConfig:
     """The config of a run: ``options`` for a new run, the checkpoint's for ``resume``.
 
+    A new run from exported weights (``init``) continues their schedule where it was unless
+    the options say otherwise (:func:`schedule_of_weights`): a fresh run's defaults (peak 1e-4,
+    no weight average) would undo a decayed schedule.
+
     ``config_type`` is :class:`TrainConfig` or a trainer's subclass of it, ``load`` that
     trainer's checkpoint reader (:class:`CheckpointError` when the checkpoint is missing or not
     its kind). When resuming, options that define the model or optimisation
@@ -143,6 +147,8 @@ def resolve_config(
             raise CheckpointError(
                 f"{ckpt_path} already exists: pass --resume to continue it, or choose another --out"
             )
+        if options.get("init"):
+            options = {**schedule_of_weights(options["init"]), **options}
         cfg = config_type(**options, out=str(out))
         if not cfg.data:
             raise ValueError("--data is required for a new training run")
@@ -162,6 +168,28 @@ def resolve_config(
     defaults = config_type()
     per_process = {k: getattr(defaults, k) for k in config_type.PER_PROCESS}
     return dataclasses.replace(stored, **{**per_process, **options}, out=str(out))
+
+
+def schedule_of_weights(path: str | Path) -> dict[str, Any]:
+    """The schedule options (planned end, peak rate, floor, weight-average decay) that carry the
+    run exported in ``path`` on from its iteration, read from its sidecar
+    (:func:`plugins.learned.training.schedule.continued_from_weights`); ``{}`` without one."""
+    import json
+
+    from plugins.learned.training.schedule import continued_from_weights
+    from plugins.learned.weights.format import sidecar_path
+
+    side = sidecar_path(path)
+    return continued_from_weights(json.loads(side.read_text())) if side.is_file() else {}
+
+
+def describe_schedule(cfg: TrainConfig) -> str:
+    """The run's schedule in words, for the console."""
+    average = f"weight average {cfg.ema_decay}" if cfg.ema_decay else "no weight average"
+    return (
+        f"warm-up over {cfg.warmup} iterations to lr {cfg.lr:.3g}, cosine to {cfg.lr_min:.3g} "
+        f"at iteration {cfg.iterations}, {average}"
+    )
 
 
 def schedule_changes(before: TrainConfig, after: TrainConfig) -> dict[str, list[Any]]:

@@ -127,6 +127,7 @@ def export(
             "lr_min": cfg.lr_min,
             "warmup": cfg.warmup,
             "planned_iterations": cfg.iterations,
+            "start_iteration": cfg.start_iteration,
             "aux_lr": cfg.aux_lr,
             "clip": cfg.clip,
             "ema_decay": cfg.ema_decay,

@@ -53,3 +53,33 @@ class CosineSchedule:
         span = self.end - self.start - self.warmup
         progress = min(1.0, (done - self.warmup) / span) if span > 0 else 1.0
         return self.floor + 0.5 * (self.peak - self.floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def continued_from_weights(sidecar: dict) -> dict[str, float | int]:
+    """Schedule options that carry an exported run on where it stopped (for ``--init``).
+
+    ``sidecar`` is a weights sidecar (``iterations`` and the run's ``config``: ``lr``, ``lr_min``,
+    ``warmup``, ``planned_iterations``, ``ema_decay``, ``start_iteration`` or 0). Returns
+    ``iterations`` (the same planned end), ``lr`` (the rate its schedule had reached at
+    ``iterations``: the new run's peak after its warm-up), ``lr_min`` and ``ema_decay``, or
+    ``{}`` when the sidecar lacks them or the planned end is already reached.
+    """
+    cfg = sidecar.get("config") or {}
+    keys = ("lr", "lr_min", "warmup", "planned_iterations")
+    iteration = int(sidecar.get("iterations", 0))
+    if any(k not in cfg for k in keys) or int(cfg["planned_iterations"]) <= iteration:
+        return {}
+    stored = CosineSchedule(
+        peak=float(cfg["lr"]),
+        floor=float(cfg["lr_min"]),
+        start=int(cfg.get("start_iteration", 0)),
+        end=int(cfg["planned_iterations"]),
+        warmup=int(cfg["warmup"]),
+    )
+    rate = stored(iteration)
+    return {
+        "iterations": int(cfg["planned_iterations"]),
+        "lr": rate,
+        "lr_min": min(stored.floor, rate),
+        "ema_decay": float(cfg.get("ema_decay", 0.0)),
+    }
