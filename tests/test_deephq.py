@@ -148,10 +148,11 @@ def tables(base):
     )
 
 
-def context(tables, steps, thresholds, sliver_fraction=None):
+def context(tables, steps, thresholds, sliver_fraction=None, grid=None):
     from plugins.deephq import coder
 
     extra = {} if sliver_fraction is None else {"sliver_fraction": sliver_fraction}
+    extra.update({} if grid is None else {"grid": grid})
     return coder.CoderContext(
         cdf=tables.cdf,
         c=tables.c,
@@ -187,7 +188,10 @@ def encoded(codec, crop):
 # -- the quantizer: splitting an interval ----------------------------------------------------
 
 
-def _labels(n: np.ndarray, d: float) -> np.ndarray:
+def _labels(n: np.ndarray, d: float, grid: str = "mid-tread") -> np.ndarray:
+    """The module doc's labels, written out: ``floor(n / D + 1/2)``, or ``trunc(n / D)``."""
+    if grid == "dead-zone":
+        return np.trunc(n / d).astype(np.int64)
     return np.floor(n / d + 0.5).astype(np.int64)
 
 
@@ -209,7 +213,8 @@ def test_split_children_are_the_label_runs_of_the_parent(tables, data):
     if level < LAYERS:
         steps[level - 1] = data.draw(st.lists(step_value, min_size=channels, max_size=channels))
     tau = data.draw(st.sampled_from([coder.SLIVER_FRACTION] * 3 + [0.0, 0.9]), label="tau")
-    ctx = context(tables, steps, np.zeros((LAYERS, channels)), tau)
+    grid = data.draw(st.sampled_from(coder.GRIDS), label="grid")
+    ctx = context(tables, steps, np.zeros((LAYERS, channels)), tau, grid)
 
     rows = []
     for _ in range(data.draw(st.integers(1, 6), label="parents")):
@@ -241,10 +246,10 @@ def test_split_children_are_the_label_runs_of_the_parent(tables, data):
         # contiguous, non-empty, exactly the parent
         assert count >= 1 and starts[0] == lo[e] and ends[-1] == hi[e]
         assert np.all(ends >= starts) and np.all(starts[1:] == ends[:-1] + 1)
-        # the labels floor(n / D + 1/2): boundaries are label changes; a change that is not a
-        # boundary is an edge sliver merged into its neighbour
+        # the grid's labels: boundaries are label changes; a change that is not a boundary is
+        # an edge sliver merged into its neighbour
         span = np.arange(lo[e], hi[e] + 1)
-        lab = _labels(span, d)
+        lab = _labels(span, d, grid)
         changes = span[1:][lab[1:] != lab[:-1]]
         assert set(starts[1:].tolist()) <= set(changes.tolist())
         for m in sorted(set(changes.tolist()) - set(starts[1:].tolist())):
@@ -319,8 +324,9 @@ def _state(el) -> tuple[np.ndarray, ...]:
     variant=st.sampled_from(["steps <= 2", "wide steps", "wide steps, no slivers"]),
     layers=st.sampled_from([1, 3, 8]),
     cuts=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=6),
+    grid=st.sampled_from(["mid-tread", "dead-zone"]),
 )
-def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, cuts):
+def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, cuts, grid):
     """Full decode gives every selected element's fine index (or escaped value) and leaves the
     never-selected at their root (reconstructed at the prior mean); the coded probabilities
     multiply to the base model's own. A cut stream decodes to intervals holding the true
@@ -337,7 +343,7 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
     steps[:-1] = rng.uniform(1.0, 24.0 if wide else 2.0, (layers - 1, channels))
     thr = np.minimum.accumulate(rng.integers(0, 40, (layers, channels)), axis=0)
     thr[:, 0] = 0
-    ctx = context(tables, steps, thr, 0.0 if no_slivers else None)
+    ctx = context(tables, steps, thr, 0.0 if no_slivers else None, grid)
     fine, idx, ch = synthetic_latent(tables, rng, int(rng.integers(200, 1500)), channels)
     units = int(rng.choice([64, 256, 1024])) * lc.UNITS_PER_BIT
     c = tables.c[idx]
@@ -405,7 +411,8 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
             if no_slivers:  # one label of that layer's step
                 d = steps[done_layers - 1, ch]
                 ok = sel & ~p.escaped
-                assert np.array_equal(_labels(p.lo[ok], d[ok]), _labels(p.hi[ok], d[ok]))
+                lab = (_labels(p.lo[ok], d[ok], grid), _labels(p.hi[ok], d[ok], grid))
+                assert np.array_equal(*lab)
         if done_layers < layers:
             later = idx < thr[done_layers, ch]  # not selected yet in the layer being sent
             assert np.all(p.level[later] == 0)
@@ -417,6 +424,52 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
             assert np.all(p.lo >= q.lo) and np.all(p.hi <= q.hi) and np.all(p.level >= q.level)
             assert np.all(p.escaped >= q.escaped)
         previous = part
+
+
+def test_dead_zone_power_of_two_grids_nest_exactly(tables):
+    """Dead-zone steps 16, 8, 4, 2, 1 from the root of every scale index: every interval below
+    the root's edge children is one whole bin ``{n: trunc(n / D) = j}`` of its level's step;
+    each splits into two bins of the next step, the centre bin into three (PLONQ's nesting)."""
+    from plugins.deephq import coder
+
+    ladder = [16.0, 8.0, 4.0, 2.0, 1.0]
+    ctx = context(tables, [[d] for d in ladder], np.zeros((len(ladder), 1)), grid="dead-zone")
+    idx = np.flatnonzero(tables.c >= 40)
+    zero = np.zeros(len(idx), np.int64)
+    c = tables.c[idx]
+    el = coder.Elements(idx, zero, -c, c.copy(), zero.copy(), zero > 0, zero.copy())
+    parents = coder.split(ctx, el, np.arange(len(idx)), 1)
+    for level in range(2, len(ladder) + 1):
+        d_parent = ladder[level - 2]
+        inner = [
+            (int(idx[e]), int(parents.starts[k]), int(parents.ends[k]))
+            for e in range(len(idx))
+            for k in range(parents.first[parents.group[e]], parents.first[parents.group[e]]
+                           + parents.count[parents.group[e]])
+            if -c[e] < parents.starts[k] and parents.ends[k] < c[e]
+        ]  # fmt: skip
+        assert inner
+        i, lo, hi = (np.array(col, np.int64) for col in zip(*inner, strict=True))
+        label = _labels(lo, d_parent, "dead-zone")
+        assert np.array_equal(label, _labels(hi, d_parent, "dead-zone"))
+        first = np.where(
+            label > 0,
+            label * d_parent,
+            np.where(label < 0, (label - 1) * d_parent + 1, 1 - d_parent),
+        )
+        last = np.where(
+            label > 0,
+            (label + 1) * d_parent - 1,
+            np.where(label < 0, label * d_parent, d_parent - 1),
+        )
+        assert np.array_equal(lo, first) and np.array_equal(hi, last)  # whole bins
+        n = len(i)
+        el = coder.Elements(i, np.zeros(n, np.int64), lo, hi, np.full(n, level - 1),
+                            np.zeros(n, bool), np.zeros(n, np.int64))  # fmt: skip
+        parents = coder.split(ctx, el, np.arange(n), level)
+        counts = parents.count[parents.group]
+        assert np.array_equal(counts, np.where(label == 0, 3, 2)), level
+        idx, c = i, tables.c[i]
 
 
 def test_a_split_merged_to_one_child_costs_no_symbol(tables):
@@ -490,6 +543,32 @@ def test_encode_is_deterministic_and_prefixes_refine(codec, params_file, encoded
     assert more[12] == 256 // 64 and data[12] == 1024 // 64
     assert more_stats.chunks > stats.chunks
     assert np.array_equal(codec.decode(more), codec.decode(data))
+
+
+def test_a_dead_zone_file_codes_its_own_grid_to_the_same_end(codec, encoded, crop, base, tmp_path):
+    """The same steps and masks with ``grid=dead-zone`` in the file: another stream (the header
+    names the file), prefixes that decode and refine, the same full-stream latent; the codec's
+    parameters name the grid."""
+    from bench.codec import CorruptStream
+    from plugins.deephq import params as dp
+    from plugins.deephq.codec import DeepHQCodec
+
+    p = codec.params
+    same = dp.DeepHQParams(p.steps, p.mask_index_threshold, p.base_sha256, {"grid": "dead-zone"})
+    path = save_params(same, tmp_path / "dz.safetensors")
+    dz = DeepHQCodec(weights=path)
+    assert dz.context(True).grid == "dead-zone" and codec.context(True).grid == "mid-tread"
+    assert (dz.parameters()["grid"], codec.parameters()["grid"]) == ("dead-zone", "mid-tread")
+    data, (mid, _) = dz.encode(crop), encoded
+    assert data != mid
+    assert np.array_equal(dz.decode(data), codec.decode(mid))  # both end at the base's grid
+    header = header_length(data)
+    quality = [
+        psnr(crop, dz.decode(data[:k])) for k in np.linspace(header, len(data), 5).astype(int)
+    ]
+    assert quality[-1] > quality[0] + 3.0 and quality == sorted(quality)
+    with pytest.raises(CorruptStream):
+        codec.decode(data)  # the header binds the stream to its parameter file
 
 
 def test_full_stream_is_the_base_grid_for_selected_elements(codec, encoded, crop):
@@ -699,6 +778,10 @@ def test_params_validation_and_without_masks(base):
     ):
         with pytest.raises(ValueError, match=match):
             DeepHQParams(bad_steps, bad_thr, sha)
+    with pytest.raises(ValueError, match="unknown grid 'mid-rise'"):
+        DeepHQParams(steps, thr, sha, {"grid": "mid-rise"})
+    assert good.grid == "mid-tread" and "grid" not in good.meta  # files before the choice
+    assert DeepHQParams(steps, thr, sha, {"grid": "dead-zone"}).grid == "dead-zone"
     assert np.any(thr > 0)
     off = good.without_masks()
     assert np.array_equal(off.steps, steps) and off.base_sha256 == sha and off.meta == good.meta
@@ -819,7 +902,8 @@ def test_training_loss_masks_soft_or_hard():
 
 @pytest.mark.parametrize("layer", [0, 2, 6, 7])
 @pytest.mark.parametrize("reconstruction", ["mean", "midpoint"])
-def test_training_loss_reconstructs_as_the_decoder(layer, reconstruction):
+@pytest.mark.parametrize("grid", ["mid-tread", "dead-zone"])
+def test_training_loss_reconstructs_as_the_decoder(layer, reconstruction, grid):
     """The loss's value of an element is the decoder's: the fine integer once the interval holds
     one, else the conditional mean of ``N(0, sigma)`` over it (or its midpoint), for the bin
     over the intersection of the bins of layers ``0..layer`` around ``n = round(y - mu)``."""
@@ -829,7 +913,7 @@ def test_training_loss_reconstructs_as_the_decoder(layer, reconstruction):
     from plugins.learned.coding.intervals import interval_reconstruction
 
     torch.manual_seed(1)
-    quant = build_quantizer(4, LAYERS, math.log(0.11))
+    quant = build_quantizer(4, LAYERS, math.log(0.11), grid=grid)
     y = torch.randn(2, 4, 5, 5, dtype=torch.float64) * 6.0
     mu = torch.randn_like(y)
     sigma = torch.exp(torch.linspace(-1.0, 2.5, 200, dtype=torch.float64)).reshape(2, 4, 5, 5)
@@ -839,9 +923,18 @@ def test_training_loss_reconstructs_as_the_decoder(layer, reconstruction):
     lo, hi = np.full(n.shape, -np.inf), np.full(n.shape, np.inf)
     for k in range(layer + 1):
         step = quant.steps()[k].detach().double()[None, :, None, None].expand_as(y).numpy()
-        label = np.floor(n / step + 0.5)
-        lo = np.maximum(lo, np.ceil((label - 0.5) * step))  # first fine integer of the bin
-        hi = np.minimum(hi, np.ceil((label + 0.5) * step) - 1)  # and its last
+        if grid == "dead-zone":  # trunc(n / D): [jD, (j+1)D), (-D, D), ((j-1)D, jD]
+            label = np.trunc(n / step)
+            first = np.where(label < 0, np.floor((label - 1) * step) + 1, np.ceil(label * step))
+            first = np.where(label == 0, np.floor(-step) + 1, first)
+            last = np.where(label < 0, np.floor(label * step), np.ceil((label + 1) * step) - 1)
+            last = np.where(label == 0, np.ceil(step) - 1, last)
+        else:
+            label = np.floor(n / step + 0.5)
+            first = np.ceil((label - 0.5) * step)
+            last = np.ceil((label + 0.5) * step) - 1
+        lo = np.maximum(lo, first)  # first fine integer of the bin
+        hi = np.minimum(hi, last)  # and its last
     expected = interval_reconstruction(reconstruction, lo, hi, sigma.numpy())
     expected = np.where(lo == hi, lo, expected)
     assert (hi > lo).any() == (layer < 6)  # the last two layers' steps are 1 at the start
@@ -1173,3 +1266,88 @@ def test_calibrate_through_the_trainer_command(runs, train_data, tmp_path, capsy
     assert (record["crops"], record["crop_size"]) == (1, 96)
     every = str(dp.load(tmp_path / "unshifted.safetensors").mask_index_threshold.max())
     assert set(record["bd_rate_vs_unshifted_percent"]) == {"0", "4", every}
+
+
+def test_moved_steps_and_the_uniform_ladder(base):
+    from plugins.deephq.train_calibration import moved, uniform_ladder
+
+    params = make_params(base, 2)
+    up = moved(params, 3, 1)
+    np.testing.assert_array_equal(up.steps[3], params.steps[3] * 2)
+    np.testing.assert_array_equal(np.delete(up.steps, 3, 0), np.delete(params.steps, 3, 0))
+    np.testing.assert_array_equal(up.mask_index_threshold, params.mask_index_threshold)
+    down = moved(params, 0, -5)  # clipped at the base's grid
+    np.testing.assert_array_equal(down.steps[0], np.maximum(params.steps[0] / 32, 1.0))
+    assert moved(params, LAYERS - 1, 1) is None  # the last layer is the base's own grid
+    assert moved(params, -1, 1) is None and moved(params, LAYERS, 1) is None
+    assert moved(moved(params, 2, -30), 2, -1) is None  # already all 1: nothing changes
+    ladder = uniform_ladder(params)
+    assert ladder.steps[:, 0].tolist() == [8.0] * (LAYERS - 3) + [4.0, 2.0, 1.0]
+    assert np.all(ladder.steps == ladder.steps[:, :1]) and not np.any(ladder.mask_index_threshold)
+    assert ladder.base_sha256 == params.base_sha256
+
+
+@needs_train_data
+def test_step_search_keeps_only_moves_that_beat_the_start(runs, train_data, tmp_path):
+    from bench.bdrate import bd_rate
+    from bench.hashing import sha256_file
+    from plugins.deephq import params as dp
+    from plugins.deephq import train as tr
+    from plugins.deephq import train_calibration as cal
+    from plugins.deephq.codec import DeepHQCodec
+
+    start = tmp_path / "start.safetensors"
+    out = tmp_path / "searched.safetensors"
+    tr.export(runs.root / "s2", start)
+    dp.save(cal.uniform_ladder(dp.load(start)), start)
+    tr.export(runs.root / "s2", out)
+    dp.save(dp.load(start), out)
+    grid = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+    notes: list[str] = []
+    record = cal.search_steps(out, train_data, sweeps=1, crops=2, crop_size=128, grid=grid,
+                              log=notes.append)  # fmt: skip
+    moves = record["moves"]
+    assert len(moves) >= LAYERS - 1 and sum("sweep 0 layer" in n for n in notes) == len(moves)
+    # in order of layers; after a kept move the layer's other direction is not tried
+    assert [m["layer"] for m in moves] == sorted(m["layer"] for m in moves)
+    best, expected = 0.0, dp.load(start)
+    for m in moves:
+        assert m["kept"] == (m["bd_rate_vs_start_percent"] < best - cal.MIN_GAIN_PERCENT)
+        if m["kept"]:
+            best = m["bd_rate_vs_start_percent"]
+            expected = cal.moved(expected, m["layer"], m["exponent"])
+            assert not any(o["layer"] == m["layer"] and o is not m for o in moves[moves.index(m) :])
+    assert record["bd_rate_vs_start_percent"] == best
+    after = dp.load(out)
+    np.testing.assert_array_equal(after.steps, expected.steps)
+    assert after.meta["steps_searched"] == str(len(moves))
+    side = dp.read_sidecar(out)
+    assert side["step_search"] == json.loads(json.dumps(record))
+    assert side["weights_sha256"] == sha256_file(out)
+    assert side["steps_per_layer"]["mean"] == after.steps.mean(1).tolist()
+
+    # the recorded figure is the BD-rate of the written file's real curve against the start's
+    crops = cal.training_crops(train_data, 2, 128, log=notes.append)
+    curves = [cal.measure_curve(DeepHQCodec(weights=str(f)), crops, grid) for f in (start, out)]
+    again = bd_rate(curves[0].bpp, curves[0].psnr_rgb, curves[1].bpp, curves[1].psnr_rgb).value
+    assert again == pytest.approx(best, abs=1e-9)
+
+
+@needs_train_data
+def test_search_steps_through_the_trainer_command(runs, train_data, tmp_path, capsys):
+    from plugins.deephq import params as dp
+    from plugins.deephq import train as tr
+
+    target = tmp_path / "x.safetensors"
+    command = ["--out", str(runs.root / "s3"), "--export", str(target), "--calibrate-steps"]
+    assert tr.main(command) == 1
+    assert "--calibrate-steps goes with --export and --data" in capsys.readouterr().err
+    command += ["--data", str(train_data), "--calibrate-crops", "1", "--calibrate-crop", "96"]
+    assert tr.main([*command, "--calibrate-sweeps", "0"]) == 1
+    assert "--calibrate-sweeps must be >= 1" in capsys.readouterr().err
+    assert tr.main([*command, "--calibrate-sweeps", "1"]) == 0
+    assert "moves kept" in capsys.readouterr().out
+    side = dp.read_sidecar(target)
+    record = side["step_search"]
+    assert (record["crops"], record["crop_size"]) == (1, 96) and record["moves"]
+    assert {m["sweep"] for m in record["moves"]} == {0} and "threshold_calibration" not in side

@@ -192,6 +192,7 @@ class DeepHQCodec(LearnedProgressiveCodec):
                 steps=params.steps,
                 mask_index_threshold=params.mask_index_threshold,
                 sigma=np.asarray(base.scale_table, np.float64),
+                grid=params.grid,
             )
         return self._contexts[masks]
 
@@ -203,6 +204,7 @@ class DeepHQCodec(LearnedProgressiveCodec):
             "reconstruction": self.reconstruction,
             "layers": self.params.layers,
             "sliver_fraction": coder.SLIVER_FRACTION,
+            "grid": self.params.grid,
         }
         if self.memo:
             out["memo"] = True

@@ -8,9 +8,13 @@ Intervals
     (plus an escape child) and shrinking one *level* at a time.
 
 Splitting an interval at level ``k`` (step ``D = D[k, ch] >= 1``)
-    The layer-``k`` grid cuts ``y - mu`` at ``(j + 1/2) D``: the fine integer ``n`` has the
-    label ``floor(n / D + 1/2)`` (IEEE-754 division and addition, exact on every machine), and
-    the children of ``[lo, hi]`` are its maximal runs of equal labels. A first or last child
+    The layer-``k`` grid is mid-tread (the paper's uniform quantizer, the default): it cuts
+    ``y - mu`` at ``(j + 1/2) D`` and the fine integer ``n`` has the label
+    ``floor(n / D + 1/2)``; or dead-zone: the label is ``trunc(n / D)`` (sign and magnitude,
+    a zero bin ``2D - 1`` wide, as PLONQ's and the bit-plane coders' grids), so that with
+    power-of-two steps every coarser bin is a union of finer ones (exact nesting). IEEE-754
+    division (and addition), exact on every machine. The children of ``[lo, hi]`` are its
+    maximal runs of equal labels. A first or last child
     narrower than ``tau * D`` fine integers (a sliver where the parent's edge falls just past a
     grid line) is merged into its neighbour, so that no child is much narrower than the step.
     The last level has ``D = 1``: single integers.
@@ -61,6 +65,9 @@ from plugins.learned.coding import latent as lc
 
 #: A first/last child narrower than this fraction of the step is merged into its neighbour.
 SLIVER_FRACTION = 0.5
+#: The layer grids (module doc): ``floor(n / D + 1/2)`` and ``trunc(n / D)``.
+MID_TREAD, DEAD_ZONE = "mid-tread", "dead-zone"
+GRIDS = (MID_TREAD, DEAD_ZONE)
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,13 @@ class CoderContext:
     mask_index_threshold: np.ndarray  # (L, M) int64, never rising from a layer to the next
     sigma: np.ndarray  # (S,) scale table (reconstruction only)
     sliver_fraction: float = SLIVER_FRACTION
+    grid: str = MID_TREAD
 
     def __post_init__(self) -> None:
         if np.any(np.diff(self.mask_index_threshold, axis=0) > 0):
             raise ValueError("mask thresholds must not rise from one layer to the next")
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}: one of {', '.join(GRIDS)}")
 
     @property
     def layers(self) -> int:
@@ -182,8 +192,21 @@ class Split:
         return np.clip(where - self.first[self.group], 0, self.count[self.group] - 1)
 
 
-def _labels(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _labels(n: np.ndarray, d: np.ndarray, grid: str) -> np.ndarray:
+    """int64: the layer-grid label of fine integers ``n`` under steps ``d`` (see module doc)."""
+    if grid == DEAD_ZONE:
+        return np.trunc(n / d).astype(np.int64)
     return np.floor(n / d + 0.5).astype(np.int64)
+
+
+def _label_starts(label: np.ndarray, d: np.ndarray, grid: str) -> np.ndarray:
+    """int64: the smallest fine integer of each label, possibly one too far either way (the
+    caller corrects it with :func:`_labels`)."""
+    if grid == DEAD_ZONE:
+        return np.where(label >= 1, np.ceil(label * d), np.floor((label - 1) * d) + 1).astype(
+            np.int64
+        )
+    return np.ceil((label - 0.5) * d).astype(np.int64)
 
 
 def _distinct(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,15 +237,15 @@ def split(ctx: CoderContext, el: Elements, ids: np.ndarray, level: int) -> Split
     order, channel = np.divmod(key >> (2 * bits), channels)
     row = scales - 1 - order
     d = ctx.steps[level - 1, channel]
-    first_label = _labels(lo, d)
-    k0 = _labels(hi, d) - first_label + 1
+    first_label = _labels(lo, d, ctx.grid)
+    k0 = _labels(hi, d, ctx.grid) - first_label + 1
     rep = np.repeat(np.arange(len(key)), k0)
     j = np.arange(int(k0.sum())) - np.repeat(np.cumsum(k0) - k0, k0)
     label = first_label[rep] + j
     dr = d[rep]
-    guess = np.ceil((label - 0.5) * dr).astype(np.int64)
-    guess = np.where(_labels(guess - 1, dr) >= label, guess - 1, guess)
-    guess = np.where(_labels(guess, dr) < label, guess + 1, guess)
+    guess = _label_starts(label, dr, ctx.grid)
+    guess = np.where(_labels(guess - 1, dr, ctx.grid) >= label, guess - 1, guess)
+    guess = np.where(_labels(guess, dr, ctx.grid) < label, guess + 1, guess)
     starts = np.where(j == 0, lo[rep], guess)
     last = j == k0[rep] - 1
     ends = np.where(last, hi[rep], np.roll(starts, -1) - 1)
@@ -283,7 +306,7 @@ def plan(ctx: CoderContext, el: Elements, layer: int, sub: int) -> tuple[np.ndar
     if sub == 1:
         return todo, todo[:0]
     d = ctx.steps[sub - 1, el.ch[todo]]
-    single = _labels(el.lo[todo], d) == _labels(el.hi[todo], d)
+    single = _labels(el.lo[todo], d, ctx.grid) == _labels(el.hi[todo], d, ctx.grid)
     return todo[~single], todo[single]
 
 

@@ -9,7 +9,8 @@ MeanScaleHyperprior (named by the base file's sha256, checked on load):
   layer ``l`` on when its prior's scale index ``i_e >= T[l, c]``. Thresholds never rise from
   one layer to the next, so the selected sets are nested (cumulative selection).
 
-Metadata: ``format``, ``base_sha256``, ``layers``, ``channels`` and training facts (strings).
+Metadata: ``format``, ``base_sha256``, ``layers``, ``channels``, ``grid`` (the layers' grid,
+:data:`plugins.deephq.coder.GRIDS`; mid-tread when absent) and training facts (strings).
 The JSON sidecar beside the file (:func:`sidecar_path`, :func:`read_sidecar`) follows the
 learned weights' convention (:mod:`plugins.learned.weights.format`).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plugins.deephq.coder import GRIDS, MID_TREAD
 from plugins.learned.weights.format import read_sidecar as read_sidecar
 from plugins.learned.weights.format import sidecar_path as sidecar_path
 
@@ -45,6 +47,14 @@ class DeepHQParams:
             raise ValueError("steps must be finite, >= 1, and 1 in the last layer")
         if np.any(np.diff(thr, axis=0) > 0):
             raise ValueError("mask thresholds must not rise from one layer to the next")
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}: one of {', '.join(GRIDS)}")
+
+    @property
+    def grid(self) -> str:
+        """The layers' grid (:data:`plugins.deephq.coder.GRIDS`): ``meta["grid"]``, mid-tread
+        for files written before the grid was a choice."""
+        return self.meta.get("grid", MID_TREAD)
 
     @property
     def layers(self) -> int:

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from plugins.deephq import params as dp
+from plugins.deephq.coder import DEAD_ZONE, GRIDS, MID_TREAD
 from plugins.learned.training.run import (  # noqa: F401 - the run's files, named for users
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -108,8 +109,15 @@ def _inv_softplus(x: float) -> float:
     return math.log(math.expm1(x))
 
 
-def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_two: bool = True):
-    """The trainable module: steps ``(L, M)`` and nested mask thresholds ``(L, M)``.
+def build_quantizer(
+    channels: int,
+    layers: int,
+    log_sigma_min: float,
+    power_of_two: bool = True,
+    grid: str = MID_TREAD,
+):
+    """The trainable module: steps ``(L, M)`` and nested mask thresholds ``(L, M)``; ``grid``
+    is the coder's layer grid (:data:`plugins.deephq.coder.GRIDS`).
 
     ``power_of_two``: a step is ``2 ** e`` with the exponent ``e = softplus(a) >= 0`` rounded
     (straight-through), so that every layer's grid nests exactly in the coarser ones on the
@@ -166,12 +174,7 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             n = torch.round(y - mu).detach()
             lower = upper = None
             for k in range(layer + 1):
-                d = steps[k][None, :, None, None]
-                label = torch.floor(n / d + 0.5).detach()
-                lo_k, hi_k = (label - 0.5) * d, (label + 0.5) * d
-                # the coder's bins hold whole fine integers: edges snap to half-integers
-                lo_k = lo_k + (torch.ceil(lo_k) - 0.5 - lo_k).detach()
-                hi_k = hi_k + (torch.ceil(hi_k) - 0.5 - hi_k).detach()
+                lo_k, hi_k = _bin_edges(n, steps[k][None, :, None, None], grid)
                 lower = lo_k if lower is None else torch.maximum(lower, lo_k)
                 upper = hi_k if upper is None else torch.minimum(upper, hi_k)
             normal = torch.distributions.Normal(0.0, 1.0)
@@ -187,7 +190,11 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             # values into the zero bin, and the rate term would then grow the steps unchecked)
             d = steps[layer][None, :, None, None]
             v = ((y - mu) / d).detach()
-            surrogate = d * (torch.round(v) - v)
+            if grid == DEAD_ZONE:  # the dead-zone bin's midpoint, 0 in the centre bin
+                centre = torch.sign(v) * (torch.floor(v.abs()) + 0.5)
+                surrogate = d * (torch.where(v.abs() < 1, 0.0, centre) - v)
+            else:
+                surrogate = d * (torch.round(v) - v)
             rel = _interval_value(lower.detach(), upper.detach(), sigma, reconstruction)
             rel = rel + surrogate - surrogate.detach()
             if use_masks:
@@ -200,6 +207,25 @@ def build_quantizer(channels: int, layers: int, log_sigma_min: float, power_of_t
             return mu + rel, bits.sum()
 
     return LearnedQuantizer()
+
+
+def _bin_edges(n, d, grid: str):
+    """Edges ``(lower, upper)`` of the layer-grid bin of fine integers ``n`` under steps ``d``
+    (tensors that broadcast): half-integers around the bin's whole fine integers, with the
+    continuous edges' gradient with respect to ``d`` (straight-through)."""
+    import torch
+
+    if grid == DEAD_ZONE:  # label trunc(n / d): bins [j d, (j+1) d), (-d, d), ((j-1) d, j d]
+        label = torch.trunc(n / d).detach()
+        lo = torch.where(label > 0, label * d, torch.where(label < 0, (label - 1) * d, -d))
+        hi = torch.where(label > 0, (label + 1) * d, torch.where(label < 0, label * d, d))
+        lo_snap = torch.where(label > 0, torch.ceil(lo) - 0.5, torch.floor(lo) + 0.5)
+        hi_snap = torch.where(label < 0, torch.floor(hi) + 0.5, torch.ceil(hi) - 0.5)
+    else:  # label floor(n / d + 1/2): bins [(j - 1/2) d, (j + 1/2) d)
+        label = torch.floor(n / d + 0.5).detach()
+        lo, hi = (label - 0.5) * d, (label + 0.5) * d
+        lo_snap, hi_snap = torch.ceil(lo) - 0.5, torch.ceil(hi) - 0.5
+    return lo + (lo_snap - lo).detach(), hi + (hi_snap - hi).detach()
 
 
 def _interval_value(lower, upper, sigma, reconstruction: str):
@@ -271,6 +297,7 @@ def train(
     power_of_two: bool = True,
     soft_masks: bool = True,
     loss_reconstruction: str = "mean",
+    grid: str = MID_TREAD,
     seed: int = 0,
     resume: bool = False,
     log=print,
@@ -304,6 +331,8 @@ def train(
             raise ValueError("step 3 starts from a step-2 run: pass --init DIR")
         if not data:
             raise ValueError("--data is required for a new run")
+        if grid not in GRIDS:
+            raise ValueError(f"--grid must be one of {', '.join(GRIDS)}, not {grid!r}")
         cfg = {
             "step": step,
             "base": base or DEFAULT_WEIGHTS,
@@ -325,14 +354,16 @@ def train(
             "seed": seed,
             "soft_masks": soft_masks,
             "loss_reconstruction": loss_reconstruction,
+            "grid": grid,
         }
         state = None
     torch.set_num_threads(int(cfg["threads"]))
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
     prev = load_checkpoint(cfg["init"]) if cfg["init"] and state is None else None
-    if prev is not None:  # step 3 keeps step 2's parametrisation
+    if prev is not None:  # step 3 keeps step 2's parametrisation and grid
         cfg["power_of_two"] = prev["config"].get("power_of_two", False)
+        cfg["grid"] = prev["config"].get("grid", MID_TREAD)
     base_model = BaseModel.get(cfg["base"])
     if prev is not None and prev.get("base_sha256") != base_model.resolved.sha256:
         raise ValueError(f"{cfg['init']} was trained on other base weights than {cfg['base']}")
@@ -343,6 +374,7 @@ def train(
         cfg["layers"],
         math.log(base_model.scale_table[0]),
         cfg.get("power_of_two", False),
+        cfg.get("grid", MID_TREAD),
     )
     trainable = list(range(cfg["layers"] if use_masks else cfg["layers"] - 1))
     params = [quant.step_raw] + ([quant.mask_top, quant.mask_gap] if use_masks else [])
@@ -443,8 +475,9 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
     base = BaseModel.get(cfg["base"])
     if base.resolved.sha256 != state["base_sha256"]:
         raise ValueError("the checkpoint was trained on other base weights than --base resolves to")
+    grid = cfg.get("grid", MID_TREAD)
     quant = build_quantizer(
-        base.M, cfg["layers"], math.log(base.scale_table[0]), cfg.get("power_of_two", False)
+        base.M, cfg["layers"], math.log(base.scale_table[0]), cfg.get("power_of_two", False), grid
     )
     quant.load_state_dict(state["quantizer"])
     steps = quant.steps().detach().numpy().astype(np.float32).astype(np.float64)
@@ -468,9 +501,8 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
     if out_file.suffix != ".safetensors":
         raise ValueError("export target must end in .safetensors")
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    dp.save(
-        params, out_file, {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"])}
-    )
+    meta = {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"]), "grid": grid}
+    dp.save(params, out_file, meta)
     from bench.hashing import sha256_file
 
     sidecar = {
@@ -486,6 +518,7 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
         "base": {"spec": base.resolved.spec, "sha256": base.resolved.sha256},
         "layers": int(steps.shape[0]),
         "channels": int(steps.shape[1]),
+        "grid": grid,
         "added_parameters": int(steps[:-1].size + (thr.size if cfg["step"] == 3 else 0)),
         "steps_per_layer": {
             "mean": steps.mean(1).tolist(),
@@ -545,6 +578,13 @@ def _parse_args(argv: Sequence[str] | None):
         help="an interval's value in the loss: the prior's conditional mean, as the coder "
         "decodes (default), or the midpoint (before 2026-12-02)",
     )
+    p.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default=MID_TREAD,
+        help="the layers' grid: mid-tread (the paper's uniform quantizer) or dead-zone "
+        "(PLONQ's sign-magnitude grid, exactly nested); step 3 keeps step 2's",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--export", metavar="FILE.safetensors", help="export --out's checkpoint")
@@ -560,35 +600,64 @@ def _parse_args(argv: Sequence[str] | None):
         help="candidate shifts in scale indexes, comma-separated, including 0 "
         "(default: -4,0,4,8,12,16,24)",
     )
+    p.add_argument(
+        "--calibrate-steps",
+        action="store_true",
+        help="with --export and --data: then search one power-of-two factor per layer by "
+        "BD-rate over real truncations of training crops (after --calibrate's thresholds)",
+    )
+    p.add_argument(
+        "--calibrate-sweeps", type=int, default=None, help="--calibrate-steps: sweeps (2)"
+    )
     p.add_argument("--calibrate-crops", type=int, default=None, help="training crops (16)")
     p.add_argument("--calibrate-crop", type=int, default=None, help="crop side in pixels (256)")
     return p.parse_args(argv)
 
 
-def _calibrate(args) -> dict[str, Any]:
+def _calibration_options(args) -> dict[str, Any]:
     import torch
-
-    from plugins.deephq import train_calibration
 
     torch.set_num_threads(args.threads)
     options: dict[str, Any] = {}
+    if args.calibrate_crops:
+        options["crops"] = args.calibrate_crops
+    if args.calibrate_crop:
+        options["crop_size"] = args.calibrate_crop
+    return options
+
+
+def _calibrate(args) -> dict[str, Any]:
+    from plugins.deephq import train_calibration
+
+    options = _calibration_options(args)
     if args.calibrate_shifts:
         try:
             options["shifts"] = [int(v) for v in args.calibrate_shifts.split(",")]
         except ValueError:
             raise ValueError(f"--calibrate-shifts: not integers: {args.calibrate_shifts}") from None
-    if args.calibrate_crops:
-        options["crops"] = args.calibrate_crops
-    if args.calibrate_crop:
-        options["crop_size"] = args.calibrate_crop
     return train_calibration.calibrate(args.export, args.data, **options)
+
+
+def _search_steps(args) -> dict[str, Any]:
+    from plugins.deephq import train_calibration
+
+    options = _calibration_options(args)
+    if args.calibrate_sweeps is not None:
+        if args.calibrate_sweeps < 1:
+            raise ValueError(f"--calibrate-sweeps must be >= 1, not {args.calibrate_sweeps}")
+        options["sweeps"] = args.calibrate_sweeps
+    return train_calibration.search_steps(args.export, args.data, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        if args.calibrate and not (args.export and args.data):
-            raise ValueError("--calibrate goes with --export and --data (training images)")
+        for flag, given in (
+            ("--calibrate", args.calibrate),
+            ("--calibrate-steps", args.calibrate_steps),
+        ):
+            if given and not (args.export and args.data):
+                raise ValueError(f"{flag} goes with --export and --data (training images)")
         if args.export:
             side = export(args.out, args.export)
             print(f"wrote {args.export} ({side['weights_bytes']} bytes) and its sidecar")
@@ -598,6 +667,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"thresholds shifted by {record['chosen_shift']} scale indexes "
                     f"(BD-rate vs unshifted on training crops: "
                     f"{record['bd_rate_vs_unshifted_percent'][str(record['chosen_shift'])]:+.2f} %)"
+                )
+            if args.calibrate_steps:
+                record = _search_steps(args)
+                kept = sum(m["kept"] for m in record["moves"])
+                gain = record["bd_rate_vs_start_percent"]
+                print(
+                    f"steps: {kept} of {len(record['moves'])} moves kept (BD-rate vs the "
+                    f"exported steps on training crops: {gain:+.2f} %)"
                 )
             return 0
         summary = train(
@@ -620,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             power_of_two=not args.real_steps,
             soft_masks=not args.hard_masks,
             loss_reconstruction=args.loss_reconstruction,
+            grid=args.grid,
             seed=args.seed,
             resume=args.resume,
         )

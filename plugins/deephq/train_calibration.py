@@ -14,6 +14,11 @@ One scalar over the whole grid is chosen on training images only (never Kodak); 
 every candidate is kept in the weights' sidecar. A point enters a curve only where no crop's
 stream is exhausted (every crop truncated for real), every crop's header fits the prefix and
 the mean PSNR beats every cheaper point's (a budget that completes no new chunk adds nothing).
+
+The steps are searched the same way (:func:`search_steps`): a greedy descent over one power-of-two
+factor per layer (every channel's step of layer ``l`` doubled or halved, clipped at 1), each
+move measured by real truncation of the same crops and kept when it lowers the BD-rate against
+the starting curve; :func:`uniform_ladder` gives the untrained start (8, ..., 4, 2, 1).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from plugins.deephq import params as dp
 DEFAULT_SHIFTS = (-4, 0, 4, 8, 12, 16, 24)
 DEFAULT_CROPS = 16
 DEFAULT_CROP_SIZE = 256
+DEFAULT_SWEEPS = 2
+#: A step move is kept only when it lowers the BD-rate by more than this (percent).
+MIN_GAIN_PERCENT = 0.05
 
 
 def shifted(params: dp.DeepHQParams, shift: int) -> dp.DeepHQParams:
@@ -40,6 +48,29 @@ def shifted(params: dp.DeepHQParams, shift: int) -> dp.DeepHQParams:
     thr = np.maximum(params.mask_index_threshold - int(shift), 0)
     thr = np.minimum.accumulate(thr, axis=0)
     return dp.DeepHQParams(params.steps, thr, params.base_sha256, params.meta)
+
+
+def moved(params: dp.DeepHQParams, layer: int, exponent: int) -> dp.DeepHQParams | None:
+    """``params`` with every step of ``layer`` (0-based) multiplied by ``2 ** exponent`` and
+    clipped at 1; ``None`` for the last layer (the base's grid) or when nothing changes."""
+    if not 0 <= layer < params.layers - 1:
+        return None
+    steps = np.array(params.steps, dtype=np.float64)
+    steps[layer] = np.maximum(steps[layer] * 2.0**exponent, 1.0)
+    if np.array_equal(steps, params.steps):
+        return None
+    return dp.DeepHQParams(steps, params.mask_index_threshold, params.base_sha256, params.meta)
+
+
+def uniform_ladder(params: dp.DeepHQParams) -> dp.DeepHQParams:
+    """Every channel on the untrained ladder ``8, ..., 8, 4, 2, 1`` (the last three layers 4, 2,
+    1), every element coded from layer 1 (thresholds 0); base and metadata kept."""
+    layers = params.layers
+    column = np.array([8.0] * max(layers - 3, 0) + [4.0, 2.0, 1.0])[-layers:]
+    steps = np.repeat(column[:, None], params.channels, axis=1)
+    return dp.DeepHQParams(
+        steps, np.zeros_like(params.mask_index_threshold), params.base_sha256, params.meta
+    )
 
 
 def training_crops(
@@ -122,7 +153,6 @@ def calibrate(
     """
     from bench.bdrate import bd_rate
     from bench.grid import DEFAULT_BPP_GRID
-    from bench.hashing import sha256_file
     from plugins.deephq.codec import DeepHQCodec
 
     weights = Path(weights)
@@ -166,15 +196,110 @@ def calibrate(
         "grid_bpp": list(grid),
         "curves": {str(s): asdict(c) for s, c in curves.items()},
     }
-    side_path = dp.sidecar_path(weights)
-    side = dp.read_sidecar(weights) or {}
-    side["threshold_calibration"] = record
-    side["scale_indexes_selected_per_layer"] = dp.selected_fraction(
-        chosen.mask_index_threshold, scale_indexes
-    )
     thr = chosen.mask_index_threshold  # all 0: no mask parameter left (as the codec counts)
-    side["added_parameters"] = int(chosen.steps[:-1].size + (thr.size if np.any(thr) else 0))
+    _update_sidecar(
+        weights,
+        threshold_calibration=record,
+        scale_indexes_selected_per_layer=dp.selected_fraction(thr, scale_indexes),
+        added_parameters=int(chosen.steps[:-1].size + (thr.size if np.any(thr) else 0)),
+    )
+    return record
+
+
+def _update_sidecar(weights: Path, **fields: Any) -> None:
+    """Set ``fields`` in ``weights``' sidecar (created when missing), with its new sha256 and
+    size."""
+    from bench.hashing import sha256_file
+
+    side = dp.read_sidecar(weights) or {}
+    side.update(fields)
     side["weights_sha256"] = sha256_file(weights)
     side["weights_bytes"] = weights.stat().st_size
-    side_path.write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
+    dp.sidecar_path(weights).write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
+
+
+def search_steps(
+    weights: str | Path,
+    data: str | Path,
+    sweeps: int = DEFAULT_SWEEPS,
+    crops: int = DEFAULT_CROPS,
+    crop_size: int = DEFAULT_CROP_SIZE,
+    grid: Sequence[float] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Greedy search of one power-of-two factor per layer on training crops; rewrite ``weights``
+    (a DeepHQ ``.safetensors``) with the best steps found and add a ``step_search`` record to its
+    sidecar. Returns that record.
+
+    Each sweep visits the layers in order; for layer ``l`` it measures doubling, then halving,
+    every step of ``l`` (:func:`moved`) and keeps the first move whose BD-rate against the
+    starting file's curve beats the best so far by more than :data:`MIN_GAIN_PERCENT`. The
+    search stops after ``sweeps`` sweeps or a sweep that keeps nothing. Thresholds are not
+    touched. Raises ``ValueError`` when a candidate has no defined BD-rate against the start.
+    """
+    from bench.bdrate import bd_rate
+    from bench.grid import DEFAULT_BPP_GRID
+    from plugins.deephq.codec import DeepHQCodec
+
+    weights = Path(weights)
+    start = dp.load(weights)
+    grid = tuple(sorted(DEFAULT_BPP_GRID if grid is None else grid))
+    images = training_crops(data, crops, crop_size, log=log)
+    with tempfile.TemporaryDirectory(prefix="deephq-steps-") as tmp:
+        count = 0
+
+        def curve_of(params: dp.DeepHQParams) -> Curve:
+            nonlocal count
+            count += 1
+            candidate = Path(tmp) / f"candidate{count}.safetensors"
+            dp.save(params, candidate)
+            return measure_curve(DeepHQCodec(weights=str(candidate), memo=True), images, grid)
+
+        ref = curve_of(start)
+        best, best_bd = start, 0.0
+        tried: list[dict[str, Any]] = []
+        for sweep in range(sweeps):
+            kept_any = False
+            for layer in range(start.layers - 1):
+                for exponent in (1, -1):
+                    candidate = moved(best, layer, exponent)
+                    if candidate is None:
+                        continue
+                    c = curve_of(candidate)
+                    bd = bd_rate(ref.bpp, ref.psnr_rgb, c.bpp, c.psnr_rgb).value
+                    if not np.isfinite(bd):
+                        raise ValueError(f"layer {layer} x2^{exponent}: no BD-rate against start")
+                    keep = bd < best_bd - MIN_GAIN_PERCENT
+                    tried.append(
+                        {"sweep": sweep, "layer": layer, "exponent": exponent,
+                         "bd_rate_vs_start_percent": bd, "kept": keep}
+                    )  # fmt: skip
+                    log(f"sweep {sweep} layer {layer} x2^{exponent:+d}: {bd:+.2f} %"
+                        + (" kept" if keep else ""))  # fmt: skip
+                    if keep:
+                        best, best_bd, kept_any = candidate, bd, True
+                        break
+            if not kept_any:
+                break
+    dp.save(best, weights, {"steps_searched": str(len(tried))})
+    record = {
+        "what": "one power-of-two factor per layer, chosen by greedy BD-rate descent over real "
+        "truncations on training crops (plugins/deephq/train_calibration.py)",
+        "bd_rate_vs_start_percent": best_bd,
+        "moves": tried,
+        "crops": len(images),
+        "crop_size": crop_size,
+        "grid_bpp": list(grid),
+        "start_steps_per_layer_mean": start.steps.mean(axis=1).tolist(),
+        "steps_per_layer_mean": best.steps.mean(axis=1).tolist(),
+    }
+    _update_sidecar(
+        weights,
+        step_search=record,
+        steps_per_layer={
+            "mean": best.steps.mean(1).tolist(),
+            "min": best.steps.min(1).tolist(),
+            "max": best.steps.max(1).tolist(),
+        },
+    )
     return record
