@@ -1070,6 +1070,7 @@ def test_step3_from_step2_and_export(runs, tmp_path, crop, base):
     assert "NOT the DeepHQ paper's weights" in side["what"]
     params = dp.load(out)
     assert params.meta["steps_trained"] == "3" and params.meta["base_weights"]
+    assert params.grid == "mid-tread" == side["grid"]  # the default, kept from step 2
     thr = params.mask_index_threshold
     assert np.all(np.diff(thr, axis=0) <= 0) and thr.max() > 0  # learned, nested masks
     exponents = np.log2(params.steps)  # the default: power-of-two steps
@@ -1107,6 +1108,8 @@ def test_training_refuses_bad_starts(runs, train_data, tmp_path, capsys):
         tr.train(tmp_path / "c", resume=True)
     with pytest.raises(ValueError, match="--data"):
         tr.train(tmp_path / "d", iterations=1)
+    with pytest.raises(ValueError, match="--grid must be one of mid-tread, dead-zone"):
+        tr.train(tmp_path / "g", data=str(train_data), grid="mid-rise", **TINY)
     # never on Kodak: the folder itself, or a Kodak image under another name
     with pytest.raises(ValueError, match="Kodak"):
         tr.train(tmp_path / "e", data=str(DEFAULT_KODAK), iterations=1, **TINY)
@@ -1139,7 +1142,7 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
         "train", "deephq", "--out", str(out), "--data", str(train_data), "--iterations", "1",
         "--batch", "2", "--crop", "64", "--threads", "1",  # the last two: not the defaults
         "--layers-per-iteration", "1", "--log-every", "1", "--real-steps", "--hard-masks",
-        "--loss-reconstruction", "midpoint",
+        "--loss-reconstruction", "midpoint", "--grid", "dead-zone",
     )  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -1148,11 +1151,13 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
     assert (cfg["step"], cfg["batch"], cfg["crop"], cfg["layers_per_iteration"]) == (2, 2, 64, 1)
     assert cfg["power_of_two"] is False and cfg["data"] == str(train_data.resolve())
     assert cfg["soft_masks"] is False and cfg["loss_reconstruction"] == "midpoint"
+    assert cfg["grid"] == "dead-zone"
     assert len(_records(out)) == 1
     weights = tmp_path / "cli.safetensors"  # --export, through the main the CLI forwards to
     assert tr.main(["--out", str(out), "--export", str(weights)]) == 0
     params = dp.load(weights)
-    assert params.meta["steps_trained"] == "2" and dp.read_sidecar(weights)
+    assert params.meta["steps_trained"] == "2" and dp.read_sidecar(weights)["grid"] == "dead-zone"
+    assert params.grid == "dead-zone"
     assert not np.array_equal(np.log2(params.steps), np.round(np.log2(params.steps)))
 
 

@@ -19,9 +19,11 @@ Step 1 of the paper (training the base compression model) is the shipped MeanSca
 
 The loss of one layer follows the coder's nested intervals: with the fine index
 ``n = round(y - mu)``, layer ``k``'s bin of ``n`` is ``[(j - 1/2) D_k, (j + 1/2) D_k]``,
-``j = floor(n / D_k + 1/2)``, its edges snapped to half-integers (the coder's bins hold whole
-integers; straight-through, so the gradient reaches ``D_k``), and the interval after layer
-``l`` is the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)``
+``j = floor(n / D_k + 1/2)`` on the mid-tread grid (``--grid dead-zone``: ``j = trunc(n / D_k)``
+and the bin ``[j D_k, (j + 1) D_k]``, ``[-D_k, D_k]`` for ``j = 0``, mirrored below; the grid
+is written into the exported file and the coder follows it), its edges snapped to
+half-integers (the coder's bins hold whole integers; straight-through, so the gradient reaches
+``D_k``), and the interval after layer ``l`` is the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)``
 (the nested coder's cumulative cost); reconstruction: ``mu`` plus the decoder's value of the
 interval (the prior's conditional mean over it, or the fine integer once it holds one;
 ``--loss-reconstruction midpoint``: its midpoint, the only choice before 2026-12-02), whose
