@@ -99,7 +99,7 @@ PLAN: dict[str, Run | Skip] = {
         "continues HC's training relay in ~/.cache/bench/train for hours"
     ),
     "bench train deephq --out checkpoints/deephq-step2 --data ../shared/datasets/train --step 2 "
-    "--iterations 800 --threads 1": TRAIN_DEEPHQ,
+    "--iterations 800 --threads 1 --grid dead-zone": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --data ../shared/datasets/train --step 3 "
     "--init checkpoints/deephq-step2 --iterations 800 --threads 1": TRAIN_DEEPHQ,
     "bench train deephq --out checkpoints/deephq-step3 --export "

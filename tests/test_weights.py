@@ -101,6 +101,13 @@ def test_zoo_download_and_cache_are_hash_checked(tmp_path, monkeypatch):
     for key, value in reference.state_dict().items():
         if key.startswith("gaussian_conditional."):
             continue  # update() resets a state dict's scale table to CompressAI's exact one
+        if key == "entropy_bottleneck._quantized_cdf":
+            # update() rebuilds it in float math whose last bit differs between CPUs (17 of
+            # 24,704 entries by 1 on an AMD EPYC against the Xeon that exported the test
+            # weights): why bench files carry their tables (plugins/learned/weights/loading.py)
+            diff = np.abs(model.state_dict()[key].numpy() - value.numpy().astype(np.int64))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, key
+            continue
         assert np.array_equal(model.state_dict()[key].numpy(), value.numpy()), key
     # a cached file that does not match its name's prefix is refused
     with open(resolved.path, "ab") as f:
