@@ -236,6 +236,10 @@ def search_steps(
     starting file's curve beats the best so far by more than :data:`MIN_GAIN_PERCENT`. The
     search stops after ``sweeps`` sweeps or a sweep that keeps nothing. Thresholds are not
     touched. Raises ``ValueError`` when a candidate has no defined BD-rate against the start.
+
+    Measured on the 162,000-iteration base (README, DeepHQ): the 16 default crops did not rank
+    files that differ by less than about 2 % on Kodak the way Kodak does, so a gain of a fraction
+    of a percent here is a candidate to confirm, not a result.
     """
     from bench.bdrate import bd_rate
     from bench.grid import DEFAULT_BPP_GRID
