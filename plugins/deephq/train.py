@@ -17,19 +17,20 @@ Step 1 of the paper (training the base compression model) is the shipped MeanSca
   layer ``l`` on when ``log sigma_e > t[l, c]``. ``t[l+1] = t[l] - softplus(g[l])`` keeps the
   selected sets nested.
 
-The loss of one layer follows the coder's nested intervals: with the fine index ``n = round(y -
-mu)``, layer ``k``'s bin of ``n`` is ``[(j - 1/2) D_k, (j + 1/2) D_k]``, ``j = floor(n / D_k +
-1/2)`` on the mid-tread grid (``--grid dead-zone``: ``j = trunc(n / D_k)`` and the bin ``[j D_k, (j
-+ 1) D_k]``, ``[-D_k, D_k]`` for ``j = 0``, mirrored below; the grid is written into the exported
-file and the coder follows it), its edges snapped to half-integers (the coder's bins hold whole
-integers; straight-through, so the gradient reaches ``D_k``), and the interval after layer ``l`` is
-the intersection over ``k <= l``. Rate: ``-log2`` of its mass under ``N(0, sigma)`` (the nested
-coder's cumulative cost); reconstruction: ``mu`` plus the decoder's value of the interval (the
-prior's conditional mean over it, or the fine integer once it holds one; ``--loss-reconstruction
-midpoint``: its midpoint, the only choice before 2026-12-02), whose gradient with respect to
-``D_l`` is the straight-through one of ``D_l * round((y - mu) / D_l)`` (dead-zone: of the bin's
-midpoint, 0 in the centre bin); both times the mask ``m = sigmoid((log sigma - t) / 0.5)``, relaxed
-in the forward pass too.
+The loss of one layer follows the coder's nested intervals. With the fine index
+``n = round(y - mu)``, layer ``k``'s bin of ``n`` is ``[(j - 1/2) D_k, (j + 1/2) D_k]`` with
+``j = floor(n / D_k + 1/2)`` on the mid-tread grid; with ``--grid dead-zone`` it is
+``[j D_k, (j + 1) D_k]`` with ``j = trunc(n / D_k)``, ``[-D_k, D_k]`` for ``j = 0``, mirrored
+below (the grid is written into the exported file and the coder follows it). Its edges snap to
+half-integers (the coder's bins hold whole integers; straight-through, so the gradient reaches
+``D_k``), and the interval after layer ``l`` is the intersection over ``k <= l``. Rate:
+``-log2`` of its mass under ``N(0, sigma)`` (the nested coder's cumulative cost).
+Reconstruction: ``mu`` plus the decoder's value of the interval (the prior's conditional mean
+over it, or the fine integer once it holds one; ``--loss-reconstruction midpoint``: its
+midpoint, the only choice before 2026-12-02), whose gradient with respect to ``D_l`` is the
+straight-through one of ``D_l * round((y - mu) / D_l)`` (dead-zone: of the bin's midpoint, 0 in
+the centre bin); both times the mask ``m = sigmoid((log sigma - t) / 0.5)``, relaxed in the
+forward pass too.
 (``--hard-masks``: the hard 0/1 mask forward and the sigmoid's gradient backward. That
 gradient judges a coded element's distortion at its coded value, where the derivative is
 near zero, so mostly the rate term pushes: the thresholds kept rising with iterations, the
