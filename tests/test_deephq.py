@@ -172,7 +172,7 @@ def params_file(base, tmp_path_factory) -> str:
 def codec(params_file):
     from plugins.deephq.codec import DeepHQCodec
 
-    return DeepHQCodec(weights=params_file)
+    return DeepHQCodec(weights=params_file, order="scale")
 
 
 @pytest.fixture(scope="module")
@@ -426,6 +426,124 @@ def test_coder_round_trip_and_honest_truncation(tables, seed, variant, layers, c
         previous = part
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    layers=st.sampled_from([1, 4, 8]),
+    cuts=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=5),
+    grid=st.sampled_from(["mid-tread", "dead-zone"]),
+    gains=st.booleans(),
+)
+def test_slope_order_round_trip_and_honest_truncation(tables, seed, layers, cuts, grid, gains):
+    """The slope order codes every element to its fine index (or escape) with the base model's
+    probabilities; each sub-pass comes in falling key order (channel gain x node slope), every
+    key reaching its pass's threshold, passes in order; a cut decodes to intervals holding the
+    true values, as the stream stopped after the same chunk, nested as the prefix grows."""
+    from plugins.deephq import coder
+    from plugins.learned.coding import latent as lc
+
+    rng = np.random.default_rng(seed)
+    channels = 5
+    steps = np.ones((layers, channels))
+    steps[:-1] = 2.0 ** rng.integers(0, 8, (layers - 1, channels))
+    steps[:-1] = np.sort(steps[:-1], axis=0)[::-1]
+    gain = rng.uniform(0.5, 2.0, channels) if gains else None
+    ctx = coder.CoderContext(
+        cdf=tables.cdf, c=tables.c, steps=steps, mask_index_threshold=np.zeros((layers, channels)),
+        sigma=tables.sigma, grid=grid, order="slope", channel_gain=gain,
+    )  # fmt: skip
+    fine, idx, ch = synthetic_latent(tables, rng, int(rng.integers(200, 1200)), channels)
+    units = int(rng.choice([64, 256, 1024])) * lc.UNITS_PER_BIT
+    c = tables.c[idx]
+    inside = np.abs(fine) <= c
+
+    data, stats = coder.encode(ctx, fine, idx, ch, units)
+    assert coder.encode(ctx, fine, idx, ch, units)[0] == data
+    full = coder.decode(ctx, data, 0, idx, ch, units)
+    el = full.elements
+    assert full.complete and full.end == len(data) and full.stats.chunks == stats.chunks
+    assert np.array_equal(el.escaped, ~inside)
+    assert np.array_equal(el.escape_value[el.escaped], fine[el.escaped])
+    assert np.all(el.lo[inside] == fine[inside]) and np.all(el.hi[inside] == fine[inside])
+    col = np.clip(fine, -c, c) + c
+    f = np.where(
+        inside,
+        tables.cdf[idx, col + 1] - tables.cdf[idx, col],
+        tables.cdf[idx, 2 * c + 2] - tables.cdf[idx, 2 * c + 1],
+    )
+    assert stats.ideal_bits == pytest.approx(float(-np.log2(f / 65536.0).sum()), 1e-9)
+
+    # the order: walk the schedule as the encoder does
+    layout = coder.prepare(ctx, idx, ch)
+    forest, node = layout.forest, layout.roots.copy()
+    escaped = np.zeros(len(idx), bool)
+    weight = np.ones(channels) if gain is None else gain
+    thresholds = coder.slope_thresholds(weight[ch] * forest.priority[node])
+    last = (0, 0)
+    for j, level, coded, parents in coder.schedule(layout, node, escaped):
+        assert (j, level) > last and len(coded)
+        last = (j, level)
+        key = weight[ch[coded]] * forest.priority[parents]
+        assert np.all(np.diff(key) <= 0) and np.all(key >= thresholds[j - 1])
+        assert np.all(forest.level[parents] == level - 1)
+        esc = ~inside[coded] if level == 1 else np.zeros(len(coded), bool)
+        child = coder._child_holding(forest, parents, np.clip(fine[coded], -c[coded], c[coded]))
+        node[coded[~esc]] = child[~esc]
+        escaped[coded[esc]] = True
+    assert np.all(escaped | forest.final[node])
+
+    lengths = sorted({round(u * len(data)) for u in cuts} | {0, max(len(data) - 1, 0)})
+    previous = None
+    for k in lengths:
+        part = coder.decode(ctx, data[:k], 0, idx, ch, units, layout)
+        p = part.elements
+        known = inside & ~p.escaped
+        assert np.all((p.lo[known] <= fine[known]) & (fine[known] <= p.hi[known]))
+        stopped = coder.decode(ctx, data[: part.end], 0, idx, ch, units, layout)
+        for a, b in zip(_state(p), _state(stopped.elements), strict=True):
+            assert np.array_equal(a, b)
+        if previous is not None:
+            q = previous.elements
+            assert np.all(p.lo >= q.lo) and np.all(p.hi <= q.hi)
+            assert np.all(p.escaped >= q.escaped)
+        previous = part
+
+
+def test_a_one_child_node_borrows_its_descendants_slope(tables):
+    """A root whose first level has one child (a step wider than its support) would gain
+    nothing from its own symbol (the escape's): its slope looks one level further, diluted by
+    that symbol's cost, so it stays below its child's."""
+    from plugins.deephq import coder
+
+    ctx = coder.CoderContext(
+        cdf=tables.cdf, c=tables.c, steps=np.array([[4096.0], [1.0]]),
+        mask_index_threshold=np.zeros((2, 1)), sigma=tables.sigma, order="slope",
+    )  # fmt: skip
+    scales = np.arange(len(tables.c))
+    forest = coder.prepare(ctx, scales, np.zeros_like(scales)).forest
+    roots = np.arange(len(scales))
+    child = forest.first_child[roots]
+    assert np.all(forest.count[roots] == 1) and np.all(forest.weight[roots] > 0)
+    assert np.all(forest.priority[roots] > 0)
+    assert np.all(forest.priority[roots] < forest.priority[child])
+    assert np.all(forest.priority[forest.final] == 0)
+    # wider priors gain more per bit at their first split (above the narrowest few, whose
+    # supports are 3 or 5 integers)
+    by_scale = forest.priority[child][::-1]
+    assert np.all(np.diff(by_scale[10:]) > 0)
+
+
+def test_slope_thresholds_are_exact_and_falling():
+    from plugins.deephq.coder import slope_thresholds
+
+    keys = np.array([0.0, 3.0e-3, 0.7, 5.0, 40.0])
+    out = slope_thresholds(keys)
+    assert out[-1] == -1.0 and np.all(np.diff(out) < 0)
+    assert out[0] > keys.max() and out[-2] < 3.0e-3 <= out[-3]
+    assert {float(np.frexp(t)[0]) for t in out[:-1]} == {0.5, 0.75}
+    assert slope_thresholds(np.zeros(3)) == [-1.0]
+
+
 def test_dead_zone_power_of_two_grids_nest_exactly(tables):
     """Dead-zone steps 16, 8, 4, 2, 1 from the root of every scale index: every interval below
     the root's edge children is one whole bin ``{n: trunc(n / D) = j}`` of its level's step;
@@ -522,7 +640,7 @@ def test_encode_is_deterministic_and_prefixes_refine(codec, params_file, encoded
 
     data, stats = encoded
     assert codec.encode(crop) == data
-    assert DeepHQCodec(weights=params_file).encode(crop) == data  # a new instance, too
+    assert DeepHQCodec(weights=params_file, order="scale").encode(crop) == data  # a new one
     header = header_length(data)
     cuts = sorted(set(np.linspace(header, len(data), 6).astype(int).tolist()))
     quality, chunks = [], []
@@ -538,7 +656,7 @@ def test_encode_is_deterministic_and_prefixes_refine(codec, params_file, encoded
     assert quality[-1] > quality[0] + 3.0
     assert max(max(quality[:i]) - q for i, q in enumerate(quality) if i) < 0.25
     # the chunk size travels in the stream: smaller chunks, the same latent at the end
-    small = DeepHQCodec(weights=params_file, chunk_bits=256)
+    small = DeepHQCodec(weights=params_file, chunk_bits=256, order="scale")
     more, more_stats = small.encode_with_stats(crop)
     assert more[12] == 256 // 64 and data[12] == 1024 // 64
     assert more_stats.chunks > stats.chunks
@@ -556,8 +674,9 @@ def test_a_dead_zone_file_codes_its_own_grid_to_the_same_end(codec, encoded, cro
     p = codec.params
     same = dp.DeepHQParams(p.steps, p.mask_index_threshold, p.base_sha256, {"grid": "dead-zone"})
     path = save_params(same, tmp_path / "dz.safetensors")
-    dz = DeepHQCodec(weights=path)
-    assert dz.context(True).grid == "dead-zone" and codec.context(True).grid == "mid-tread"
+    dz = DeepHQCodec(weights=path, order="scale")
+    assert dz.context(True, "scale").grid == "dead-zone"
+    assert codec.context(True, "scale").grid == "mid-tread"
     assert (dz.parameters()["grid"], codec.parameters()["grid"]) == ("dead-zone", "mid-tread")
     data, (mid, _) = dz.encode(crop), encoded
     assert data != mid
@@ -587,7 +706,7 @@ def test_full_stream_is_the_base_grid_for_selected_elements(codec, encoded, crop
     assert np.array_equal(el.lo[done], fine[done]) and np.array_equal(el.hi[done], fine[done])
     assert np.array_equal(el.escape_value[el.escaped], fine[el.escaped])
     assert np.all(el.level[~selected] == 0)
-    rel = coder.reconstruct(codec.context(True), el, "mean")
+    rel = coder.reconstruct(codec.context(True, "scale"), el, "mean")
     assert np.all(rel[~selected] == 0.0)
 
 
@@ -604,7 +723,7 @@ def test_masks_off_and_zero_thresholds_end_at_the_base_model(codec, params_file,
     plonq_data, plonq_stats = plonq.encode_with_stats(crop)
     reference = plonq.decode(plonq_data)
 
-    ablation = DeepHQCodec(weights=params_file, masks=False)
+    ablation = DeepHQCodec(weights=params_file, masks=False, order="scale")
     off, off_stats = ablation.encode_with_stats(crop)
     assert off != data and off[11] == 0  # flags: masks off
     assert ablation.parameters()["masks"] is False
@@ -618,18 +737,73 @@ def test_masks_off_and_zero_thresholds_end_at_the_base_model(codec, params_file,
 
     zero = dp.load(params_file).without_masks()
     zero_file = save_params(zero, Path(params_file).with_name("zero.safetensors"))
-    zeros = DeepHQCodec(weights=zero_file)
+    zeros = DeepHQCodec(weights=zero_file, order="scale")
     assert "mask thresholds" not in zeros.added_parameters()
     full = zeros.encode(crop)
     assert full[11] == 1 and np.array_equal(zeros.decode(full), reference)
     # midpoint reconstruction: the same base-grid image at the end, other pixels on the way
-    midpoint = DeepHQCodec(weights=zero_file, reconstruction="midpoint")
+    midpoint = DeepHQCodec(weights=zero_file, reconstruction="midpoint", order="scale")
     stream = midpoint.encode(crop)
     assert stream[11] == 1 | 1 << 1
     assert np.array_equal(midpoint.decode(stream), reference)
     cut = header_length(stream) + (len(stream) - header_length(stream)) // 2
     assert stream[:11] == full[:11] and stream[12:] == full[12:]  # only the flag differs
     assert not np.array_equal(midpoint.decode(stream[:cut]), zeros.decode(full[:cut]))
+
+
+def test_slope_order_codes_every_element_and_sends_its_flag(codec, params_file, encoded, crop):
+    """The default order (slope) has no masks: its full stream decodes to PLONQ's full-stream
+    image at the base model's ideal bits; the order's flag travels in the header (a codec made
+    for the layered order decodes the stream alike), and its prefixes refine."""
+    from plugins.deephq.codec import DeepHQCodec
+    from plugins.plonq.codec import PlonqCodec
+
+    slope = DeepHQCodec(weights=params_file)
+    assert slope.parameters()["order"] == "slope" and slope.parameters()["channel_gains"] is False
+    assert "mask thresholds" not in slope.added_parameters()
+    data, stats = slope.encode_with_stats(crop)
+    assert data[11] == 1 | 1 << 3 and data != encoded[0]
+    plonq = PlonqCodec(weights=WEIGHTS)
+    plonq_data, plonq_stats = plonq.encode_with_stats(crop)
+    assert np.array_equal(slope.decode(data), plonq.decode(plonq_data))
+    assert stats.ideal_bits == pytest.approx(plonq_stats.ideal_bits, rel=1e-9)
+    assert np.array_equal(codec.decode(data), slope.decode(data))
+    header = header_length(data)
+    cuts = sorted(set(np.linspace(header, len(data), 6).astype(int).tolist()))
+    quality = [psnr(crop, slope.decode(data[:k])) for k in cuts]
+    assert quality[-1] > quality[0] + 3.0
+    assert max(max(quality[:i]) - q for i, q in enumerate(quality) if i) < 0.25
+
+
+def test_channel_gains_weigh_the_slope_order(base, params_file, crop, tmp_path):
+    """Gains in the file reorder the slope order's stream (the same full-stream image), count
+    as added parameters there and not in the layered order; bad gains are refused."""
+    from dataclasses import replace
+
+    from plugins.deephq import coder
+    from plugins.deephq import params as dp
+    from plugins.deephq.codec import DeepHQCodec
+
+    p = dp.load(params_file)
+    gains = np.linspace(0.5, 4.0, base.M).astype(np.float32).astype(np.float64)
+    path = save_params(replace(p, channel_gain=gains), tmp_path / "g.safetensors")
+    assert np.array_equal(dp.load(path).channel_gain, gains)
+    assert dp.load(params_file).channel_gain is None
+    weighted, plain = DeepHQCodec(weights=path), DeepHQCodec(weights=params_file)
+    a, b = weighted.encode(crop), plain.encode(crop)
+    assert a[header_length(a) :] != b[header_length(b) :]
+    assert np.array_equal(weighted.decode(a), plain.decode(b))
+    assert weighted.added_parameters()["channel gains"] == base.M
+    assert weighted.parameters()["channel_gains"] is True
+    assert "channel gains" not in DeepHQCodec(weights=path, order="scale").added_parameters()
+    for bad in (np.ones(3), -gains, np.where(np.arange(base.M) == 5, np.nan, gains)):
+        with pytest.raises(ValueError, match="channel gains"):
+            replace(p, channel_gain=bad)
+    with pytest.raises(ValueError, match="slope order"):
+        coder.CoderContext(
+            cdf=np.zeros((1, 4), np.int64), c=np.ones(1, np.int64), steps=p.steps,
+            mask_index_threshold=p.mask_index_threshold, sigma=np.ones(1), order="slope",
+        )  # fmt: skip
 
 
 def test_header_errors(codec, encoded, base, tmp_path):
@@ -640,7 +814,7 @@ def test_header_errors(codec, encoded, base, tmp_path):
         (b"\x51" + data[1:], "not a deephq stream"),
         (data[:3] + bytes([data[3] ^ 0xFF]) + data[4:], "base weights"),
         (data[:7] + bytes([data[7] ^ 0xFF]) + data[8:], "DeepHQ weights"),
-        (data[:11] + bytes([data[11] | 0x08]) + data[12:], "flags"),
+        (data[:11] + bytes([data[11] | 0x10]) + data[12:], "flags"),
         (data[:11] + bytes([0b110]) + data[12:], "flags"),  # reconstruction code 3
         (data[:1] + b"\x00" + data[2:], "image size"),
     ):
@@ -1161,6 +1335,51 @@ def test_bench_train_deephq_through_the_cli(train_data, tmp_path):
     assert not np.array_equal(np.log2(params.steps), np.round(np.log2(params.steps)))
 
 
+@needs_train_data
+def test_a_ladder_file_with_channel_gains_through_the_trainer_command(train_data, tmp_path, base):
+    """``--ladder`` writes untrained steps for every channel without a run; ``--channel-gains``
+    measures each channel's gain on training crops into the file and its sidecar; the same
+    measurement again gives the same gains."""
+    from bench.hashing import sha256_file
+    from plugins.deephq import params as dp
+    from plugins.deephq import train as tr
+    from plugins.deephq import train_calibration as cal
+    from plugins.deephq.codec import DeepHQCodec
+
+    out = tmp_path / "ladder.safetensors"
+    command = bench_command(
+        "train", "deephq", "--ladder", "16,8,4,2,1", "--grid", "dead-zone", "--export", str(out),
+        "--channel-gains", "--data", str(train_data), "--calibrate-crops", "2",
+        "--calibrate-crop", "64", "--threads", "1",
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "channel gains:" in done.stdout
+    params = dp.load(out)
+    ladder = np.array([16.0, 8.0, 4.0, 2.0, 1.0])
+    assert np.array_equal(params.steps, np.repeat(ladder[:, None], base.M, axis=1))
+    assert not np.any(params.mask_index_threshold) and params.grid == "dead-zone"
+    gains = params.channel_gain
+    assert gains.shape == (base.M,) and np.all(gains > 0) and gains.max() > 1.2 * gains.min()
+    crops = cal.training_crops(train_data, 2, 64, log=lambda _: None)
+    np.testing.assert_allclose(cal.channel_gains(base, crops), gains, rtol=1e-6)
+    side = dp.read_sidecar(out)
+    assert side["steps"] == "untrained ladder 16,8,4,2,1" and side["grid"] == "dead-zone"
+    assert side["channel_gains"]["crops"] == 2 and side["channel_gains"]["crop_size"] == 64
+    assert side["weights_sha256"] == sha256_file(out)
+    codec = DeepHQCodec(weights=str(out))
+    assert side["added_parameters"] == sum(codec.added_parameters().values()) == 5 * base.M
+    assert "untrained ladder 16,8,4,2,1" in codec.weights_info().description
+    for argv in (
+        ["--ladder", "8,4,2", "--export", str(tmp_path / "x.safetensors")],
+        ["--ladder", "8,4,1"],
+        ["--export", str(tmp_path / "x.safetensors")],
+        ["--ladder", "8,1", "--export", str(tmp_path / "x.safetensors"), "--channel-gains"],
+    ):
+        assert tr.main(argv) == 1, argv
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_bench_train_unknown_model_is_a_usage_error(tmp_path):
     for args in (("nosuchmodel",), ("msh", "--step", "2")):  # unknown model; msh, deephq option
         done = subprocess.run(
@@ -1222,14 +1441,14 @@ def test_calibration_keeps_the_best_shift_of_real_truncations(runs, train_data, 
     assert side["weights_sha256"] == sha256_file(out)
     assert len(side["scale_indexes_selected_per_layer"]) == LAYERS
     assert side["added_parameters"] == sum(
-        DeepHQCodec(weights=str(out)).added_parameters().values()
+        DeepHQCodec(weights=str(out), order="scale").added_parameters().values()
     )
     assert sum("shift" in n for n in notes) == 4
     assert not np.any(cal.shifted(before, every).mask_index_threshold)
 
     # the recorded unshifted curve is what the codec gives on the same crops, point by point
     crops = cal.training_crops(train_data, 2, 128, log=notes.append)
-    codec = DeepHQCodec(weights=str(unshifted))
+    codec = DeepHQCodec(weights=str(unshifted), order="scale")  # the masks' order
     streams = [codec.encode(c) for c in crops]
     curve = record["curves"]["0"]
     assert len(curve["target_bpp"]) >= 4

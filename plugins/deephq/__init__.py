@@ -21,15 +21,19 @@ def _deephq(
     chunk_bits: int = 1024,
     reconstruction: Literal["mean", "midpoint"] = "mean",
     memo: bool = False,
+    order: Literal["scale", "slope"] = "slope",
 ) -> ProgressiveCodec:
     """DeepHQ-MS over the base model.
 
     Args:
         weights: DeepHQ parameters (steps, masks): bundled:NAME or a .safetensors path.
-        masks: selective compression (false: every element coded in every layer, the ablation).
+        masks: with order=scale, selective compression (false: every element coded in every
+            layer, the ablation); the slope order has no masks.
         chunk_bits: bits per range-coded chunk, a multiple of 64.
         reconstruction: where a latent is put in its interval: the prior's mean or the midpoint.
         memo: keep the last decoded hyper path and image for the next, longer prefix.
+        order: slope: passes of falling R-D slope (each element's expected pixel-error
+            decrease per expected bit); scale: layer by layer, by the prior's scale index.
     """
 
 

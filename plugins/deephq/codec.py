@@ -10,7 +10,8 @@ quantizer, the selection and the coder are in :mod:`plugins.deephq.coder`.
 Stream layout (varints are LEB128)::
 
     tag 0x48 | H, W varints | base weights sha256[:4] | DeepHQ weights sha256[:4]
-    | flags (bit 0: masks on; bits 1-2: reconstruction) | chunk size varint (x 64 bits)
+    | flags (bit 0: masks on; bits 1-2: reconstruction; bit 3: slope order)
+    | chunk size varint (x 64 bits)
     | len(z) varint | z (the hyper-latent, entropy bottleneck tables) | chunks ...
 
 The header is everything up to the end of ``z``; a prefix that holds it decodes (every latent
@@ -32,6 +33,15 @@ Where this departs from the paper (documented choices)
       generates masks with a small network from hyper-decoder features. Integer thresholds on
       integer indexes keep the selection bit-exact across machines and cost nothing at decode.
     * Step 3 fine-tunes the steps and the thresholds with the base frozen.
+    * Order (``order``, :mod:`plugins.deephq.coder`). The paper's layers are decodable points;
+      a truncated stream stops inside one, so what is sent first matters. ``order="scale"``
+      keeps the layers (and the masks) and refines within a sub-pass by the prior's scale
+      index, as PLONQ does. ``order="slope"`` (the default) drops the layer boundaries and the
+      masks: passes of falling thresholds code each element's next level when its expected
+      pixel-error decrease per expected bit (the prior's integer frequencies, the element's
+      channel gain from the weights file) reaches the threshold, the R-D order of embedded
+      coders (EBCOT's passes). Both sides compute the order from the header and the decoded
+      symbols alone, in exact or IEEE-754 elementwise arithmetic.
 """
 
 from __future__ import annotations
@@ -128,17 +138,20 @@ class DeepHQFields:
     masks: bool
     reconstruction: str
     chunk_bits: int
+    order: str
 
 
 class DeepHQCodec(LearnedProgressiveCodec):
-    """DeepHQ-MS (see module doc). ``masks=False`` is the ablation without selective coding."""
+    """DeepHQ-MS (see module doc). ``order="scale"`` codes by layers (with the file's masks
+    unless ``masks=False``); ``order="slope"`` ignores the masks."""
 
     name = "deephq"
     tag = TAG
     version = "1"
     description = (
-        "DeepHQ-MS (Lee et al. 2024): learned per-layer, per-channel steps of an 8-layer "
-        "hierarchical quantizer + selective compression, over the bundled MeanScaleHyperprior"
+        "DeepHQ-MS (Lee et al. 2024): per-layer, per-channel steps of an 8-layer hierarchical "
+        "quantizer, coded in R-D slope order (or by layers with selective compression), over "
+        "the bundled MeanScaleHyperprior"
     )
     full_stream_psnr = None
 
@@ -149,8 +162,12 @@ class DeepHQCodec(LearnedProgressiveCodec):
         chunk_bits: int = 1024,
         reconstruction: str = "mean",
         memo: bool = False,
+        order: str = coder.SLOPE_ORDER,
     ) -> None:
         check_reconstruction(reconstruction, ("mean", "midpoint"))
+        if order not in coder.ORDERS:
+            raise ValueError(f"order must be one of {', '.join(coder.ORDERS)}")
+        self.order = order
         self.weights_spec = str(weights)
         self.path = resolve_params(self.weights_spec)
         try:
@@ -160,7 +177,7 @@ class DeepHQCodec(LearnedProgressiveCodec):
         self.sha256 = sha256_file(self.path)
         self.base_spec = self.params.meta.get("base_weights", "")
         self.masks = bool(masks)
-        self._contexts: dict[bool, coder.CoderContext] = {}
+        self._contexts: dict[tuple[bool, str], coder.CoderContext] = {}
         self._layouts = coder.LayoutCache()
         super().__init__(chunk_bits=chunk_bits, reconstruction=reconstruction, memo=memo)
 
@@ -181,20 +198,24 @@ class DeepHQCodec(LearnedProgressiveCodec):
             self._base = base
         return self._base
 
-    def context(self, masks: bool) -> coder.CoderContext:
-        """The coder's context with or without selection (made once per codec and flag)."""
-        if masks not in self._contexts:
+    def context(self, masks: bool, order: str) -> coder.CoderContext:
+        """The coder's context with or without selection, in ``order`` (made once per codec
+        and flags)."""
+        if (masks, order) not in self._contexts:
             base = self.base
-            params = self.params if masks else self.params.without_masks()
-            self._contexts[masks] = coder.CoderContext(
+            plain = not masks or order == coder.SLOPE_ORDER  # the slope order has no masks
+            params = self.params.without_masks() if plain else self.params
+            self._contexts[masks, order] = coder.CoderContext(
                 cdf=np.asarray(base.cdf, np.int64),
                 c=-np.asarray(base.offset, np.int64),
                 steps=params.steps,
                 mask_index_threshold=params.mask_index_threshold,
                 sigma=np.asarray(base.scale_table, np.float64),
                 grid=params.grid,
+                order=order,
+                channel_gain=params.channel_gain,
             )
-        return self._contexts[masks]
+        return self._contexts[masks, order]
 
     def parameters(self) -> dict[str, Any]:
         out = {
@@ -205,17 +226,23 @@ class DeepHQCodec(LearnedProgressiveCodec):
             "layers": self.params.layers,
             "sliver_fraction": coder.SLIVER_FRACTION,
             "grid": self.params.grid,
+            "order": self.order,
         }
+        if self.order == coder.SLOPE_ORDER:
+            out["channel_gains"] = self.params.channel_gain is not None
         if self.memo:
             out["memo"] = True
         return out
 
     def added_parameters(self) -> dict[str, int]:
-        """Learned values DeepHQ adds over the base: steps of the ``L - 1`` learned layers and,
-        when trained, one mask threshold per layer and channel."""
+        """Values DeepHQ adds over the base and this order uses: steps of the ``L - 1`` upper
+        layers; by layers, when trained, one mask threshold per layer and channel; in slope
+        order, when measured, one gain per channel."""
         out = {"steps": int(self.params.steps[:-1].size)}
-        if np.any(self.params.mask_index_threshold):
+        if self.order == coder.SCALE_ORDER and np.any(self.params.mask_index_threshold):
             out["mask thresholds"] = int(self.params.mask_index_threshold.size)
+        if self.order == coder.SLOPE_ORDER and self.params.channel_gain is not None:
+            out["channel gains"] = int(self.params.channel_gain.size)
         return out
 
     def weights_bytes(self) -> int:
@@ -230,9 +257,13 @@ class DeepHQCodec(LearnedProgressiveCodec):
             f"{k}: {v.get('iterations')} iterations, {v.get('train_seconds', 0) / 60:.0f} min"
             for k, v in sorted(trained.items())
         )
+        origin = (
+            f"trained by `bench train deephq` on the frozen base ({facts})"
+            if facts
+            else f"made by `bench train deephq` ({side.get('steps', 'no training record')})"
+        )
         description = (
-            f"DeepHQ parameters ({self.path.name}, sha256 {self.sha256[:12]}...) trained by "
-            f"`bench train deephq` on the frozen base ({facts or 'no training record'}); adds "
+            f"DeepHQ parameters ({self.path.name}, sha256 {self.sha256[:12]}...) {origin}; adds "
             f"{sum(added.values())} parameters ({', '.join(f'{v} {k}' for k, v in added.items())})"
             f"; base: {base.resolved.description}. NOT the DeepHQ paper's weights"
         )
@@ -250,9 +281,12 @@ class DeepHQCodec(LearnedProgressiveCodec):
         self, base: BaseModel, analysis: Analysis, fine: np.ndarray, idx: np.ndarray
     ) -> tuple[bytes, DeepHQCoding]:
         out = bytearray.fromhex(self.sha256[:8])
-        out.append(int(self.masks) | RECON_CODES[self.reconstruction] << 1)
+        slope = self.order == coder.SLOPE_ORDER
+        out.append(int(self.masks) | RECON_CODES[self.reconstruction] << 1 | slope << 3)
         put_chunk_bits(out, self.chunk_bits)
-        coding = DeepHQCoding(self.context(self.masks), self.reconstruction, self.chunk_bits)
+        coding = DeepHQCoding(
+            self.context(self.masks, self.order), self.reconstruction, self.chunk_bits
+        )
         return bytes(out), coding
 
     def read_fields(self, reader: Reader, base: BaseModel) -> DeepHQFields:
@@ -261,12 +295,16 @@ class DeepHQCodec(LearnedProgressiveCodec):
                 "stream made with other DeepHQ weights; decode with the same weights"
             )
         flags = reader.byte()
-        recon = RECON_NAMES.get(flags >> 1)
-        if recon not in ("mean", "midpoint") or flags >> 3:
+        recon = RECON_NAMES.get(flags >> 1 & 3)
+        if recon not in ("mean", "midpoint") or flags >> 4:
             raise CorruptStream(f"corrupt header: flags {flags:#x}")
-        return DeepHQFields(bool(flags & 1), recon, read_chunk_bits(reader))
+        order = coder.SLOPE_ORDER if flags >> 3 & 1 else coder.SCALE_ORDER
+        return DeepHQFields(bool(flags & 1), recon, read_chunk_bits(reader), order)
 
     def latent_coding(self, fields: DeepHQFields, base: BaseModel) -> DeepHQCoding:
         return DeepHQCoding(
-            self.context(fields.masks), fields.reconstruction, fields.chunk_bits, self._layouts
+            self.context(fields.masks, fields.order),
+            fields.reconstruction,
+            fields.chunk_bits,
+            self._layouts,
         )

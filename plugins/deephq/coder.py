@@ -68,6 +68,9 @@ SLIVER_FRACTION = 0.5
 #: The layer grids (module doc): ``floor(n / D + 1/2)`` and ``trunc(n / D)``.
 MID_TREAD, DEAD_ZONE = "mid-tread", "dead-zone"
 GRIDS = (MID_TREAD, DEAD_ZONE)
+#: Orders within a sub-pass (module doc): prior scale index, or expected gain per bit.
+SCALE_ORDER, SLOPE_ORDER = "scale", "slope"
+ORDERS = (SCALE_ORDER, SLOPE_ORDER)
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,23 @@ class CoderContext:
     sigma: np.ndarray  # (S,) scale table (reconstruction only)
     sliver_fraction: float = SLIVER_FRACTION
     grid: str = MID_TREAD
+    order: str = SCALE_ORDER
+    channel_gain: np.ndarray | None = None  # (M,) float64: pixel error per latent error
 
     def __post_init__(self) -> None:
         if np.any(np.diff(self.mask_index_threshold, axis=0) > 0):
             raise ValueError("mask thresholds must not rise from one layer to the next")
         if self.grid not in GRIDS:
             raise ValueError(f"unknown grid {self.grid!r}: one of {', '.join(GRIDS)}")
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown order {self.order!r}: one of {', '.join(ORDERS)}")
+        if self.order == SLOPE_ORDER and np.any(self.mask_index_threshold):
+            raise ValueError("the slope order selects by slope: mask thresholds must be 0")
+        gain = self.channel_gain
+        if gain is not None and (
+            gain.shape != self.steps.shape[1:] or not np.all(np.isfinite(gain) & (gain > 0))
+        ):
+            raise ValueError(f"channel gains must be (M,) finite and > 0, not {gain.shape}")
 
     @property
     def layers(self) -> int:
@@ -98,6 +112,15 @@ class CoderContext:
         index = np.arange(len(self.c))
         count = (index[None, None, :] >= self.mask_index_threshold[:, :, None]).sum(axis=0)
         return self.layers + 1 - count[ch, idx]
+
+    @cached_property
+    def first_moment(self) -> np.ndarray:
+        """(S, W) int64: ``first_moment[i, k]`` is the sum of ``f * n`` over the fine integers
+        ``n < k - c_i`` of row ``i`` (``f`` its integer frequencies, escape excluded)."""
+        freq = np.diff(self.cdf, axis=1)
+        n = np.arange(freq.shape[1])[None, :] - self.c[:, None]
+        term = np.where(n <= self.c[:, None], freq * n, 0)
+        return np.concatenate([np.zeros((len(self.c), 1), np.int64), np.cumsum(term, axis=1)], 1)
 
     @cached_property
     def tree_channel(self) -> np.ndarray:
@@ -365,6 +388,7 @@ class Forest:
     weight: np.ndarray  # (N,) int64 expected cost of the node's symbol, 1/16 bit
     rows: tuple[np.ndarray, ...]  # [k]: (level-k nodes, widest + escape) float64 child freqs
     sigma: np.ndarray  # (S,) scale table (reconstruction only)
+    priority: np.ndarray | None = None  # (N,) float64 refinement order key (higher first)
     _recon: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def recon(self, mode: str) -> np.ndarray:
@@ -433,22 +457,95 @@ def build_forest(
     level_of = np.repeat(np.arange(ctx.layers + 1), sizes)
     final = (lo_all == hi_all) & (level_of > 0)
     count_all = np.concatenate(count)
+    scale_all, freq_all = np.concatenate(sc), np.concatenate(freq)
+    first_all, weight_all = np.concatenate(first_child), np.concatenate(weight)
+    priority = None
+    if ctx.order == SLOPE_ORDER:
+        gain = _gains(ctx, scale_all, lo_all, hi_all, freq_all, first_all, count_all)
+        coded = (count_all >= 2) | ((level_of == 0) & (count_all >= 1))  # a symbol is sent
+        cost = weight_all + coded  # at least 1/16 bit per symbol: a cheap one is not free
+        priority = _lookahead_slopes(gain, cost, freq_all, first_all, count_all, ctx.layers)
     return Forest(
         level_offset=np.asarray(offset, np.int64),
         lo=lo_all,
         hi=hi_all,
-        scale=np.concatenate(sc),
+        scale=scale_all,
         level=level_of,
-        freq=np.concatenate(freq),
+        freq=freq_all,
         final=final,
         kind=np.select([final, count_all == 1], [FINAL, PASSES], SPLITS).astype(np.int8),
-        first_child=np.concatenate(first_child),
+        first_child=first_all,
         count=count_all,
         total=np.concatenate(total),
-        weight=np.concatenate(weight),
+        weight=weight_all,
         rows=tuple(rows),
         sigma=ctx.sigma,
+        priority=priority,
     )
+
+
+def _gains(
+    ctx: CoderContext,
+    scale: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    freq: np.ndarray,
+    first_child: np.ndarray,
+    count: np.ndarray,
+) -> np.ndarray:
+    """float64 per node: the expected decrease of the squared error of ``y - mu`` (fine units,
+    conditional-mean reconstruction under the prior's integer frequencies) when an element at
+    the node learns its child; 0 where it has no child. Elementwise IEEE-754 operations on
+    exact integers in a fixed order, so both sides compute the same values on every machine."""
+    c = ctx.c[scale]
+    moment = ctx.first_moment[scale, hi + c + 1] - ctx.first_moment[scale, lo + c]
+    spread = np.zeros(len(lo), np.float64)
+    held = freq > 0
+    first = moment[held].astype(np.float64)
+    spread[held] = first * first / freq[held]
+    gain = np.zeros(len(lo), np.float64)
+    for j in range(int(count.max(initial=0))):
+        has = count > j
+        gain[has] += spread[first_child[has] + j]
+    gain = np.where(count > 0, gain - spread, 0.0)
+    return np.where(held, gain / np.maximum(freq, 1), 0.0)
+
+
+def _lookahead_slopes(
+    gain: np.ndarray,
+    cost: np.ndarray,
+    freq: np.ndarray,
+    first_child: np.ndarray,
+    count: np.ndarray,
+    depth: int,
+) -> np.ndarray:
+    """float64 per node: the best ratio of expected squared-error decrease to expected cost
+    (``cost``: 1/16 bit per node) over refining 1..``depth`` levels below the node (a node whose own split gains
+    little, such as a one-child node, borrows its descendants' slope). Elementwise IEEE-754
+    operations in a fixed order."""
+    by_count = np.argsort(-count, kind="stable")
+    sizes = np.bincount(count)
+    with_more = len(count) - np.cumsum(sizes)  # nodes with more than j children
+    total_g = np.zeros(len(gain), np.float64)
+    total_w = np.zeros(len(gain), np.float64)
+    best = np.zeros(len(gain), np.float64)
+    held = np.maximum(freq, 1).astype(np.float64)
+    for _ in range(depth):
+        child_g = np.zeros(len(gain), np.float64)
+        child_w = np.zeros(len(gain), np.float64)
+        for j in range(len(with_more)):
+            nodes = by_count[: with_more[j]]
+            if not len(nodes):
+                break
+            kid = first_child[nodes] + j
+            share = freq[kid] / held[nodes]
+            child_g[nodes] += share * total_g[kid]
+            child_w[nodes] += share * total_w[kid]
+        total_g = np.where(count > 0, gain + child_g, 0.0)
+        total_w = np.where(count > 0, cost + child_w, 0.0)
+        ratio = np.where(total_w > 0, total_g / np.maximum(total_w, 1e-300), 0.0)
+        best = np.maximum(best, ratio)
+    return best
 
 
 @dataclass(frozen=True)
@@ -463,6 +560,7 @@ class Layout:
     roots: np.ndarray  # (E,) int64
     by_first: np.ndarray  # (E,) int64
     edges: list[int]
+    gain: np.ndarray | None = None  # (E,) float64 channel gain of each element (slope order)
 
 
 def prepare(ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Layout:
@@ -482,7 +580,10 @@ def prepare(ctx: CoderContext, idx: np.ndarray, ch: np.ndarray) -> Layout:
     forest = build_forest(ctx, scales - 1 - order, channel, grow)
     by_first = np.argsort(first.astype(np.int8), kind="stable")  # first <= L + 1 <= 127
     edges = np.searchsorted(first[by_first], np.arange(1, ctx.layers + 2)).tolist()
-    return Layout(forest, roots, by_first, edges)
+    gain = None
+    if ctx.order == SLOPE_ORDER:
+        gain = np.ones(len(idx)) if ctx.channel_gain is None else ctx.channel_gain[ch]
+    return Layout(forest, roots, by_first, edges, gain)
 
 
 class LayoutCache:
@@ -521,6 +622,9 @@ def schedule(
     final; the last one also the elements of the previous layer's last sub-pass that are not
     final (at level ``l - 1`` since then). Selection is nested, so these are all: the
     elements :func:`refine` finds by scanning the whole latent."""
+    if layout.forest.priority is not None:
+        yield from _schedule_by_slope(layout, node, escaped)
+        return
     kinds = layout.forest.kind
     first_child = layout.forest.first_child
     carry = layout.by_first[:0]
@@ -544,6 +648,64 @@ def schedule(
             else:
                 yield layer, sub, todo, parents
         carry = todo
+
+
+def _skip_table(forest: Forest) -> np.ndarray:
+    """(N,) int64: for each node below the roots, the first node down its one-child chain
+    that splits or is final (itself when it is not a one-child node)."""
+    skip = np.arange(len(forest.kind), dtype=np.int64)
+    passes = (forest.kind == PASSES) & (forest.level > 0)
+    for level in range(len(forest.level_offset) - 2, 0, -1):  # deepest first
+        a, b = forest.level_offset[level], forest.level_offset[level + 1]
+        here = a + np.flatnonzero(passes[a:b])
+        skip[here] = skip[forest.first_child[here]]
+    return skip
+
+
+def slope_thresholds(keys: np.ndarray) -> list[float]:
+    """The falling thresholds of the slope passes for element keys ``keys`` (float64 >= 0):
+    ``2**k`` and ``0.75 * 2**k`` from the power of two above the largest key down to the
+    smallest positive key (exact in binary floating point), then -1 (every element left)."""
+    positive = keys[keys > 0]
+    out: list[float] = []
+    if len(positive):
+        k = int(np.frexp(positive.max())[1])
+        low = float(positive.min())
+        while not out or out[-1] >= low:
+            out += [float(np.ldexp(1.0, k)), float(np.ldexp(0.75, k))]
+            k -= 1
+    return [*out, -1.0]
+
+
+def _schedule_by_slope(
+    layout: Layout, node: np.ndarray, escaped: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The slope order's sub-passes (module doc) as ``(pass, level, coded, parents)``: pass
+    ``j`` sweeps the levels ``1..L`` and codes, at level ``k``, every element at level
+    ``k - 1`` whose key (channel gain x its node's slope) reaches threshold ``j``, keys
+    descending (ties: refinement order); an element whose new node's key still reaches the
+    threshold goes on at the next level within the pass."""
+    forest = layout.forest
+    skip = _skip_table(forest)
+    levels = len(forest.level_offset) - 2
+    key = layout.gain * forest.priority[node]
+    live = ~escaped & (forest.kind[node] != FINAL)  # roots are always coded
+    level = forest.level[node]
+    for j, threshold in enumerate(slope_thresholds(key), 1):
+        active = np.flatnonzero(live & (key >= threshold))
+        for k in range(1, levels + 1):
+            todo = active[level[active] == k - 1]
+            if not len(todo):
+                continue
+            todo = todo[np.argsort(-key[todo], kind="stable")]
+            yield j, k, todo, node[todo]
+            moved = todo[~escaped[todo]]  # the caller moved them to their children
+            node[moved] = skip[node[moved]]
+            level[todo] = k
+            level[moved] = forest.level[node[moved]]
+            key[todo] = layout.gain[todo] * forest.priority[node[todo]]
+            live[todo] = ~escaped[todo] & (forest.kind[node[todo]] != FINAL)
+            active = active[live[active] & (key[active] >= threshold)]
 
 
 def _chunk_rows(table: np.ndarray, local: np.ndarray, width: int) -> np.ndarray:
@@ -586,7 +748,9 @@ def encode(
     escaped = np.zeros(len(fine), bool)
     stats = lc.CoderStats()
     out = bytearray()
+    layer = 0
     for layer, sub, coded, parents in schedule(layout, node, escaped):
+        stats.levels_complete = layer - 1  # layers (slope order: passes) before this one
         t0 = time.perf_counter()
         if len(coded):
             n, cc = fine[coded], c[coded]
@@ -616,8 +780,7 @@ def encode(
             stats.escapes += int(esc.sum())
             stats.symbols += len(coded)
         stats.entropy_seconds += time.perf_counter() - t0
-        if sub == layer:
-            stats.levels_complete = layer
+    stats.levels_complete = layer
     return bytes(out), stats
 
 
@@ -738,7 +901,9 @@ def decode(
         stats=lc.CoderStats(),
         end=pos,
     )
+    layer = 0
     for layer, sub, coded, parents in schedule(layout, state.node, state.escaped):
+        state.stats.levels_complete = layer - 1
         t0 = time.perf_counter()
         complete = True
         if len(coded):
@@ -750,8 +915,7 @@ def decode(
         if not complete:
             state.complete = False
             return state
-        if sub == layer:
-            state.stats.levels_complete = layer
+    state.stats.levels_complete = layer
     return state
 
 

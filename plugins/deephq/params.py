@@ -8,6 +8,10 @@ MeanScaleHyperprior (named by the base file's sha256, checked on load):
 * ``mask_index_threshold``: int32 ``(L, M)``; element ``e`` of channel ``c`` is coded from
   layer ``l`` on when its prior's scale index ``i_e >= T[l, c]``. Thresholds never rise from
   one layer to the next, so the selected sets are nested (cumulative selection).
+* ``channel_gain`` (optional): float32 ``(M,)``, each channel's squared pixel error (8-bit
+  units, summed over the image) per unit of squared latent error, measured on training
+  images (:func:`plugins.deephq.train_calibration.channel_gains`); the slope order weighs each
+  element's expected latent error decrease by it. Absent: every channel weighs 1.
 
 Metadata: ``format``, ``base_sha256``, ``layers``, ``channels``, ``grid`` (the layers' grid,
 :data:`plugins.deephq.coder.GRIDS`; mid-tread when absent) and training facts (strings).
@@ -17,7 +21,7 @@ learned weights' convention (:mod:`plugins.learned.weights.format`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +35,14 @@ FORMAT = "bench-deephq-params-v1"
 
 @dataclass(frozen=True)
 class DeepHQParams:
-    """Steps ``(L, M)`` float64 (from float32) and mask thresholds ``(L, M)`` int64."""
+    """Steps ``(L, M)`` float64 (from float32), mask thresholds ``(L, M)`` int64 and, when
+    measured, channel gains ``(M,)`` float64 (from float32)."""
 
     steps: np.ndarray
     mask_index_threshold: np.ndarray
     base_sha256: str
     meta: dict[str, str] = field(default_factory=dict)
+    channel_gain: np.ndarray | None = None  # (M,) float64 (from float32), see module doc
 
     def __post_init__(self) -> None:
         steps = np.asarray(self.steps)
@@ -49,6 +55,11 @@ class DeepHQParams:
             raise ValueError("mask thresholds must not rise from one layer to the next")
         if self.grid not in GRIDS:
             raise ValueError(f"unknown grid {self.grid!r}: one of {', '.join(GRIDS)}")
+        gain = self.channel_gain
+        if gain is not None and (
+            np.shape(gain) != (steps.shape[1],) or not np.all(np.isfinite(gain) & (gain > 0))
+        ):
+            raise ValueError(f"channel gains must be ({steps.shape[1]},) finite and > 0")
 
     @property
     def grid(self) -> str:
@@ -66,9 +77,7 @@ class DeepHQParams:
 
     def without_masks(self) -> DeepHQParams:
         """The same steps with every element selected at every layer (the ablation)."""
-        return DeepHQParams(
-            self.steps, np.zeros_like(self.mask_index_threshold), self.base_sha256, self.meta
-        )
+        return replace(self, mask_index_threshold=np.zeros_like(self.mask_index_threshold))
 
 
 def selected_fraction(mask_index_threshold: np.ndarray, scale_indexes: int) -> list[float]:
@@ -91,6 +100,9 @@ def save(params: DeepHQParams, path: str | Path, extra_meta: dict[str, str] | No
             np.asarray(params.mask_index_threshold, np.int32)
         ).contiguous(),
     }
+    if params.channel_gain is not None:
+        gain = np.asarray(params.channel_gain, np.float32)
+        tensors["channel_gain"] = torch.from_numpy(gain).contiguous()
     meta = {
         **params.meta,
         **(extra_meta or {}),
@@ -117,7 +129,10 @@ def load(path: str | Path) -> DeepHQParams:
                 raise ValueError(f"{path} is not a DeepHQ weights file ({FORMAT})")
             steps = f.get_tensor("steps").astype(np.float64)
             thr = f.get_tensor("mask_index_threshold").astype(np.int64)
+            gain, names = None, set(f.keys())
+            if "channel_gain" in names:
+                gain = f.get_tensor("channel_gain").astype(np.float64)
     except (OSError, KeyError, SafetensorError) as exc:
         raise ValueError(f"cannot read DeepHQ weights {path}: {exc}") from exc
     base = meta.pop("base_sha256", "")
-    return DeepHQParams(steps, thr, base, meta)
+    return DeepHQParams(steps, thr, base, meta, gain)

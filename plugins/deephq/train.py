@@ -500,36 +500,72 @@ def export(checkpoint: str | Path, out_file: str | Path) -> dict[str, Any]:
         },
     }
     params = dp.DeepHQParams(steps, thr, base.resolved.sha256)
+    meta = {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"]), "grid": grid}
+    what = (
+        "DeepHQ-MS parameters (learned per-layer, per-channel quantization steps and mask "
+        "thresholds) trained by this project with `bench train deephq` on its own small "
+        "base model; NOT the DeepHQ paper's weights"
+    )
+    return _write(out_file, params, base, meta, what, training=history)
+
+
+def export_ladder(
+    out_file: str | Path, ladder: Sequence[float], grid: str, base: str | None = None
+) -> dict[str, Any]:
+    """Write parameters with the same untrained steps ``ladder`` (one per layer, the last 1)
+    for every channel and no masks, and a JSON sidecar: the start the slope order codes from
+    without training."""
+    from plugins.learned.model_io import BaseModel
+
+    model = BaseModel.get(base)
+    steps = np.repeat(np.asarray(ladder, np.float64)[:, None], model.M, axis=1)
+    params = dp.DeepHQParams(steps, np.zeros(steps.shape, np.int64), model.resolved.sha256)
+    text = ",".join(f"{d:g}" for d in ladder)
+    meta = {"base_weights": model.resolved.spec, "steps_trained": "0", "grid": grid}
+    what = (
+        f"DeepHQ-MS parameters made by this project with `bench train deephq --ladder {text}`: "
+        "the same power-of-two steps for every channel (not trained), no masks; NOT the DeepHQ "
+        "paper's weights"
+    )
+    return _write(out_file, params, model, meta, what, steps=f"untrained ladder {text}")
+
+
+def _write(
+    out_file: str | Path,
+    params: dp.DeepHQParams,
+    base: Any,
+    meta: dict[str, str],
+    what: str,
+    **facts: Any,
+) -> dict[str, Any]:
+    """Save ``params`` to ``out_file`` (.safetensors) with ``meta`` and write its sidecar
+    (``what`` it is, the file's facts and ``facts``); returns the sidecar."""
+    from bench.hashing import sha256_file
+
     out_file = Path(out_file)
     if out_file.suffix != ".safetensors":
         raise ValueError("export target must end in .safetensors")
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"base_weights": base.resolved.spec, "steps_trained": str(cfg["step"]), "grid": grid}
     dp.save(params, out_file, meta)
-    from bench.hashing import sha256_file
-
+    steps, thr = params.steps, params.mask_index_threshold
     sidecar = {
         "format": dp.FORMAT,
-        "what": (
-            "DeepHQ-MS parameters (learned per-layer, per-channel quantization steps and mask "
-            "thresholds) trained by this project with `bench train deephq` on its own small "
-            "base model; NOT the DeepHQ paper's weights"
-        ),
+        "what": what,
         "weights_file": out_file.name,
         "weights_sha256": sha256_file(out_file),
         "weights_bytes": out_file.stat().st_size,
         "base": {"spec": base.resolved.spec, "sha256": base.resolved.sha256},
         "layers": int(steps.shape[0]),
         "channels": int(steps.shape[1]),
-        "grid": grid,
-        "added_parameters": int(steps[:-1].size + (thr.size if cfg["step"] == 3 else 0)),
+        "grid": meta["grid"],
+        "added_parameters": int(steps[:-1].size + (thr.size if np.any(thr) else 0)),
         "steps_per_layer": {
             "mean": steps.mean(1).tolist(),
             "min": steps.min(1).tolist(),
             "max": steps.max(1).tolist(),
         },
         "scale_indexes_selected_per_layer": dp.selected_fraction(thr, len(base.scale_table)),
-        "training": history,
+        **facts,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     dp.sidecar_path(out_file).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
@@ -541,7 +577,7 @@ def _parse_args(argv: Sequence[str] | None):
         prog="bench train deephq",
         description="Train DeepHQ's steps (step 2) and masks (step 3) on the frozen base model.",
     )
-    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--out", help="checkpoint directory (needed unless --ladder)")
     p.add_argument("--data", help="training image folder (never Kodak)")
     p.add_argument("--step", type=int, default=2, choices=(2, 3))
     p.add_argument("--base", default=None, help="base weights (default: the bundled model)")
@@ -612,7 +648,21 @@ def _parse_args(argv: Sequence[str] | None):
     p.add_argument(
         "--calibrate-sweeps", type=int, default=None, help="--calibrate-steps: sweeps (2)"
     )
-    p.add_argument("--calibrate-crops", type=int, default=None, help="training crops (16)")
+    p.add_argument(
+        "--ladder",
+        metavar="D1,...,1",
+        help="with --export: write untrained steps, the same for every channel (e.g. "
+        "128,64,32,16,8,4,2,1 with --grid dead-zone), instead of exporting --out",
+    )
+    p.add_argument(
+        "--channel-gains",
+        action="store_true",
+        help="with --export and --data: measure each latent channel's pixel-error gain on "
+        "training crops and store it in the file (the slope order weighs channels by it)",
+    )
+    p.add_argument(
+        "--calibrate-crops", type=int, default=None, help="training crops (16; gains: 8)"
+    )
     p.add_argument("--calibrate-crop", type=int, default=None, help="crop side in pixels (256)")
     return p.parse_args(argv)
 
@@ -652,18 +702,50 @@ def _search_steps(args) -> dict[str, Any]:
     return train_calibration.search_steps(args.export, args.data, **options)
 
 
+def _ladder(text: str) -> list[float]:
+    try:
+        ladder = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--ladder: not numbers: {text}") from None
+    if any(d < 1 for d in ladder) or ladder[-1] != 1:
+        raise ValueError(f"--ladder: steps must be >= 1 and end with 1, not {text}")
+    return ladder
+
+
+def _measure_gains(args) -> dict[str, Any]:
+    from plugins.deephq import train_calibration
+
+    options = _calibration_options(args)
+    options["crops"] = options.get("crops", train_calibration.DEFAULT_GAIN_CROPS)
+    return train_calibration.measure_gains(args.export, args.data, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         for flag, given in (
             ("--calibrate", args.calibrate),
             ("--calibrate-steps", args.calibrate_steps),
+            ("--channel-gains", args.channel_gains),
         ):
             if given and not (args.export and args.data):
                 raise ValueError(f"{flag} goes with --export and --data (training images)")
+        if args.ladder and not args.export:
+            raise ValueError("--ladder goes with --export FILE.safetensors")
+        if not (args.out or args.ladder):
+            raise ValueError("--out (the checkpoint directory) is needed")
         if args.export:
-            side = export(args.out, args.export)
+            if args.ladder:
+                side = export_ladder(args.export, _ladder(args.ladder), args.grid, args.base)
+            else:
+                side = export(args.out, args.export)
             print(f"wrote {args.export} ({side['weights_bytes']} bytes) and its sidecar")
+            if args.channel_gains:
+                record = _measure_gains(args)
+                print(
+                    f"channel gains: {record['min']:.1f} to {record['max']:.1f} "
+                    f"(median {record['median']:.1f}) on {record['crops']} training crops"
+                )
             if args.calibrate:
                 record = _calibrate(args)
                 print(

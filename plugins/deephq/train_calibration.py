@@ -1,5 +1,6 @@
 """Choosing where DeepHQ's mask thresholds sit by real coding on training images.
 
+The masks are those of the layered order (``order="scale"``), so calibration codes in it.
 Step 3 learns the thresholds through a relaxed (sigmoid) mask and a loss that stands for each
 layer's own rate point only; what matters to a user is the curve *between* the layers, where a
 truncated stream stops. Calibration measures that curve with the real codec: for every
@@ -19,6 +20,10 @@ The steps are searched the same way (:func:`search_steps`): a greedy descent ove
 factor per layer (every channel's step of layer ``l`` doubled or halved, clipped at 1), each
 move measured by real truncation of the same crops and kept when it lowers the BD-rate against
 the starting curve; :func:`uniform_ladder` gives the untrained start (8, ..., 4, 2, 1).
+
+The slope order weighs each channel by its gain (:func:`channel_gains`, :func:`measure_gains`):
+the squared pixel error that a unit of squared latent error in that channel causes through the
+base model's synthesis transform, measured with Gaussian noise on training crops.
 """
 
 from __future__ import annotations
@@ -26,18 +31,22 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from plugins.deephq import params as dp
+from plugins.deephq.coder import SCALE_ORDER
 
 DEFAULT_SHIFTS = (-4, 0, 4, 8, 12, 16, 24)
 DEFAULT_CROPS = 16
 DEFAULT_CROP_SIZE = 256
 DEFAULT_SWEEPS = 2
+#: Channel gains: training crops and the latent noise's standard deviation (fine units).
+DEFAULT_GAIN_CROPS = 8
+GAIN_NOISE = 1.0
 #: A step move is kept only when it lowers the BD-rate by more than this (percent).
 MIN_GAIN_PERCENT = 0.05
 
@@ -47,7 +56,7 @@ def shifted(params: dp.DeepHQParams, shift: int) -> dp.DeepHQParams:
     negative), clipped at 0 and kept non-rising over the layers; steps unchanged."""
     thr = np.maximum(params.mask_index_threshold - int(shift), 0)
     thr = np.minimum.accumulate(thr, axis=0)
-    return dp.DeepHQParams(params.steps, thr, params.base_sha256, params.meta)
+    return replace(params, mask_index_threshold=thr)
 
 
 def moved(params: dp.DeepHQParams, layer: int, exponent: int) -> dp.DeepHQParams | None:
@@ -59,7 +68,7 @@ def moved(params: dp.DeepHQParams, layer: int, exponent: int) -> dp.DeepHQParams
     steps[layer] = np.maximum(steps[layer] * 2.0**exponent, 1.0)
     if np.array_equal(steps, params.steps):
         return None
-    return dp.DeepHQParams(steps, params.mask_index_threshold, params.base_sha256, params.meta)
+    return replace(params, steps=steps)
 
 
 def uniform_ladder(params: dp.DeepHQParams) -> dp.DeepHQParams:
@@ -68,8 +77,8 @@ def uniform_ladder(params: dp.DeepHQParams) -> dp.DeepHQParams:
     layers = params.layers
     column = np.array([8.0] * max(layers - 3, 0) + [4.0, 2.0, 1.0])[-layers:]
     steps = np.repeat(column[:, None], params.channels, axis=1)
-    return dp.DeepHQParams(
-        steps, np.zeros_like(params.mask_index_threshold), params.base_sha256, params.meta
+    return replace(
+        params, steps=steps, mask_index_threshold=np.zeros_like(params.mask_index_threshold)
     )
 
 
@@ -171,7 +180,7 @@ def calibrate(
         for s in shifts:
             candidate = Path(tmp) / f"shift{s}.safetensors"
             dp.save(shifted(original, s), candidate)
-            codec = DeepHQCodec(weights=str(candidate), memo=True)
+            codec = DeepHQCodec(weights=str(candidate), memo=True, order=SCALE_ORDER)
             curves[s] = measure_curve(codec, images, grid)
             scale_indexes = len(codec.base.scale_table)
             log(
@@ -306,4 +315,67 @@ def search_steps(
             "max": best.steps.max(1).tolist(),
         },
     )
+    return record
+
+
+def channel_gains(
+    base: Any, crops: Sequence[np.ndarray], noise: float = GAIN_NOISE, seed: int = 0
+) -> np.ndarray:
+    """(M,) float64: per latent channel of ``base`` (a
+    :class:`~plugins.learned.model_io.BaseModel`), the squared error of the synthesised crops
+    (8-bit units, summed over pixels and colours) per unit of squared latent error, when
+    Gaussian noise of standard deviation ``noise`` is added to that channel alone of the crops'
+    rounded latents. ``crops``: ``(H, W, 3)`` uint8, all the same size."""
+    import torch
+
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
+    generator = torch.Generator().manual_seed(seed)
+    gains = np.zeros(base.M, np.float64)
+    with torch.no_grad():
+        y = torch.round(base.nets.g_a(x))
+        reference = base.nets.g_s(y)
+        for ch in range(base.M):
+            eps = torch.randn(y[:, ch].shape, generator=generator) * noise
+            moved = y.clone()
+            moved[:, ch] += eps
+            error = ((base.nets.g_s(moved) - reference) * 255.0).square().sum()
+            gains[ch] = float(error / eps.square().sum())
+    return gains
+
+
+def measure_gains(
+    weights: str | Path,
+    data: str | Path,
+    crops: int = DEFAULT_GAIN_CROPS,
+    crop_size: int = DEFAULT_CROP_SIZE,
+    noise: float = GAIN_NOISE,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure :func:`channel_gains` of ``weights``' base on training crops, write them into
+    ``weights`` (a DeepHQ ``.safetensors``) and a ``channel_gains`` record into its sidecar.
+    Returns that record."""
+    from plugins.learned.model_io import BaseModel
+
+    weights = Path(weights)
+    params = dp.load(weights)
+    base = BaseModel.get(params.meta.get("base_weights") or None)
+    if base.resolved.sha256 != params.base_sha256:
+        raise ValueError(f"{weights} was made on other base weights than {base.resolved.spec}")
+    images = training_crops(data, crops, crop_size, log=log)
+    gains = channel_gains(base, images, noise)
+    dp.save(replace(params, channel_gain=gains), weights)
+    record = {
+        "what": "per channel, squared pixel error (8-bit units, summed) per unit of squared "
+        "latent error: Gaussian noise on one channel of rounded latents of training crops "
+        "(plugins/deephq/train_calibration.py)",
+        "crops": len(images),
+        "crop_size": crop_size,
+        "noise": noise,
+        "min": float(gains.min()),
+        "median": float(np.median(gains)),
+        "max": float(gains.max()),
+    }
+    thr = params.mask_index_threshold
+    added = params.steps[:-1].size + (thr.size if np.any(thr) else 0) + gains.size
+    _update_sidecar(weights, channel_gains=record, added_parameters=int(added))
     return record
