@@ -520,9 +520,9 @@ def _lookahead_slopes(
     depth: int,
 ) -> np.ndarray:
     """float64 per node: the best ratio of expected squared-error decrease to expected cost
-    (``cost``: 1/16 bit per node) over refining 1..``depth`` levels below the node (a node whose own split gains
-    little, such as a one-child node, borrows its descendants' slope). Elementwise IEEE-754
-    operations in a fixed order."""
+    (``cost``: 1/16 bit per node) over refining 1..``depth`` levels below the node (a node
+    whose own split gains little, such as a one-child node, borrows its descendants' slope).
+    Elementwise IEEE-754 operations in a fixed order."""
     by_count = np.argsort(-count, kind="stable")
     sizes = np.bincount(count)
     with_more = len(count) - np.cumsum(sizes)  # nodes with more than j children
