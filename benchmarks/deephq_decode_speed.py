@@ -14,7 +14,7 @@ beside the wall total (less disturbed when other jobs share the cores). The CPU 
 torch threads are printed beside them. A script, not a test::
 
     .venv/bin/python benchmarks/deephq_decode_speed.py
-    .venv/bin/python benchmarks/deephq_decode_speed.py --images 5,19 --repeats 5 --no-masks
+    .venv/bin/python benchmarks/deephq_decode_speed.py --images 5,19 --repeats 5 --order scale
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="5", help="Kodak numbers, e.g. 5 or 5,19")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--no-masks", action="store_true", help="DeepHQ without selection")
+    parser.add_argument(
+        "--order", choices=("slope", "scale"), default="slope", help="DeepHQ's coding order"
+    )
     args = parser.parse_args(argv)
     images = [int(v) for v in args.images.split(",")]
 
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from plugins.plonq.codec import PlonqCodec
 
     torch.set_num_threads(args.threads)
-    deephq = "deephq[masks=false]" if args.no_masks else "deephq"
-    codecs = {deephq: DeepHQCodec(masks=not args.no_masks), "plonq": PlonqCodec()}
+    deephq = "deephq" if args.order == "slope" else f"deephq[order={args.order}]"
+    codecs = {deephq: DeepHQCodec(order=args.order), "plonq": PlonqCodec()}
     means = measure(codecs, images, args.repeats)
 
     print(

@@ -884,7 +884,10 @@ def test_default_weights():
     assert isinstance(codec, DeepHQCodec)
     assert codec.weights_spec == DEFAULT_WEIGHTS and codec.path == DEFAULT_DEEPHQ
     side = dp.read_sidecar(DEFAULT_DEEPHQ)
-    assert side["weights_sha256"] == codec.sha256 and "step2" in side["training"]
+    assert side["weights_sha256"] == codec.sha256
+    assert side["steps"] == "untrained ladder 128,64,32,16,8,4,2,1" and side["grid"] == "dead-zone"
+    assert codec.params.channel_gain is not None and side["channel_gains"]["crops"] == 8
+    assert codec.parameters()["order"] == "slope" and codec.parameters()["channel_gains"]
     info = codec.info()
     assert info.weights.source == "bundled" and "NOT the DeepHQ paper's" in info.weights.description
     image = kodak_crop("kodim19.png", 200, 200, 128, 128)
