@@ -1,5 +1,6 @@
-"""The learned step sizes of a DeepHQ weights file, per layer and channel (the paper's Fig. 9
-view), and its mask thresholds as prior scales.
+"""The step sizes of a DeepHQ weights file, per layer and channel (the paper's Fig. 9 view),
+and its channel gains (the slope order's weights) or, without them, its mask thresholds as
+prior scales.
 
 ``python -m plugins.deephq.figures WEIGHTS.safetensors OUT.png``
 """
@@ -16,8 +17,9 @@ from plugins.deephq import params as dp
 
 def plot_steps(weights: str | Path, out: str | Path) -> Path:
     """Write ``out`` (PNG): the step of every layer and channel as a map (channels sorted by
-    their mean log step), the number of channels at each step per layer, and the prior scale
-    from which an element is coded at each layer (mask thresholds per channel)."""
+    their mean log step), the number of channels at each step per layer, and the channel gains
+    (sorted) when the file has them, else the prior scale from which an element is coded at
+    each layer (mask thresholds per channel)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +38,7 @@ def plot_steps(weights: str | Path, out: str | Path) -> Path:
     left.set_yticks(range(p.layers), [str(k + 1) for k in range(p.layers)])
     left.set_ylabel("layer")
     left.set_xlabel("latent channel (sorted by mean log step)")
-    left.set_title("learned step per layer and channel (log2)")
+    left.set_title("step per layer and channel (log2)")
     fig.colorbar(shown, ax=left, label="log2 step (base model's integer grid)")
     values = np.unique(p.steps)
     bottom = np.zeros(p.layers)
@@ -49,17 +51,24 @@ def plot_steps(weights: str | Path, out: str | Path) -> Path:
     middle.set_ylabel("channels")
     middle.set_title("channels at each step")
     middle.legend(title="step", fontsize=7)
-    sigma = np.append(base.scale_table, np.inf)
-    thr = sigma[np.minimum(p.mask_index_threshold, len(sigma) - 1)]
-    thr = np.where(p.mask_index_threshold == 0, base.scale_table[0], thr)
-    right.boxplot([thr[layer] for layer in range(p.layers)], showfliers=False)
-    right.set_yscale("log")
-    right.set_xlabel("layer")
-    right.set_ylabel("smallest prior scale coded")
-    right.set_title("selective compression: thresholds")
-    right.grid(alpha=0.3, which="both")
+    if p.channel_gain is not None:
+        right.plot(np.sort(p.channel_gain)[::-1], color="C0")
+        right.set_xlabel("latent channel (sorted by gain)")
+        right.set_ylabel("squared pixel error per squared latent error")
+        right.set_title("slope order: channel gains")
+        right.grid(alpha=0.3)
+    else:
+        sigma = np.append(base.scale_table, np.inf)
+        thr = sigma[np.minimum(p.mask_index_threshold, len(sigma) - 1)]
+        thr = np.where(p.mask_index_threshold == 0, base.scale_table[0], thr)
+        right.boxplot([thr[layer] for layer in range(p.layers)], showfliers=False)
+        right.set_yscale("log")
+        right.set_xlabel("layer")
+        right.set_ylabel("smallest prior scale coded")
+        right.set_title("selective compression: thresholds")
+        right.grid(alpha=0.3, which="both")
     fig.suptitle(
-        f"DeepHQ parameters {Path(weights).name} (trained by this project, not the paper's)",
+        f"DeepHQ parameters {Path(weights).name} (made by this project, not the paper's)",
         fontsize=10,
     )
     fig.tight_layout()
