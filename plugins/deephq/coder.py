@@ -71,6 +71,10 @@ GRIDS = (MID_TREAD, DEAD_ZONE)
 #: Orders within a sub-pass (module doc): prior scale index, or expected gain per bit.
 SCALE_ORDER, SLOPE_ORDER = "scale", "slope"
 ORDERS = (SCALE_ORDER, SLOPE_ORDER)
+#: The slope order's symbol costs come from ``floor(COST_UNITS * log2 x)``: 1/1024 bit.
+COST_UNITS = 1024
+#: ... and a symbol is taken to cost at least this (1/16 bit units): 1/1024 bit.
+MIN_COST = 1.0 / 64
 
 
 @dataclass(frozen=True)
@@ -462,8 +466,8 @@ def build_forest(
     priority = None
     if ctx.order == SLOPE_ORDER:
         gain = _gains(ctx, scale_all, lo_all, hi_all, freq_all, first_all, count_all)
-        coded = (count_all >= 2) | ((level_of == 0) & (count_all >= 1))  # a symbol is sent
-        cost = weight_all + coded  # at least 1/16 bit per symbol: a cheap one is not free
+        total_all = np.concatenate(total)
+        cost = _expected_costs(freq_all, total_all, first_all, count_all, level_of)
         priority = _lookahead_slopes(gain, cost, freq_all, first_all, count_all, ctx.layers)
     return Forest(
         level_offset=np.asarray(offset, np.int64),
@@ -511,6 +515,37 @@ def _gains(
     return np.where(held, gain / np.maximum(freq, 1), 0.0)
 
 
+def _expected_costs(
+    freq: np.ndarray,
+    total: np.ndarray,
+    first_child: np.ndarray,
+    count: np.ndarray,
+    level: np.ndarray,
+) -> np.ndarray:
+    """float64 per node: the expected cost of its symbol in 1/16 bit, ``sum f (L(T) - L(f)) / T``
+    over its children (and the escape child at roots) with ``L`` the exact integer table of
+    ``floor(1024 log2 x)`` (:func:`plugins.learned.coding.chunks.log_table`), so in units of
+    1/1024 bit before the scaling; 0 where no symbol is sent (no child, or one child below the
+    roots). Integer sums, then IEEE-754 divisions."""
+    logt = lc.log_table(units=COST_UNITS)
+    held = np.zeros(len(freq), np.int64)
+    number = np.zeros(len(freq), np.int64)
+    by_count = np.argsort(-count, kind="stable")
+    with_more = len(count) - np.cumsum(np.bincount(count))
+    for j in range(len(with_more)):
+        nodes = by_count[: with_more[j]]
+        if not len(nodes):
+            break
+        f = freq[first_child[nodes] + j]
+        held[nodes] += f
+        number[nodes] += f * (logt[total[nodes]] - logt[f])
+    escape = total - held  # the escape child's frequency at roots, 0 below
+    number += np.where(escape > 0, escape * (logt[total] - logt[np.maximum(escape, 0)]), 0)
+    sent = (count >= 2) | ((level == 0) & (count >= 1))
+    scale = COST_UNITS // lc.UNITS_PER_BIT
+    return np.where(sent, number / np.maximum(total, 1) / scale, 0.0)
+
+
 def _lookahead_slopes(
     gain: np.ndarray,
     cost: np.ndarray,
@@ -543,7 +578,7 @@ def _lookahead_slopes(
             child_w[nodes] += share * total_w[kid]
         total_g = np.where(count > 0, gain + child_g, 0.0)
         total_w = np.where(count > 0, cost + child_w, 0.0)
-        ratio = np.where(total_w > 0, total_g / np.maximum(total_w, 1e-300), 0.0)
+        ratio = np.where(count > 0, total_g / np.maximum(total_w, MIN_COST), 0.0)
         best = np.maximum(best, ratio)
     return best
 

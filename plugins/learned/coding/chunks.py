@@ -30,22 +30,23 @@ ESCAPE_HALF = 1 << 16
 
 
 @functools.lru_cache(maxsize=4)
-def log_table(max_value: int = 1 << 16) -> np.ndarray:
-    """``floor(16 * log2(x))`` for ``x`` in ``0..max_value`` (0 for ``x = 0``), exact.
+def log_table(max_value: int = 1 << 16, units: int = UNITS_PER_BIT) -> np.ndarray:
+    """``floor(units * log2(x))`` for ``x`` in ``0..max_value`` (0 for ``x = 0``), exact.
 
     The float estimate is used only where it is at least 1e-6 away from an integer (any libm's
     ``log2`` is far more accurate than that); the few others (powers of two among them) are
-    settled with Python integers, ``(x ** 16).bit_length() - 1``. The table is thus the exact
-    function on every machine; it defines the chunk boundaries.
+    settled with Python integers, ``(x ** units).bit_length() - 1``. The table is thus the
+    exact function on every machine; with the default 16 units per bit it defines the chunk
+    boundaries.
     """
     x = np.arange(max_value + 1, dtype=np.float64)
     with np.errstate(divide="ignore"):
-        estimate = UNITS_PER_BIT * np.log2(x)
+        estimate = units * np.log2(x)
     estimate[0] = 0.0
     out = np.floor(estimate).astype(np.int64)
     close = np.flatnonzero(np.abs(estimate - np.rint(estimate)) < 1e-6)
     for value in close[close > 0].tolist():
-        out[value] = (value**UNITS_PER_BIT).bit_length() - 1
+        out[value] = (value**units).bit_length() - 1
     return out
 
 
