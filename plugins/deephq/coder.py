@@ -34,6 +34,20 @@ Selection and order (:func:`plan`)
     index descending, then raster position). A child-less step (one child) costs nothing.
     Unselected elements keep their root: the decoder puts them at the prior mean.
 
+Slope order (``CoderContext.order == "slope"``, :func:`slope_thresholds`)
+    No layers and no masks (the thresholds must be 0): every element may descend to the last
+    level. Each node of the tables gets a slope, the expected decrease of the squared error of
+    ``y - mu`` (conditional means under the prior's integer frequencies, :func:`_gains`) per
+    expected 1/16 bit of its symbol (:func:`_expected_costs`, from an exact
+    ``floor(1024 log2 x)`` table), maximised over looking 1..L levels ahead
+    (:func:`_lookahead_slopes`: a node whose own split gains little borrows its descendants').
+    An element's key is its channel's gain (``channel_gain``, 1 when absent) times its node's
+    slope. Passes of falling thresholds (``2**k``, ``0.75 * 2**k``, exact in binary, then -1)
+    sweep the levels ``1..L``; at level ``k`` they code, keys descending (ties in refinement
+    order), every element at level ``k - 1`` whose key reaches the threshold; one-child nodes
+    are skipped for free. The keys use integer sums and elementwise IEEE-754 operations in a
+    fixed order, so the encoder and the decoder of any machine order alike.
+
 Tables (:class:`Forest`, :class:`Layout`)
     The children of an interval depend only on the interval, its scale index and its channel's
     steps, so the coder tabulates every interval the stream's elements can reach, one tree per
