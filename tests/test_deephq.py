@@ -846,11 +846,23 @@ def test_parameters_of_another_base_or_width_are_unavailable(base, tmp_path):
         codec.encode(kodak_crop("kodim01.png", 0, 0, 8, 8))
 
 
-def test_decodes_identically_in_a_fresh_process(codec, params_file, tmp_path):
+@pytest.mark.parametrize("order", ["scale", "slope"])
+def test_decodes_identically_in_a_fresh_process(params_file, base, order, tmp_path):
+    """A new process (the slope order's keys recomputed from scratch, with channel gains)
+    decodes the same pixels from every prefix."""
+    from dataclasses import replace
+
+    from plugins.deephq import params as dp
+    from plugins.deephq.codec import DeepHQCodec
+
+    gains = np.linspace(3.0, 0.5, base.M).astype(np.float32).astype(np.float64)
+    weighted = replace(dp.load(params_file), channel_gain=gains)
+    path = save_params(weighted, tmp_path / "g.safetensors")
     image = kodak_crop("kodim15.png", 300, 100, 40, 56)
     assert_fresh_process_decodes_alike(
-        codec, "plugins.deephq.codec:DeepHQCodec", params_file, image, tmp_path
-    )
+        DeepHQCodec(weights=path, order=order), "plugins.deephq.codec:DeepHQCodec", path, image,
+        tmp_path,
+    )  # fmt: skip
 
 
 def test_info_reports_both_weights_files_and_added_parameters(codec, params_file, base):
