@@ -502,6 +502,25 @@ def build_forest(
     )
 
 
+def _ranks(count: np.ndarray) -> np.ndarray:
+    """int64: ``0..count[i] - 1`` for each ``i``, concatenated."""
+    return np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+
+
+def _children_sum(values: np.ndarray, first_child: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per node, the sum of ``values`` (one per node) over its children, added from 0 child by
+    child in order (a fixed IEEE-754 order for floats); 0 where it has none."""
+    by_count = np.argsort(-count, kind="stable")
+    with_more = len(count) - np.cumsum(np.bincount(count))  # nodes with more than j children
+    out = np.zeros(len(count), values.dtype)
+    for j, size in enumerate(with_more.tolist()):
+        if not size:
+            break
+        nodes = by_count[:size]
+        out[nodes] += values[first_child[nodes] + j]
+    return out
+
+
 def _gains(
     ctx: CoderContext,
     scale: np.ndarray,
@@ -521,11 +540,7 @@ def _gains(
     held = freq > 0
     first = moment[held].astype(np.float64)
     spread[held] = first * first / freq[held]
-    gain = np.zeros(len(lo), np.float64)
-    for j in range(int(count.max(initial=0))):
-        has = count > j
-        gain[has] += spread[first_child[has] + j]
-    gain = np.where(count > 0, gain - spread, 0.0)
+    gain = np.where(count > 0, _children_sum(spread, first_child, count) - spread, 0.0)
     return np.where(held, gain / np.maximum(freq, 1), 0.0)
 
 
@@ -542,19 +557,10 @@ def _expected_costs(
     1/1024 bit before the scaling; 0 where no symbol is sent (no child, or one child below the
     roots). Integer sums, then IEEE-754 divisions."""
     logt = lc.log_table(units=COST_UNITS)
-    held = np.zeros(len(freq), np.int64)
-    number = np.zeros(len(freq), np.int64)
-    by_count = np.argsort(-count, kind="stable")
-    with_more = len(count) - np.cumsum(np.bincount(count))
-    for j in range(len(with_more)):
-        nodes = by_count[: with_more[j]]
-        if not len(nodes):
-            break
-        f = freq[first_child[nodes] + j]
-        held[nodes] += f
-        number[nodes] += f * (logt[total[nodes]] - logt[f])
-    escape = total - held  # the escape child's frequency at roots, 0 below
-    number += np.where(escape > 0, escape * (logt[total] - logt[np.maximum(escape, 0)]), 0)
+    held = _children_sum(freq, first_child, count)
+    escape = np.maximum(total - held, 0)  # the escape child's frequency at roots, 0 below
+    spent = _children_sum(freq * logt[freq], first_child, count) + escape * logt[escape]
+    number = logt[total] * (held + escape) - spent  # sum f (L(T) - L(f)), exact integers
     sent = (count >= 2) | ((level == 0) & (count >= 1))
     scale = COST_UNITS // lc.UNITS_PER_BIT
     return np.where(sent, number / np.maximum(total, 1) / scale, 0.0)
@@ -572,24 +578,18 @@ def _lookahead_slopes(
     (``cost``: 1/16 bit per node) over refining 1..``depth`` levels below the node (a node
     whose own split gains little, such as a one-child node, borrows its descendants' slope).
     Elementwise IEEE-754 operations in a fixed order."""
-    by_count = np.argsort(-count, kind="stable")
-    sizes = np.bincount(count)
-    with_more = len(count) - np.cumsum(sizes)  # nodes with more than j children
+    parent = np.zeros(len(count), np.int64)
+    has = np.flatnonzero(count > 0)
+    kids = np.repeat(first_child[has], count[has]) + _ranks(count[has])
+    parent[kids] = np.repeat(has, count[has])
+    share = np.zeros(len(count), np.float64)  # each child's share of its parent's frequency
+    share[kids] = freq[kids] / np.maximum(freq[parent[kids]], 1).astype(np.float64)
     total_g = np.zeros(len(gain), np.float64)
     total_w = np.zeros(len(gain), np.float64)
     best = np.zeros(len(gain), np.float64)
-    held = np.maximum(freq, 1).astype(np.float64)
     for _ in range(depth):
-        child_g = np.zeros(len(gain), np.float64)
-        child_w = np.zeros(len(gain), np.float64)
-        for j in range(len(with_more)):
-            nodes = by_count[: with_more[j]]
-            if not len(nodes):
-                break
-            kid = first_child[nodes] + j
-            share = freq[kid] / held[nodes]
-            child_g[nodes] += share * total_g[kid]
-            child_w[nodes] += share * total_w[kid]
+        child_g = _children_sum(share * total_g, first_child, count)
+        child_w = _children_sum(share * total_w, first_child, count)
         total_g = np.where(count > 0, gain + child_g, 0.0)
         total_w = np.where(count > 0, cost + child_w, 0.0)
         ratio = np.where(count > 0, total_g / np.maximum(total_w, MIN_COST), 0.0)
