@@ -106,6 +106,8 @@ def test_resume_refuses_other_model_config_and_new_run_refuses_existing(stopped_
     out = stopped_and_resumed[0]
     with pytest.raises(tr.CheckpointError, match="N=16"):
         tr.train(out, resume=True, N=16, iterations=7)
+    with pytest.raises(tr.CheckpointError, match="scale_min=0.5"):
+        tr.train(out, resume=True, scale_min=0.5, iterations=7)
     with pytest.raises(tr.CheckpointError, match="--resume"):
         tr.train(out, data=str(out), iterations=7, **TINY)
 
@@ -211,6 +213,29 @@ def test_training_images_skip_small_and_refuse_kodak(tmp_path, data_dir):
         tr.load_training_images(folder, 64, KODAK, log=notes.append)
     with pytest.raises(ValueError, match="Kodak"):
         tr.load_training_images(KODAK, 64, KODAK, log=notes.append)
+
+
+def test_downscaled_crops_lose_the_finest_detail_and_plain_crops_replay():
+    """``scale_min < 1`` cuts larger squares and shrinks them with an antialiased filter: on
+    one-pixel stripes (the finest detail an image holds) the crops turn towards flat grey; with
+    ``scale_min == 1`` the batches are the plain crops' bit for bit (a relay replays)."""
+    from plugins.learned.training.data import sample_batch
+
+    stripes = np.zeros((300, 300, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255
+    plain = sample_batch([stripes], np.random.default_rng(1), 4, 64)
+    same = sample_batch([stripes], np.random.default_rng(1), 4, 64, scale_min=1.0)
+    assert torch.equal(plain, same)
+    assert plain.shape == (4, 3, 64, 64) and plain.dtype == torch.float32
+    assert float(plain.std()) > 0.49  # 0 and 1 in equal parts
+    shrunk = sample_batch([stripes], np.random.default_rng(1), 4, 64, scale_min=0.25)
+    assert shrunk.shape == plain.shape and 0.0 <= float(shrunk.min()) <= float(shrunk.max()) <= 1
+    assert abs(float(shrunk.mean()) - 0.5) < 0.05 and float(shrunk.std()) < 0.3
+    small = np.full((70, 90, 3), 7, dtype=np.uint8)  # the larger square is capped by the image
+    assert torch.all(sample_batch([small], np.random.default_rng(0), 3, 64, 0.1) == 7 / 255)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="scale_min"):
+            sample_batch([stripes], np.random.default_rng(0), 1, 64, bad)
 
 
 def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_path, capsys):

@@ -103,21 +103,50 @@ def load_training_images(
     return images
 
 
-def sample_batch(images: Sequence[np.ndarray], rng: np.random.Generator, batch: int, crop: int):
-    """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1]."""
+def sample_batch(
+    images: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    batch: int,
+    crop: int,
+    scale_min: float = 1.0,
+):
+    """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1].
+
+    With ``scale_min < 1`` each crop is cut as a square of side ``crop / s`` (``s`` uniform in
+    ``[scale_min, 1]``, the side capped by the image) and resized to ``crop`` with an
+    antialiased bicubic filter: downscaling removes the JPEG artefacts and the 4:2:0 chroma of
+    the training photos and varies the scale of their content. ``scale_min == 1`` draws exactly
+    the random numbers of plain crops, so runs without it replay bit for bit.
+    """
     import torch
 
+    if not 0.0 < scale_min <= 1.0:
+        raise ValueError(f"scale_min must be in (0, 1], got {scale_min}")
     out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
     for b in range(batch):
         img = images[int(rng.integers(len(images)))]
         h, w = img.shape[:2]
-        y0 = int(rng.integers(h - crop + 1))
-        x0 = int(rng.integers(w - crop + 1))
-        patch = img[y0 : y0 + crop, x0 : x0 + crop]
+        side = crop
+        if scale_min < 1.0:
+            side = min(h, w, round(crop / rng.uniform(scale_min, 1.0)))
+        y0 = int(rng.integers(h - side + 1))
+        x0 = int(rng.integers(w - side + 1))
+        patch = img[y0 : y0 + side, x0 : x0 + side]
+        if side != crop:
+            patch = _resized(patch, crop)
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         out[b] = patch
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _resized(patch: np.ndarray, side: int) -> np.ndarray:
+    """A square ``(S, S, 3)`` uint8 patch resized to ``(side, side, 3)`` (PIL bicubic, whose
+    support widens with the reduction factor: antialiased)."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(patch))
+    return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def load_kodak(kodak: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:

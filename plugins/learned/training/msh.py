@@ -141,7 +141,7 @@ def train(
     task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
 
     def batch():
-        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop))
+        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop, cfg.scale_min))
 
     def step() -> None:
         nonlocal last_eval

@@ -35,6 +35,9 @@ class TrainConfig:
     iterations: int = 400_000
     batch: int = 8
     crop: int = 128
+    #: Smallest random downscale of a training crop (:func:`~.data.sample_batch`); 1: plain
+    #: crops. 0.5 cuts crops of 128 to 256 px and shrinks them to 128.
+    scale_min: float = 1.0
     #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over
     #: ``warmup`` iterations from ``start_iteration``, cosine decay to ``lr_min`` at
     #: ``iterations`` (the planned end; a relay may move it).
@@ -72,7 +75,9 @@ class TrainConfig:
 
     #: Fields that define the model and the objective; a resumed run must keep them. The
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
-    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "aux_lr", "clip", "seed")
+    IDENTITY = (
+        "data", "N", "M", "lmbda", "batch", "crop", "scale_min", "aux_lr", "clip", "seed"
+    )
     #: The model's architecture: the metadata exported weights must match to start a run
     #: (:func:`~plugins.learned.training.start.start_from_weights`).
     ARCHITECTURE = ("N", "M")
@@ -213,6 +218,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
         ("batch", int, "batch size (default 8)"),
         ("crop", int, "crop side (default 128)"),
+        ("scale-min", float, "crops of side crop/s, s uniform in [scale-min, 1], shrunk to "
+                             "crop (antialiased); default 1: plain crops"),
         ("lr", float, "peak Adam learning rate (default 1e-4)"),
         ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
         ("warmup", int, "linear warm-up iterations (default 1000)"),

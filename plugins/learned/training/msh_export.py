@@ -122,6 +122,7 @@ def export(
             "M": cfg.M,
             "lmbda": cfg.lmbda,
             "crop": cfg.crop,
+            "scale_min": cfg.scale_min,
             "batch": cfg.batch,
             "lr": cfg.lr,
             "lr_min": cfg.lr_min,
