@@ -201,9 +201,7 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
 
     def batch():
-        return mode.prepare_batch(
-            sample_batch(images, run.rng, cfg.batch, cfg.crop, cfg.scale_min)
-        )
+        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop, cfg.scale_min))
 
     def step() -> None:
         nonlocal last_eval

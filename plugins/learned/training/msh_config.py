@@ -75,9 +75,7 @@ class TrainConfig:
 
     #: Fields that define the model and the objective; a resumed run must keep them. The
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
-    IDENTITY = (
-        "data", "N", "M", "lmbda", "batch", "crop", "scale_min", "aux_lr", "clip", "seed"
-    )
+    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "scale_min", "aux_lr", "clip", "seed")
     #: The model's architecture: the metadata exported weights must match to start a run
     #: (:func:`~plugins.learned.training.start.start_from_weights`).
     ARCHITECTURE = ("N", "M")
