@@ -33,8 +33,11 @@ class TrainConfig:
     #: 0.18 is CompressAI's quality 8 (about 1.6 bpp on Kodak when well trained).
     lmbda: float = 0.18
     iterations: int = 400_000
-    batch: int = 8
-    crop: int = 128
+    #: 2 crops of 256 px (the pixels of 8 of 128 px): a 16x16 latent and a 4x4 hyper-latent
+    #: per crop, where 128 px left the hyperprior a 2x2 grid that is mostly padding (README:
+    #: the A/B at 184,750 iterations). Stored configs keep theirs.
+    batch: int = 2
+    crop: int = 256
     #: Smallest random downscale of a training crop (:func:`~.data.sample_batch`); 1: plain
     #: crops. 0.5 cuts crops of 128 to 256 px and shrinks them to 128, which washes out the
     #: JPEG artefacts of most training photos (README: the A/B of 11,000 iterations). A stored
@@ -217,8 +220,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         ("M", int, "latent channels M (default 192)"),
         ("lmbda", float, "loss = lmbda*255^2*MSE + bpp (default 0.18)"),
         ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
-        ("batch", int, "batch size (default 8)"),
-        ("crop", int, "crop side (default 128)"),
+        ("batch", int, "batch size (default 2)"),
+        ("crop", int, "crop side (default 256)"),
         ("scale-min", float, "crops of side crop/s, s uniform in [scale-min, 1], shrunk to "
                              "crop (antialiased); default 0.5; 1: plain crops"),
         ("lr", float, "peak Adam learning rate (default 1e-4)"),
