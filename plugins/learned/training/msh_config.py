@@ -40,8 +40,9 @@ class TrainConfig:
     crop: int = 256
     #: Smallest random downscale of a training crop (:func:`~.data.sample_batch`); 1: plain
     #: crops. 0.5 cuts squares of 1 to 2 crop sides (capped by the image: 321 px for the BSDS
-    #: photos) and shrinks them to ``crop``, which washes out the JPEG artefacts of most training photos (README: the A/B of 11,000 iterations). A stored
-    #: config without it (written before the option) used plain crops: :meth:`from_dict`.
+    #: photos) and shrinks them to ``crop``, which washes out the JPEG artefacts of most
+    #: training photos (README: the A/B of 11,000 iterations). A stored config without it
+    #: (written before the option) used plain crops: :meth:`from_dict`.
     scale_min: float = 0.5
     #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over
     #: ``warmup`` iterations from ``start_iteration``, cosine decay to ``lr_min`` at
