@@ -4,6 +4,7 @@ model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from plugins.learned.training.precision import (  # noqa: E402
     validated_modes,
 )
 from plugins.learned.training.run import CheckpointError, Run  # noqa: E402
-from plugins.learned.training.start import start_from_weights  # noqa: E402
+from plugins.learned.training.start import objective_changes, start_from_weights  # noqa: E402
 from plugins.learned.weights.format import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,18 @@ def test_a_run_from_shipped_weights_continues_them_with_exact_constants(tmp_path
     assert run.iteration == cfg.start_iteration == sidecar["iterations"]
     assert run.legs == sidecar["legs"]
     assert run.train_seconds == pytest.approx(sum(leg["seconds"] for leg in sidecar["legs"]))
+    # the shipped HC run used 8 crops of 128 px (no scale_min): the new leg says what changed
+    assert run.note == "batch 8 -> 2, crop 128 -> 256 from here"
+    leg = run.start_leg("cpu-fp32", "cpu", 1)
+    assert leg["note"] == run.legs[-1]["note"] and run.note is None
+    assert "note" not in run.start_leg("cpu-fp32", "cpu", 1)
+    same = HCTrainConfig(init=str(HC_WEIGHTS), batch=8, crop=128, lmbda=0.18)
+    start_from_weights(Run(tmp_path, CHECKPOINT_FORMAT), same, HCModel(same.model_config), state,
+                       meta, lambda: HCModel(same.model_config))  # fmt: skip
+    assert objective_changes(same) is None
+    assert (
+        objective_changes(dataclasses.replace(same, lmbda=0.13)) == "lmbda 0.18 -> 0.13 from here"
+    )
     bound = dict(model.named_buffers())["gaussian_conditional.likelihood_lower_bound.bound"]
     assert float(bound) == pytest.approx(1e-9)
     loaded = model.state_dict()

@@ -11,12 +11,13 @@ model and loss terms (:func:`plugins.hc.trainable.rd_terms`, which also logs the
 latent) and an evaluation that codes Kodak images with the real HC codec (the full stream of
 :class:`plugins.hc.codec.HCCodec`).
 
-Defaults are the base relay's settings (lambda 0.18, batch 8 of 128 px crops, Adam 1e-4 with a
-1000-iteration warm-up and cosine decay to 1e-5 at 400,000 planned iterations, aux Adam 1e-3,
-gradient clip 1.0, seed 0), so an HC run and the base run at the same iteration count had the
-same budget. Without ``--out`` the run lives in the relay directory
-``$BENCH_TRAIN_DIR/hc-n128-m192-l1800`` and is continued when it holds a checkpoint; on a
-machine without it, ``--init`` continues the shipped weights (their iteration count carries on).
+Defaults are the base trainer's (batch 2 of 256 px crops, Adam 1e-4 with a 1000-iteration
+warm-up and cosine decay to 1e-5 at 400,000 planned iterations, aux Adam 1e-3, gradient clip
+1.0, seed 0) except lambda, 0.18 as for HC's shipped weights (whose stored config keeps the 8
+crops of 128 px the base had then, so both had the same budget per iteration). Without
+``--out`` the run lives in the relay directory ``$BENCH_TRAIN_DIR/hc-n128-m192-l1800`` and is
+continued when it holds a checkpoint; on a machine without it, ``--init`` continues the shipped
+weights (their iteration count carries on).
 Ctrl-C or SIGTERM stops after the current step and writes the checkpoint.
 """
 
@@ -76,6 +77,8 @@ class HCTrainConfig(TrainConfig):
     ``precision="auto"`` takes the last validated mode, untimed
     (:func:`~plugins.learned.training.precision.choose_mode`)."""
 
+    #: HC's relay and shipped weights are at CompressAI's quality 8 (the base moved to 0.13).
+    lmbda: float = 0.18
     C3: int = 16
     C2: int = 4
     P: int = 64
@@ -336,7 +339,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="checkpoint directory; default: the relay directory $BENCH_TRAIN_DIR/hc-nN-mM-lLAMBDA"
         " (~/.cache/bench/train/...), continued when it holds a checkpoint",
     )
-    add_config_options(p)
+    add_config_options(p, HCTrainConfig)
     for name, text in (
         ("C3", "channels of y3 (default 16)"),
         ("C2", "channels of y2 (default 4)"),
@@ -352,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``bench train hc`` (argparse options: ``--help``); exit 0 ok, 3 bad input."""
     args = _parse_args(argv)
     defaults = HCTrainConfig()
-    out = args.out or relay_dir(args.N or defaults.N, args.M or defaults.M, args.lmbda or 0.18)
+    lmbda = args.lmbda or defaults.lmbda
+    out = args.out or relay_dir(args.N or defaults.N, args.M or defaults.M, lmbda)
     relay_has_checkpoint = args.out is None and (out / "checkpoint.pt").is_file()
     resume = args.resume or (relay_has_checkpoint and not args.init)
     try:

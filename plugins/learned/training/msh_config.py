@@ -82,6 +82,9 @@ class TrainConfig:
     #: Fields that define the model and the objective; a resumed run must keep them. The
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
     IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "scale_min", "aux_lr", "clip", "seed")
+    #: The objective's fields: a run started from exported weights notes, on its first leg,
+    #: those it changes (:func:`~plugins.learned.training.start.start_from_weights`).
+    OBJECTIVE = ("lmbda", "batch", "crop", "scale_min")
     #: The model's architecture: the metadata exported weights must match to start a run
     #: (:func:`~plugins.learned.training.start.start_from_weights`).
     ARCHITECTURE = ("N", "M")
@@ -211,15 +214,18 @@ def schedule_changes(before: TrainConfig, after: TrainConfig) -> dict[str, list[
     }
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """The command-line options of :class:`TrainConfig`'s fields (each ``None`` unless given:
+def add_config_options(
+    parser: argparse.ArgumentParser, config_type: type[TrainConfig] = TrainConfig
+) -> None:
+    """The command-line options of ``config_type``'s fields (each ``None`` unless given:
     the config's default for a new run, the stored value for a resumed one), ``--resume`` and
     ``--init``. A trainer adds ``--out``, its own model's fields and its export options."""
+    defaults = config_type()
     parser.add_argument("--data", help="training image folder (never Kodak); for a new run")
     for name, typ, text in (
         ("N", int, "channels N (default 128)"),
         ("M", int, "latent channels M (default 192)"),
-        ("lmbda", float, "loss = lmbda*255^2*MSE + bpp (default 0.18)"),
+        ("lmbda", float, f"loss = lmbda*255^2*MSE + bpp (default {defaults.lmbda})"),
         ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
         ("batch", int, "batch size (default 2)"),
         ("crop", int, "crop side (default 256)"),

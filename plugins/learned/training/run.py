@@ -105,6 +105,8 @@ class Run:
         self.train_seconds = 0.0
         self.legs: list[dict[str, Any]] = []
         self.leg: dict[str, Any] | None = None
+        #: What the next leg changes, in words (e.g. a new lambda); :meth:`start_leg` records it.
+        self.note: str | None = None
         self.rng = np.random.Generator(np.random.PCG64(0))
         self._saved_at = -1
 
@@ -193,6 +195,8 @@ class Run:
             "iterations_per_second": None,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if self.note:
+            self.leg["note"], self.note = self.note, None
         self.legs.append(self.leg)
         return self.leg
 

@@ -83,7 +83,8 @@ def start_from_weights(
     ``meta``): check that they hold ``cfg``'s architecture (the fields ``cfg.ARCHITECTURE``;
     :class:`CheckpointError` otherwise), load them into ``model``, restore the constants from
     ``fresh()`` (a newly built model), and carry on their iteration count and the legs of their
-    sidecar (``run.iteration``, ``run.legs``, ``run.train_seconds``, ``cfg.start_iteration``)."""
+    sidecar (``run.iteration``, ``run.legs``, ``run.train_seconds``, ``cfg.start_iteration``);
+    the next leg notes an objective changed against the sidecar's (:func:`objective_changes`)."""
     stored = {k: int(meta[k]) for k in cfg.ARCHITECTURE}
     wanted = {k: getattr(cfg, k) for k in cfg.ARCHITECTURE}
     if stored != wanted:
@@ -94,6 +95,21 @@ def start_from_weights(
     cfg.start_iteration = run.iteration
     run.legs = legs_of_weights(cfg.init)
     run.train_seconds = sum(leg["seconds"] for leg in run.legs)
+    run.note = objective_changes(cfg)
+
+
+def objective_changes(cfg: TrainConfig) -> str | None:
+    """The objective fields (``cfg.OBJECTIVE``) in which ``cfg`` differs from the config in the
+    sidecar of its ``init`` weights, in words (``"lmbda 0.18 -> 0.13 from here"``); ``None``
+    when none differs or the sidecar records none."""
+    side = sidecar_path(cfg.init)
+    stored = json.loads(side.read_text()).get("config", {}) if side.is_file() else {}
+    changed = [
+        f"{k} {stored[k]} -> {getattr(cfg, k)}"
+        for k in cfg.OBJECTIVE
+        if k in stored and stored[k] is not None and stored[k] != getattr(cfg, k)
+    ]
+    return f"{', '.join(changed)} from here" if changed else None
 
 
 def resume_from(
