@@ -5,7 +5,7 @@ format, the registry, and the step-2/3 trainer (tiny real runs, the real CLI).
 The shipped DeepHQ weights may not exist yet: every test but one builds its own parameters
 (:func:`make_params`: the trainer's initial step ladder with per-channel jitter and nested
 masks, or a tiny real training run); the one test of the default weights skips until
-``plugins/deephq/weights/deephq-msh-n128-m192-l1800-it162000.safetensors`` exists.
+the file of ``plugins.deephq.DEFAULT_WEIGHTS`` exists in ``plugins/deephq/weights/``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from bench.codec import CodecUnavailable, PrefixTooShort
 from bench.testing import ConformanceSuite
+from plugins.deephq import DEFAULT_WEIGHTS
 from plugins.learned.testing import (
     SKIP_REASON,
     assert_fresh_process_decodes_alike,
@@ -45,7 +46,7 @@ TRAIN_SOURCES = (  # (file, top, left): 160x160 crops for the tiny training runs
 WEIGHTS = test_weights_spec()  # the base model's weights
 MISSING = dependencies_missing()
 DEFAULT_DEEPHQ = (
-    ROOT / "plugins" / "deephq" / "weights" / "deephq-msh-n128-m192-l1800-it162000.safetensors"
+    ROOT / "plugins" / "deephq" / "weights" / f"{DEFAULT_WEIGHTS.split(':', 1)[1]}.safetensors"
 )
 LAYERS = 8
 CROP = ("kodim23.png", 200, 300, 64, 64)

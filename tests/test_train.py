@@ -21,6 +21,7 @@ from plugins.learned.training.ema import CHECKPOINT_KEY  # noqa: E402
 from plugins.learned.training.evaluation import code_image, to_tensor  # noqa: E402
 from plugins.learned.training.msh_export import MAX_WEIGHTS_BYTES  # noqa: E402
 from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME  # noqa: E402
+from plugins.learned.weights import BUNDLED_NAME  # noqa: E402
 from plugins.learned.weights.format import sidecar_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,10 +359,11 @@ def test_a_run_from_shipped_weights_continues_their_schedule(tmp_path):
     defaults."""
     import math
 
-    weights = ROOT / "plugins" / "learned" / "weights" / "msh-n128-m192-l1800-it162000.safetensors"
+    weights = ROOT / "plugins" / "learned" / "weights" / f"{BUNDLED_NAME}.safetensors"
     side = json.loads(sidecar_path(weights).read_text())
     stored, at = side["config"], side["iterations"]
-    done = (at - stored["warmup"]) / (stored["planned_iterations"] - stored["warmup"])
+    start, warmup = stored.get("start_iteration", 0), stored["warmup"]
+    done = (at - start - warmup) / (stored["planned_iterations"] - start - warmup)
     low, peak = stored["lr_min"], stored["lr"]
     rate = low + 0.5 * (peak - low) * (1 + math.cos(math.pi * done))
     assert stored["lr_min"] < rate < stored["lr"]
@@ -370,11 +372,13 @@ def test_a_run_from_shipped_weights_continues_their_schedule(tmp_path):
     assert (cfg.iterations, cfg.lr_min, cfg.ema_decay) == (
         stored["planned_iterations"], stored["lr_min"], stored["ema_decay"]
     )  # fmt: skip
-    assert "to lr 1.79e-05, cosine to 1e-05 at iteration 200000" in tr.describe_schedule(cfg)
+    planned = f"to lr {rate:.3g}, cosine to {low:.3g} at iteration {stored['planned_iterations']}"
+    assert planned in tr.describe_schedule(cfg)
     given = tr.resolve_config(tmp_path / "b", False, data=str(TRAIN), init=str(weights), lr=3e-5)
     assert given.lr == 3e-5 and given.iterations == stored["planned_iterations"]
     finished = tmp_path / "finished.safetensors"
     shutil.copy(weights, finished)
-    sidecar_path(finished).write_text(json.dumps({**side, "iterations": 200_000}))
+    ended = {**side, "iterations": stored["planned_iterations"]}
+    sidecar_path(finished).write_text(json.dumps(ended))
     plain = tr.resolve_config(tmp_path / "c", False, data=str(TRAIN), init=str(finished))
     assert (plain.lr, plain.iterations, plain.ema_decay) == (1e-4, 400_000, 0.0)
