@@ -266,7 +266,7 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(
     sidecar = json.loads((SHIPPED / f"{BUNDLED_NAME}.json").read_text())
     start = int(sidecar["iterations"])
     monkeypatch.setenv("BENCH_TRAIN_DIR", str(tmp_path / "relay"))
-    common = ["--data", str(data), "--eval-every", "0", "--threads", "1", "--lmbda", "0.18",
+    common = ["--data", str(data), "--eval-every", "0", "--threads", "1",
               "--precision", "bf16", "--checkpoint-every", "1"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--no-entry-points", "train", "msh",
@@ -277,7 +277,7 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(
     assert "starting from" in proc.stderr
     assert tr.main(["--stop-at", str(start + 2), *common]) == 0
     assert "continuing" in capsys.readouterr().err
-    run = tmp_path / "relay" / "msh-n128-m192-l1800"
+    run = tmp_path / "relay" / relay.run_name(128, 192, tr.TrainConfig().lmbda)
     state = tr.load_checkpoint(run)
     assert state["iteration"] == start + 2
     shipped_legs = legs_of_weights(SHIPPED / f"{BUNDLED_NAME}.safetensors")
