@@ -304,7 +304,7 @@ def run(
         typer.Option(
             metavar="CODECS",
             help="Codec(s) the BD-rates are measured against, comma-separated "
-            "(default: the first codec).",
+            "(default: the first progressive codec, else the first codec).",
         ),
     ] = "",
     images: Annotated[
@@ -416,7 +416,7 @@ def run(
     if outcome.interrupted:
         err.print(f"[yellow]interrupted[/]; continue with: bench run --out {directory} --resume")
         raise typer.Exit(EXIT_INTERRUPTED)
-    _record_anchors(directory, anchors)
+    _record_anchors(directory, anchors, labels)
     if outcome.failures:
         err.print(f"[red]{len(outcome.failures)} unit(s) failed[/]: see {directory}/failures.jsonl")
     _render_and_summarise(directory, anchors, method)
@@ -431,13 +431,26 @@ def _check_method(method: str) -> None:
         raise _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}", EXIT_USAGE)
 
 
-def _record_anchors(directory: Path, anchors: list[str]) -> None:
+def _default_anchors(directory: Path, labels: list[str]) -> list[str]:
+    """The first progressive codec of the run (a curve to measure every other codec against),
+    else its first codec: a single-point anchor such as ``msh`` leaves every BD-rate undefined."""
+    from bench.store import CODECS, RunStore
+
+    known = (directory / CODECS).is_file()  # absent when every unit failed
+    kinds = RunStore(directory).read_json(CODECS) if known else {}
+    progressive = [k for k in labels if str(kinds.get(k, {}).get("kind")) == "progressive"]
+    return (progressive or labels)[:1]
+
+
+def _record_anchors(directory: Path, anchors: list[str], labels: list[str]) -> None:
+    """Store ``--anchor``'s codecs in the run's record; without it, a resumed run keeps those it
+    has and a new one gets :func:`_default_anchors`."""
     from bench.store import RUN, RunStore
 
-    if anchors:
-        store = RunStore(directory)
-        record = store.read_json(RUN)
-        record["anchors"] = anchors
+    store = RunStore(directory)
+    record = store.read_json(RUN)
+    if anchors or not record.get("anchors"):
+        record["anchors"] = anchors or _default_anchors(directory, labels)
         store.write_json(RUN, record)
 
 

@@ -343,6 +343,21 @@ def test_plot_draws_a_run_beside_other_results_and_names_what_it_cannot_read(fin
     assert "no CompressAI-format <codec>.json" in " ".join(empty.stderr.split())
 
 
+def test_the_default_anchor_is_the_first_progressive_codec(tmp_path):
+    """``bench run`` without ``--anchor``: a single-point or ladder codec listed first (``msh``
+    in the issue's own command) would leave every BD-rate undefined."""
+    from bench.cli import _default_anchors
+    from bench.store import CODECS, RunStore
+
+    kinds = {"msh": "rate-ladder", "plonq": "progressive", "spiht": "progressive"}
+    RunStore(tmp_path).write_json(CODECS, {k: {"kind": v} for k, v in kinds.items()})
+    assert _default_anchors(tmp_path, ["msh", "plonq", "spiht"]) == ["plonq"]
+    assert _default_anchors(tmp_path, ["spiht", "msh"]) == ["spiht"]
+    assert _default_anchors(tmp_path, ["msh"]) == ["msh"]  # no progressive codec: the first
+    assert _default_anchors(tmp_path, ["failed", "spiht"]) == ["spiht"]  # no info: not chosen
+    assert _default_anchors(tmp_path / "no-unit-ran", ["a", "b"]) == ["a"]
+
+
 def test_variant_names():
     record = {"anchors": ["spiht"], "config": {"codecs": [{"label": "jpeg2000"}]}}
     assert variant_suffix(record, [], "pchip") == ""
