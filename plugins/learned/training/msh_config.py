@@ -31,7 +31,7 @@ class TrainConfig:
     N: int = 128
     M: int = 192
     #: 0.13, between CompressAI's quality 7 (0.0932) and 8 (0.18): our N=128/M=192 base codes
-    #: Kodak at about 1.75 bpp with it (0.18 gave 1.83-1.93 bpp, past the published curve's last
+    #: Kodak at 1.66 bpp with it (0.18 gave 1.83-1.93 bpp, past the published curve's last
     #: point); README: the lambda A/B at 190,000 iterations. HC keeps 0.18 (its shipped weights).
     lmbda: float = 0.13
     iterations: int = 400_000
