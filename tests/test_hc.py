@@ -211,9 +211,14 @@ def test_config_of_existing_checkpoints_still_loads():
     }  # fmt: skip
     cfg = HCTrainConfig.from_dict(stored)
     # field for field; options added since (the weight average, crop downscaling) take defaults
-    assert cfg.to_dict() == {**stored, "ema_decay": 0.0, "scale_min": 1.0}
+    assert cfg.to_dict() == {
+        **stored, "ema_decay": 0.0, "scale_min": 1.0, "quantization": "noise"
+    }  # fmt: skip
     assert cfg.model_config.to_dict() == {"N": 128, "M": 192, "C3": 16, "C2": 4, "P": 64}
     assert {"data", "lmbda", "C3", "C2", "P"} <= set(HCTrainConfig.IDENTITY)
+    # HC's loss trains its decoder on the noise proxy only: no silent ``ste``
+    with pytest.raises(ValueError, match="quantization must be one of noise"):
+        HCTrainConfig(quantization="ste")
 
 
 def test_hyperprior_is_the_base_model_one_and_shipped_weights_keep_their_keys():

@@ -46,12 +46,13 @@ def test_a_run_from_shipped_weights_continues_them_with_exact_constants(tmp_path
     assert run.iteration == cfg.start_iteration == sidecar["iterations"]
     assert run.legs == sidecar["legs"]
     assert run.train_seconds == pytest.approx(sum(leg["seconds"] for leg in sidecar["legs"]))
-    # the shipped HC run used 8 crops of 128 px (no scale_min): the new leg says what changed
-    assert run.note == "batch 8 -> 2, crop 128 -> 256 from here"
+    # the shipped HC run used 8 plain crops of 128 px (its config predates scale_min, so 1.0):
+    # the new leg says what changed
+    assert run.note == "batch 8 -> 2, crop 128 -> 256, scale_min 1.0 -> 0.5 from here"
     leg = run.start_leg("cpu-fp32", "cpu", 1)
     assert leg["note"] == run.legs[-1]["note"] and run.note is None
     assert "note" not in run.start_leg("cpu-fp32", "cpu", 1)
-    same = HCTrainConfig(init=str(HC_WEIGHTS), batch=8, crop=128, lmbda=0.18)
+    same = HCTrainConfig(init=str(HC_WEIGHTS), batch=8, crop=128, lmbda=0.18, scale_min=1.0)
     start_from_weights(Run(tmp_path, CHECKPOINT_FORMAT), same, HCModel(same.model_config), state,
                        meta, lambda: HCModel(same.model_config))  # fmt: skip
     assert objective_changes(same) is None

@@ -171,6 +171,52 @@ def test_fp32_forward_equals_compressai_forward(small_model):
     assert torch.equal(terms["loss"], 0.18 * 255.0**2 * mse + bpp)
 
 
+def test_ste_quantization_decodes_the_coded_latent_with_a_straight_through_gradient(small_model):
+    """``ste``: ``g_s`` gets ``mu + round(y - mu)`` (what the coder reconstructs) and passes its
+    gradient to ``y`` unchanged; the rate keeps the noisy likelihoods of the ``noise`` proxy."""
+    x = torch.rand(2, 3, 64, 64)
+    seen = {}
+    hooks = [
+        small_model.g_a.register_forward_hook(lambda m, i, o: seen.__setitem__("y", o)),
+        small_model.h_s.register_forward_hook(lambda m, i, o: seen.__setitem__("params", o)),
+        small_model.g_s.register_forward_pre_hook(lambda m, i: seen.__setitem__("y_hat", i[0])),
+    ]
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            noise = rd_forward(small_model, x, 0.18, TrainMode())
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            ste = rd_forward(small_model, x, 0.18, TrainMode(), quantization="ste")
+    finally:
+        for h in hooks:
+            h.remove()
+    y, y_hat = seen["y"], seen["y_hat"]
+    means = seen["params"].chunk(2, 1)[1]
+    assert torch.equal(ste["bpp"], noise["bpp"])  # same noise draw, same rate term
+    assert torch.allclose(y_hat, means + torch.round(y - means), atol=1e-5)
+    assert torch.allclose(y_hat - means, torch.round(y_hat - means), atol=1e-5)  # integers
+    (grad,) = torch.autograd.grad(y_hat.sum(), y)
+    assert torch.allclose(grad, torch.ones_like(grad))
+    with pytest.raises(ValueError, match="quantization"):
+        rd_forward(small_model, x, 0.18, TrainMode(), quantization="round")
+    small_model.zero_grad(set_to_none=True)
+
+
+def test_quantization_is_part_of_the_objective():
+    """A config must name a known quantization; stored configs without one trained with noise;
+    a run from the shipped base (noise) with ``ste`` notes the change on its first leg."""
+    from plugins.learned.training.start import objective_changes
+
+    with pytest.raises(ValueError, match="noise, ste"):
+        tr.TrainConfig(quantization="round")
+    assert tr.TrainConfig.from_dict({"lmbda": 0.13}).quantization == "noise"
+    shipped = str(SHIPPED / f"{BUNDLED_NAME}.safetensors")
+    assert objective_changes(tr.TrainConfig(init=shipped)) is None
+    changed = tr.TrainConfig(init=shipped, quantization="ste")
+    assert objective_changes(changed) == "quantization noise -> ste from here"
+
+
 @pytest.mark.parametrize("label", ["cpu-fp32-cl", "cpu-bf16", "cpu-bf16-cl"])
 def test_other_modes_agree_with_fp32_and_keep_fp32_outside_transforms(small_model, label):
     """Eval mode (rounding instead of noise: the noise tensor follows the memory format, so

@@ -83,6 +83,8 @@ class HCTrainConfig(TrainConfig):
     C2: int = 4
     P: int = 64
 
+    #: HC's loss (:func:`~plugins.hc.trainable.rd_terms`) trains its decoder on noise only.
+    QUANTIZATIONS = ("noise",)
     IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
     ARCHITECTURE = (*TrainConfig.ARCHITECTURE, "C3", "C2", "P")
 

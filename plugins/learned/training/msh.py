@@ -119,7 +119,9 @@ def train(
 
     mode = choose_mode(cfg, mode_timer(cfg, model, images), console.print)
     mode.prepare_model(model)
-    rd_step = RDStep.of(model, lambda x: rd_forward(model, x, cfg.lmbda, mode), cfg, run.iteration)
+    rd_step = RDStep.of(
+        model, lambda x: rd_forward(model, x, cfg.lmbda, mode, cfg.quantization), cfg, run.iteration
+    )
     if resume:
         try:
             rd_step.restore(state)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.learned.training.data import DEFAULT_EVAL_IMAGES, DEFAULT_KODAK
+from plugins.learned.training.precision import QUANTIZATIONS
 from plugins.learned.training.run import CHECKPOINT_NAME, CheckpointError, read_checkpoint
 
 #: Format of the checkpoints this trainer writes; v1 checkpoints without schedule, mode or legs
@@ -34,6 +35,10 @@ class TrainConfig:
     #: Kodak at 1.66 bpp with it (0.18 gave 1.83-1.93 bpp, past the published curve's last
     #: point); README: the lambda A/B at 190,000 iterations. HC keeps 0.18 (its shipped weights).
     lmbda: float = 0.13
+    #: The decoder's view of the latent in training (:data:`~.precision.QUANTIZATIONS`):
+    #: ``noise`` (CompressAI's proxy) or ``ste`` (rounded, straight-through). Stored configs
+    #: without it trained with ``noise`` (:data:`LEGACY`).
+    quantization: str = "noise"
     iterations: int = 400_000
     #: 2 crops of 256 px (the pixels of 8 of 128 px): a 16x16 latent and a 4x4 hyper-latent
     #: per crop, where 128 px left the hyperprior a 2x2 grid that is mostly padding (README:
@@ -81,12 +86,19 @@ class TrainConfig:
     #: full-size first steps and undoes hours of training).
     start_iteration: int = 0
 
+    #: The decoder views of the latent this trainer implements.
+    QUANTIZATIONS = QUANTIZATIONS
     #: Fields that define the model and the objective; a resumed run must keep them. The
     #: schedule (lr, lr_min, warmup, iterations) may change on resume; the change is logged.
-    IDENTITY = ("data", "N", "M", "lmbda", "batch", "crop", "scale_min", "aux_lr", "clip", "seed")
+    IDENTITY = (
+        "data", "N", "M", "lmbda", "quantization", "batch", "crop", "scale_min", "aux_lr", "clip",
+        "seed",
+    )  # fmt: skip
     #: The objective's fields: a run started from exported weights notes, on its first leg,
     #: those it changes (:func:`~plugins.learned.training.start.start_from_weights`).
-    OBJECTIVE = ("lmbda", "batch", "crop", "scale_min")
+    OBJECTIVE = ("lmbda", "quantization", "batch", "crop", "scale_min")
+    #: What a stored config written before a field existed meant by its absence.
+    LEGACY = {"scale_min": 1.0, "quantization": "noise"}
     #: The model's architecture: the metadata exported weights must match to start a run
     #: (:func:`~plugins.learned.training.start.start_from_weights`).
     ARCHITECTURE = ("N", "M")
@@ -96,6 +108,13 @@ class TrainConfig:
     PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
     #: Identity fields that name a folder: a resumed run compares them resolved.
     PATHS = ("data",)
+
+    def __post_init__(self) -> None:
+        if self.quantization not in self.QUANTIZATIONS:
+            raise ValueError(
+                f"quantization must be one of {', '.join(self.QUANTIZATIONS)} for this trainer, "
+                f"got {self.quantization!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -108,7 +127,8 @@ class TrainConfig:
         d = dict(d)
         if "warmup_from" in d:  # v1 checkpoints (constant lr): the schedule starts when resumed
             d.setdefault("start_iteration", max(0, d.pop("warmup_from")))
-        d.setdefault("scale_min", 1.0)  # runs stored before the option cut plain crops
+        for k, v in cls.LEGACY.items():
+            d.setdefault(k, v)
         kw = {k: v for k, v in d.items() if k in names}
         if "eval_images" in kw:
             kw["eval_images"] = tuple(kw["eval_images"])
@@ -228,6 +248,9 @@ def add_config_options(
         ("N", int, "channels N (default 128)"),
         ("M", int, "latent channels M (default 192)"),
         ("lmbda", float, f"loss = lmbda*255^2*MSE + bpp (default {defaults.lmbda})"),
+        ("quantization", str, "the decoder's latent in training: noise (CompressAI's proxy, "
+                              "default) or ste (rounded around the prior mean, straight-through "
+                              "gradient; the rate keeps the noise)"),
         ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
         ("batch", int, "batch size (default 2)"),
         ("crop", int, "crop side (default 256)"),

@@ -90,14 +90,28 @@ class TrainMode:
             torch.cuda.synchronize()
 
 
-def rd_forward(model, x, lmbda: float, mode: TrainMode) -> dict[str, Any]:
+#: How the decoder ``g_s`` sees the latent ``y`` in training. ``noise``: CompressAI's proxy,
+#: ``y + u`` with ``u`` uniform in [-1/2, 1/2), the same sample the likelihoods are taken at.
+#: ``ste`` ("mixed quantization", Minnen & Singh 2020): ``g_s`` gets the latent rounded around
+#: the prior mean as it is coded, ``mu + round(y - mu)``, with a straight-through gradient,
+#: while the rate term keeps the noisy likelihoods.
+QUANTIZATIONS = ("noise", "ste")
+
+
+def rd_forward(
+    model, x, lmbda: float, mode: TrainMode, quantization: str = "noise"
+) -> dict[str, Any]:
     """CompressAI's R-D loss ``lmbda * 255**2 * MSE + bpp`` for a ``MeanScaleHyperprior``.
 
     ``x``: ``(B, 3, H, W)`` in [0, 1], already prepared by ``mode``. Same operations in the same
-    order as ``MeanScaleHyperprior.forward``, with autocast only around the transforms. Returns
-    float32 scalars ``loss``, ``mse`` and ``bpp`` (rate from the likelihoods, bits per pixel).
+    order as ``MeanScaleHyperprior.forward``, with autocast only around the transforms;
+    ``quantization`` (:data:`QUANTIZATIONS`) is the decoder's view of ``y``. Returns float32
+    scalars ``loss``, ``mse`` and ``bpp`` (rate from the likelihoods, bits per pixel).
     """
     import torch
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
 
     with mode.autocast():
         y = model.g_a(x)
@@ -111,6 +125,9 @@ def rd_forward(model, x, lmbda: float, mode: TrainMode) -> dict[str, Any]:
     with mode.fp32_region():
         scales_hat, means_hat = gaussian_params.float().chunk(2, 1)
         y_hat, y_likelihoods = model.gaussian_conditional(y, scales_hat, means=means_hat)
+        if quantization == "ste":
+            residual = y - means_hat
+            y_hat = means_hat + residual + (torch.round(residual) - residual).detach()
     with mode.autocast():
         x_hat = model.g_s(y_hat)
     with mode.fp32_region():

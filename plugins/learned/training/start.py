@@ -104,6 +104,8 @@ def objective_changes(cfg: TrainConfig) -> str | None:
     when none differs or the sidecar records none."""
     side = sidecar_path(cfg.init)
     stored = json.loads(side.read_text()).get("config", {}) if side.is_file() else {}
+    if stored:
+        stored = {**cfg.LEGACY, **stored}
     changed = [
         f"{k} {stored[k]} -> {getattr(cfg, k)}"
         for k in cfg.OBJECTIVE
