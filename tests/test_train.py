@@ -241,6 +241,35 @@ def test_downscaled_crops_lose_the_finest_detail_and_plain_crops_replay():
             sample_batch([stripes], np.random.default_rng(0), 1, 64, bad)
 
 
+def test_crops_cut_by_threads_are_the_same_batches(data_dir):
+    """A :class:`CropSampler` with loader threads draws the same random numbers in the same
+    order and gives the same batches as one cutting on the calling thread."""
+    from plugins.learned.training.data import CropSampler
+
+    images = tr.load_training_images(data_dir, 64, KODAK, log=lambda _: None)
+    rngs = [np.random.default_rng(5), np.random.default_rng(5)]
+    with CropSampler(images, 6, 64, 0.5) as alone, CropSampler(images, 6, 64, 0.5, 3) as pooled:
+        assert pooled.pool is not None and alone.pool is None
+        for _ in range(3):
+            assert torch.equal(alone(rngs[0]), pooled(rngs[1]))
+    assert rngs[0].random() == rngs[1].random()
+
+
+def test_time_limit_stops_a_leg_with_a_checkpoint(data_dir, tmp_path):
+    """``time_limit`` (a GPU leg's lease) ends the loop after that many seconds, with a
+    checkpoint at the iteration it reached; the planned end stays."""
+    out = tmp_path / "ck"
+    summary = tr.train(
+        out, data=str(data_dir), kodak=str(KODAK), iterations=100_000, eval_every=0,
+        time_limit=1.0, loader_threads=2, **TINY,
+    )  # fmt: skip
+    assert summary["stopped_by"] == "time limit"
+    assert 0 < summary["iteration"] < 100_000
+    stored = tr.load_checkpoint(out)
+    assert stored["iteration"] == summary["iteration"]
+    assert stored["config"]["iterations"] == 100_000
+
+
 def test_bench_train_bad_data_and_bad_init_are_one_line_errors(data_dir, tmp_path, capsys):
     """A damaged image in the training folder, and --init with a file that is not exported
     weights: exit 3 (bad input) with one ``error:`` line naming the file, no traceback. The

@@ -44,10 +44,10 @@ from plugins.hc.nets import HCConfig
 from plugins.hc.runtime import HCRuntime
 from plugins.hc.weights import WEIGHTS_FORMAT, load_state
 from plugins.learned.training.data import (
+    CropSampler,
     load_kodak,
     load_training_images,
     manifest_sha256,
-    sample_batch,
 )
 from plugins.learned.training.ema import exported_state
 from plugins.learned.training.files import atomic_write_json
@@ -205,8 +205,10 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
 
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
 
+    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
+
     def batch():
-        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop, cfg.scale_min))
+        return mode.prepare_batch(sampler(run.rng))
 
     def step() -> None:
         nonlocal last_eval
@@ -245,7 +247,8 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
             )
 
     model.train()
-    stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every)
+    with sampler:
+        stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every, cfg.time_limit)
     return {
         "iteration": run.iteration,
         "stopped_by": stopped_by,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def sample_batch(
     batch: int,
     crop: int,
     scale_min: float = 1.0,
+    pool: Executor | None = None,
 ):
     """Random crops, randomly flipped left-right, as a ``(B, 3, crop, crop)`` tensor in [0, 1].
 
@@ -117,13 +119,17 @@ def sample_batch(
     antialiased bicubic filter: downscaling removes the JPEG artefacts and the 4:2:0 chroma of
     the training photos and varies the scale of their content. ``scale_min == 1`` draws exactly
     the random numbers of plain crops, so runs without it replay bit for bit.
+
+    All random numbers are drawn here, crop by crop in the same order, before any crop is cut;
+    ``pool`` (a thread pool; PIL's resize releases the GIL) cuts them in parallel, with the
+    same batch as without it. A GPU waits for this on a single thread.
     """
     import torch
 
     if not 0.0 < scale_min <= 1.0:
         raise ValueError(f"scale_min must be in (0, 1], got {scale_min}")
-    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
-    for b in range(batch):
+    plans = []
+    for _ in range(batch):
         img = images[int(rng.integers(len(images)))]
         h, w = img.shape[:2]
         side = crop
@@ -131,13 +137,49 @@ def sample_batch(
             side = min(h, w, round(crop / rng.uniform(scale_min, 1.0)))
         y0 = int(rng.integers(h - side + 1))
         x0 = int(rng.integers(w - side + 1))
+        plans.append((img, y0, x0, side, bool(rng.random() < 0.5)))
+    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
+
+    def cut(b: int) -> None:
+        img, y0, x0, side, flip = plans[b]
         patch = img[y0 : y0 + side, x0 : x0 + side]
         if side != crop:
             patch = _resized(patch, crop)
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        out[b] = patch
+        out[b] = patch[:, ::-1] if flip else patch
+
+    if pool is None:
+        for b in range(batch):
+            cut(b)
+    else:
+        list(pool.map(cut, range(batch)))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class CropSampler:
+    """:func:`sample_batch` with fixed ``images``, ``batch``, ``crop`` and ``scale_min``, the
+    crops cut by ``threads`` threads (0: the calling thread). A context manager: leaving it
+    ends the threads. ``sampler(rng)`` is one batch, the same whatever ``threads``."""
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        batch: int,
+        crop: int,
+        scale_min: float = 1.0,
+        threads: int = 0,
+    ) -> None:
+        self.images, self.batch, self.crop, self.scale_min = images, batch, crop, scale_min
+        self.pool = ThreadPoolExecutor(threads) if threads > 0 else None
+
+    def __call__(self, rng: np.random.Generator):
+        return sample_batch(self.images, rng, self.batch, self.crop, self.scale_min, self.pool)
+
+    def __enter__(self) -> CropSampler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _resized(patch: np.ndarray, side: int) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.progress import progress_bar
 from plugins.learned.training.data import (
+    CropSampler,
     load_kodak,
     load_training_images,
     manifest_sha256,
@@ -142,8 +143,10 @@ def train(
     progress = progress_bar(console, "{task.fields[status]}")
     task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
 
+    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
+
     def batch():
-        return mode.prepare_batch(sample_batch(images, run.rng, cfg.batch, cfg.crop, cfg.scale_min))
+        return mode.prepare_batch(sampler(run.rng))
 
     def step() -> None:
         nonlocal last_eval
@@ -188,8 +191,8 @@ def train(
         if on_iteration is not None:
             on_iteration(iteration, values)
 
-    with progress:
-        stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every)
+    with progress, sampler:
+        stopped_by = run.loop(last, step, checkpoint, cfg.checkpoint_every, cfg.time_limit)
     if stopped_by:
         console.print(
             f"stopped by {stopped_by} at iteration {run.iteration}; "

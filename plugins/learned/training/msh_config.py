@@ -66,6 +66,12 @@ class TrainConfig:
     threads: int = 1
     #: Stop this process at this iteration without moving the planned end (0: run to the end).
     stop_at: int = 0
+    #: Stop this process, with a checkpoint, once its loop has run this many seconds (0: no
+    #: limit): a lent GPU's leg must end inside its lease.
+    time_limit: float = 0.0
+    #: Threads that cut and resize the training crops (:func:`~.data.sample_batch`); 0: the
+    #: training thread itself. A GPU needs several to be fed; the batches are the same.
+    loader_threads: int = 0
     #: ``cpu`` or ``cuda``; ``fp32``, ``bf16`` (autocast of the transforms) or ``auto`` (the
     #: fastest of the validated modes, timed at start); channels_last memory format.
     device: str = "cpu"
@@ -105,7 +111,9 @@ class TrainConfig:
     SCHEDULE = ("lr", "lr_min", "warmup", "iterations")
     #: Settings of one process that a resumed run does not inherit (a GPU leg's device, an A/B
     #: arm's forced precision or stop): they fall back to the defaults unless given again.
-    PER_PROCESS = ("stop_at", "device", "precision", "channels_last")
+    PER_PROCESS = (
+        "stop_at", "time_limit", "loader_threads", "device", "precision", "channels_last",
+    )  # fmt: skip
     #: Identity fields that name a folder: a resumed run compares them resolved.
     PATHS = ("data",)
 
@@ -263,6 +271,9 @@ def add_config_options(
                              "this decay, e.g. 0.9995 (default 0: none)"),
         ("threads", int, "torch threads (default 1); 0 adapts to the machine's load"),
         ("stop-at", int, "stop at this iteration, keeping the planned end (--iterations)"),
+        ("time-limit", float, "stop (with a checkpoint) after this many seconds of training"),
+        ("loader-threads", int, "threads cutting the training crops (default 0: the training "
+                                "thread); a GPU needs several"),
         ("checkpoint-every", int, "iterations between checkpoints (default 250)"),
         ("eval-every", int, "iterations between Kodak-subset evals; 0: none (default 1000)"),
         ("seed", int, "random seed (default 0)"),

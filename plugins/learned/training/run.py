@@ -216,17 +216,24 @@ class Run:
         step: Callable[[], None],
         checkpoint: Callable[[str], None],
         checkpoint_every: int,
+        time_limit: float = 0.0,
     ) -> str | None:
         """Run ``step`` (one iteration; it calls :meth:`advance`) until :attr:`iteration`
-        reaches ``last`` or a SIGINT/SIGTERM arrives, then ``checkpoint("end")`` or
+        reaches ``last``, a SIGINT/SIGTERM arrives, or the loop has run ``time_limit`` seconds
+        (``time.perf_counter``; 0: no limit), then ``checkpoint("end")`` or
         ``checkpoint("stop (SIGTERM)")``; ``checkpoint("periodic")`` every
-        ``checkpoint_every`` iterations. Returns the stopping signal's name or ``None``."""
+        ``checkpoint_every`` iterations. Returns what stopped it early (the signal's name or
+        ``"time limit"``) or ``None``."""
         stopped_by = None
+        t0 = time.perf_counter()
         with StopFlag() as stop:
             while self.iteration < last:
                 step()
                 if stop.requested:
                     stopped_by = stop.requested
+                    break
+                if time_limit > 0 and time.perf_counter() - t0 >= time_limit:
+                    stopped_by = "time limit"
                     break
                 if self.iteration % checkpoint_every == 0:
                     checkpoint("periodic")

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# One prepared GPU leg of the base model's training relay (README "A GPU leg").
+#
+# Here, on the CPU machine:   bash scripts/gpu_leg.sh prepare
+#   fills the git-ignored .gpu/ with the wheels the device's Python (3.12, torch but no
+#   compressai) lacks and with as many training photos (never Kodak) as fit beside the work
+#   tree in the 64 MiB that travel, then prints the device call to make.
+# There, through the device tool (carry [".gpu"]):   bash scripts/gpu_leg.sh run
+#   installs the wheels, continues the shipped base weights on the GPU (bf16 autocast) for
+#   GPU_SECONDS of training, and exports float16 safetensors with their sidecar (24-image
+#   Kodak point and gap, every leg) and the training log to $OUT.
+# Then here: bench train msh --init <that file> --out <a new relay folder> continues on CPU.
+#
+# Settings (environment): GPU_SECONDS (training seconds, default 420), GPU_BATCH (16 crops of
+# 256 px), GPU_LR (constant rate, 5e-5; the weight average, decay GPU_EMA 0.999, is what is
+# exported), GPU_LOADERS (crop-cutting threads, 12), GPU_DEVICE (cuda; cpu runs the same path
+# for the tests), GPU_PRECISION (auto), GPU_QUANTIZATION (noise), GPU_KODAK (datasets/kodak),
+# GPU_EXTRA (more `bench train msh` options), TRAIN_DATA (prepare: ../shared/datasets/train;
+# run: the staged photos), GPU_STAGE (the staging folder, .gpu), PYTHON (python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${GPU_STAGE:-.gpu}
+limit=$((64 * 1024 * 1024))
+
+prepare() {
+  local data=${TRAIN_DATA:-../shared/datasets/train}
+  rm -rf "$stage" && mkdir -p "$stage/wheels" "$stage/train"
+  # the device's Python is 3.12 and has torch, numpy, pillow, safetensors, rich, typer, pluggy
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$stage/wheels" \
+    compressai==1.2.8 constriction==0.5.0 pytorch-msssim==1.0.0
+  # what travels besides .gpu: tracked files and untracked files git does not ignore
+  local tree
+  tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1)
+  local budget=$((limit - tree - $(du -sb "$stage" | cut -f1) - 1024 * 1024))
+  local used=0 n=0 size
+  # photos in a fixed shuffled order (the names' sha256), so a budget takes a fair sample
+  while IFS= read -r -d '' f; do
+    size=$(stat -c %s "$f")
+    [ $((used + size)) -le "$budget" ] || continue
+    cp "$f" "$stage/train/$(echo "$f" | sha256sum | cut -c1-12)-$(basename "$f")"
+    used=$((used + size)); n=$((n + 1))
+  done < <(find "$data" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) -print0 \
+           | while IFS= read -r -d '' p; do printf '%s %s\0' "$(echo "$p" | sha256sum | cut -c1-16)" "$p"; done \
+           | sort -z | cut -z -d' ' -f2-)
+  [ "$n" -gt 0 ] || { echo "no training photo fits: work tree $tree bytes of $limit" >&2; exit 1; }
+  echo "$stage: $n training photos ($used bytes) and $(ls "$stage/wheels" | wc -l) wheels; work tree $tree bytes"
+  echo 'device run: command "bash scripts/gpu_leg.sh run", carry [".gpu"], timeout_s 600'
+}
+
+run() {
+  local out=${OUT:?OUT must name the folder that comes back}
+  if compgen -G "$stage/wheels/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/gpu-leg-site "$stage"/wheels/*.whl
+    export PYTHONPATH="/tmp/gpu-leg-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  export PYTHONUNBUFFERED=1 BENCH_TRAIN_DIR
+  BENCH_TRAIN_DIR=$(mktemp -d)
+  trap 'rm -rf "$BENCH_TRAIN_DIR"' EXIT
+  local python=${PYTHON:-python3} lr=${GPU_LR:-5e-5}
+  # a new run in an empty relay folder starts from the shipped base weights
+  # shellcheck disable=SC2086
+  "$python" -m plugins.learned.training.msh --data "${TRAIN_DATA:-$stage/train}" \
+    --device "${GPU_DEVICE:-cuda}" --precision "${GPU_PRECISION:-auto}" \
+    --batch "${GPU_BATCH:-16}" --lr "$lr" --lr-min "$lr" --warmup 200 --ema-decay "${GPU_EMA:-0.999}" \
+    --iterations 100000000 \
+    --quantization "${GPU_QUANTIZATION:-noise}" --time-limit "${GPU_SECONDS:-420}" \
+    --loader-threads "${GPU_LOADERS:-12}" --threads "$(nproc)" --eval-every 0 \
+    --checkpoint-every 100000 --log-every 100 --kodak "${GPU_KODAK:-datasets/kodak}" ${GPU_EXTRA:-}
+  local ckpt
+  ckpt=$(ls -d "$BENCH_TRAIN_DIR"/msh-*)
+  cp "$ckpt/log.jsonl" "$out/log.jsonl"
+  "$python" -m plugins.learned.training.msh --out "$ckpt" --export "$out/msh-gpu.safetensors" \
+    --kodak "${GPU_KODAK:-datasets/kodak}" --threads "$(nproc)"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: bash scripts/gpu_leg.sh prepare|run" >&2; exit 2 ;;
+esac

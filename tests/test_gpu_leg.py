@@ -1,0 +1,69 @@
+"""The prepared GPU leg (``scripts/gpu_leg.sh run``) on this machine's CPU: the same script,
+trainer options and export a lent GPU runs, with ``GPU_DEVICE=cpu``, a 3-second time limit,
+a tiny batch and one Kodak image, so that a session with a device spends none of it on a
+broken script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
+PHOTOS = ["bsds500/test/100007.jpg", "mcmaster18/01.png"]
+KODIM23 = ROOT / "datasets" / "kodak" / "kodim23.png"
+
+
+@pytest.mark.skipif(
+    not all((TRAIN / p).is_file() for p in PHOTOS) or shutil.which("bash") is None,
+    reason="training photos or bash not present",
+)
+def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_path):
+    from plugins.learned.weights import BUNDLED_NAME
+    from plugins.learned.weights.format import load_weights
+
+    data, kodak, out, stage = (tmp_path / n for n in ("data", "kodak", "out", "stage"))
+    for folder in (data, kodak, out, stage):
+        folder.mkdir()
+    for p in PHOTOS:
+        shutil.copy(TRAIN / p, data / Path(p).name)
+    shutil.copy(KODIM23, kodak)
+    env = {
+        **os.environ, "OUT": str(out), "GPU_STAGE": str(stage), "TRAIN_DATA": str(data),
+        "GPU_KODAK": str(kodak), "GPU_DEVICE": "cpu", "GPU_PRECISION": "fp32",
+        "GPU_SECONDS": "3", "GPU_BATCH": "1", "GPU_LOADERS": "2", "GPU_EXTRA": "--crop 128",
+        "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
+    }  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_leg.sh"), "run"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "log.jsonl", "msh-gpu.json", "msh-gpu.safetensors"
+    ]  # fmt: skip
+    shipped = json.loads((ROOT / "plugins/learned/weights" / f"{BUNDLED_NAME}.json").read_text())
+    sidecar = json.loads((out / "msh-gpu.json").read_text())
+    # it continued the shipped base and stopped on its time limit, not its planned end
+    assert sidecar["iterations"] > shipped["iterations"]
+    leg = sidecar["legs"][-1]
+    assert leg["mode"] == "cpu-fp32-cl" and leg["to_iteration"] == sidecar["iterations"]
+    assert leg["note"] == "batch 2 -> 1, crop 256 -> 128 from here"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["planned_end"] for r in records if r["type"] == "leg"] == [100_000_000]
+    assert sidecar["config"]["lr"] == sidecar["config"]["lr_min"] == 5e-5
+    _, meta = load_weights(out / "msh-gpu.safetensors")
+    assert int(meta["iterations"]) == sidecar["iterations"]
+    kodak_eval = sidecar["kodak_eval"]
+    assert kodak_eval["num_images"] == 1 and "gap_db" in kodak_eval["published_gap"]
+    # the training folder it made is gone with it
+    assert not list(tmp_path.glob("tmp.*"))
