@@ -1,7 +1,7 @@
 """The prepared GPU leg (``scripts/gpu_leg.sh run``) on this machine's CPU: the same script,
 trainer options and export a lent GPU runs, with ``GPU_DEVICE=cpu``, a 3-second time limit,
-a tiny batch and one Kodak image, so that a session with a device spends none of it on a
-broken script."""
+a tiny batch, one Kodak image, and the project dependencies the device lacks made
+unimportable, so that a session with a device spends none of it on a broken script."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = Path(os.environ.get("BENCH_TRAIN_DATA", ROOT.parent / "shared" / "datasets" / "train"))
 PHOTOS = ["bsds500/test/100007.jpg", "mcmaster18/01.png"]
 KODIM23 = ROOT / "datasets" / "kodak" / "kodim23.png"
+#: Project dependencies missing from the lent GPU machine's image (its package list of
+#: 2026-11) that the leg does not carry as wheels.
+NOT_ON_DEVICE = ("platformdirs", "pywt", "pillow_heif", "plotly", "dask", "bjontegaard")
 
 
 @pytest.mark.skipif(
@@ -37,11 +40,19 @@ def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_pat
     for p in PHOTOS:
         shutil.copy(TRAIN / p, data / Path(p).name)
     shutil.copy(KODIM23, kodak)
+    # the device's Python lacks these project dependencies (and carries no wheel of them):
+    # the leg must not import them
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {NOT_ON_DEVICE!r}:\n    sys.modules[name] = None\n"
+    )
     env = {
         **os.environ, "OUT": str(out), "GPU_STAGE": str(stage), "TRAIN_DATA": str(data),
         "GPU_KODAK": str(kodak), "GPU_DEVICE": "cpu", "GPU_PRECISION": "fp32",
         "GPU_SECONDS": "3", "GPU_BATCH": "1", "GPU_LOADERS": "2", "GPU_EXTRA": "--crop 128",
         "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")])),
     }  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_leg.sh"), "run"],
