@@ -14,7 +14,7 @@
 # Settings (environment): GPU_SECONDS (training seconds, default 420), GPU_BATCH (16 crops of
 # 256 px), GPU_LR (constant rate, 5e-5; the weight average, decay GPU_EMA 0.999, is what is
 # exported), GPU_LOADERS (crop-cutting threads, 12), GPU_DEVICE (cuda; cpu runs the same path
-# for the tests), GPU_PRECISION (auto), GPU_QUANTIZATION (noise), GPU_KODAK (datasets/kodak),
+# for the tests), GPU_PRECISION (auto), GPU_KODAK (datasets/kodak),
 # GPU_EXTRA (more `bench train msh` options), TRAIN_DATA (prepare: ../shared/datasets/train;
 # run: the staged photos), GPU_STAGE (the staging folder, .gpu), PYTHON (python3).
 set -euo pipefail
@@ -68,7 +68,7 @@ run() {
     --device "${GPU_DEVICE:-cuda}" --precision "${GPU_PRECISION:-auto}" \
     --batch "${GPU_BATCH:-16}" --lr "$lr" --lr-min "$lr" --warmup 200 --ema-decay "${GPU_EMA:-0.999}" \
     --iterations 100000000 \
-    --quantization "${GPU_QUANTIZATION:-noise}" --time-limit "${GPU_SECONDS:-420}" \
+    --time-limit "${GPU_SECONDS:-420}" \
     --loader-threads "${GPU_LOADERS:-12}" --threads "$(nproc)" --eval-every 0 \
     --checkpoint-every 100000 --log-every 100 --kodak "${GPU_KODAK:-datasets/kodak}" ${GPU_EXTRA:-}
   local ckpt

@@ -210,9 +210,11 @@ def test_config_of_existing_checkpoints_still_loads():
         "start_iteration": 0, "stop_at": 0, "threads": 1, "warmup": 1000,
     }  # fmt: skip
     cfg = HCTrainConfig.from_dict(stored)
-    # field for field; options added since (the weight average, crop downscaling) take defaults
+    # field for field; options added since (the weight average, crop downscaling, ...) take
+    # defaults
     assert cfg.to_dict() == {
-        **stored, "ema_decay": 0.0, "scale_min": 1.0, "quantization": "noise"
+        **stored, "ema_decay": 0.0, "scale_min": 1.0, "quantization": "noise",
+        "time_limit": 0.0, "loader_threads": 0,
     }  # fmt: skip
     assert cfg.model_config.to_dict() == {"N": 128, "M": 192, "C3": 16, "C2": 4, "P": 64}
     assert {"data", "lmbda", "C3", "C2", "P"} <= set(HCTrainConfig.IDENTITY)

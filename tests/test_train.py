@@ -109,8 +109,8 @@ def test_resume_refuses_other_model_config_and_new_run_refuses_existing(stopped_
         tr.train(out, resume=True, N=16, iterations=7)
     with pytest.raises(tr.CheckpointError, match="scale_min=1.0"):
         tr.train(out, resume=True, scale_min=1.0, iterations=7)
-    with pytest.raises(tr.CheckpointError, match="quantization='ste'"):
-        tr.train(out, resume=True, quantization="ste", iterations=7)
+    with pytest.raises(tr.CheckpointError, match="quantization='noise'"):
+        tr.train(out, resume=True, quantization="noise", iterations=7)
     with pytest.raises(tr.CheckpointError, match="--resume"):
         tr.train(out, data=str(out), iterations=7, **TINY)
 

@@ -205,15 +205,17 @@ def test_ste_quantization_decodes_the_coded_latent_with_a_straight_through_gradi
 
 def test_quantization_is_part_of_the_objective():
     """A config must name a known quantization; stored configs without one trained with noise;
-    a run from the shipped base (noise) with ``ste`` notes the change on its first leg."""
+    a run from the shipped base (noise) with the default ``ste`` notes the change on its first
+    leg."""
     from plugins.learned.training.start import objective_changes
 
     with pytest.raises(ValueError, match="noise, ste"):
         tr.TrainConfig(quantization="round")
+    assert tr.TrainConfig().quantization == "ste"
     assert tr.TrainConfig.from_dict({"lmbda": 0.13}).quantization == "noise"
     shipped = str(SHIPPED / f"{BUNDLED_NAME}.safetensors")
-    assert objective_changes(tr.TrainConfig(init=shipped)) is None
-    changed = tr.TrainConfig(init=shipped, quantization="ste")
+    assert objective_changes(tr.TrainConfig(init=shipped, quantization="noise")) is None
+    changed = tr.TrainConfig(init=shipped)
     assert objective_changes(changed) == "quantization noise -> ste from here"
 
 

@@ -84,6 +84,7 @@ class HCTrainConfig(TrainConfig):
     P: int = 64
 
     #: HC's loss (:func:`~plugins.hc.trainable.rd_terms`) trains its decoder on noise only.
+    quantization: str = "noise"
     QUANTIZATIONS = ("noise",)
     IDENTITY = (*TrainConfig.IDENTITY, "C3", "C2", "P")
     ARCHITECTURE = (*TrainConfig.ARCHITECTURE, "C3", "C2", "P")

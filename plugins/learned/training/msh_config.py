@@ -36,9 +36,10 @@ class TrainConfig:
     #: point); README: the lambda A/B at 190,000 iterations. HC keeps 0.18 (its shipped weights).
     lmbda: float = 0.13
     #: The decoder's view of the latent in training (:data:`~.precision.QUANTIZATIONS`):
-    #: ``noise`` (CompressAI's proxy) or ``ste`` (rounded, straight-through). Stored configs
-    #: without it trained with ``noise`` (:data:`LEGACY`).
-    quantization: str = "noise"
+    #: ``ste`` (rounded, straight-through; the relay since 206,250 iterations, README: the A/B)
+    #: or ``noise`` (CompressAI's proxy). Stored configs without it trained with ``noise``
+    #: (:data:`LEGACY`).
+    quantization: str = "ste"
     iterations: int = 400_000
     #: 2 crops of 256 px (the pixels of 8 of 128 px): a 16x16 latent and a 4x4 hyper-latent
     #: per crop, where 128 px left the hyperprior a 2x2 grid that is mostly padding (README:
@@ -256,9 +257,9 @@ def add_config_options(
         ("N", int, "channels N (default 128)"),
         ("M", int, "latent channels M (default 192)"),
         ("lmbda", float, f"loss = lmbda*255^2*MSE + bpp (default {defaults.lmbda})"),
-        ("quantization", str, "the decoder's latent in training: noise (CompressAI's proxy, "
-                              "default) or ste (rounded around the prior mean, straight-through "
-                              "gradient; the rate keeps the noise)"),
+        ("quantization", str, "the decoder's latent in training: ste (rounded around the "
+                              "prior mean, straight-through gradient; the rate keeps the noise) "
+                              f"or noise (CompressAI's proxy); default {defaults.quantization}"),
         ("iterations", int, "planned last iteration: the schedule decays to --lr-min there"),
         ("batch", int, "batch size (default 2)"),
         ("crop", int, "crop side (default 256)"),
