@@ -71,6 +71,7 @@ def speed(args) -> None:
         TrainMode("cpu", "fp32", True),
         TrainMode("cpu", "bf16", False),
         TrainMode("cpu", "bf16", True),
+        TrainMode("cpu", "mixed", True),
     ]
     if torch.cuda.is_available():
         modes.append(TrainMode("cuda", "bf16", True))

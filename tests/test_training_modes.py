@@ -219,7 +219,7 @@ def test_quantization_is_part_of_the_objective():
     assert objective_changes(changed) == "quantization noise -> ste from here"
 
 
-@pytest.mark.parametrize("label", ["cpu-fp32-cl", "cpu-bf16", "cpu-bf16-cl"])
+@pytest.mark.parametrize("label", ["cpu-fp32-cl", "cpu-bf16", "cpu-bf16-cl", "cpu-mixed-cl"])
 def test_other_modes_agree_with_fp32_and_keep_fp32_outside_transforms(small_model, label):
     """Eval mode (rounding instead of noise: the noise tensor follows the memory format, so
     training-mode outputs of channels_last and contiguous runs differ by their noise draws)."""
@@ -243,6 +243,32 @@ def test_other_modes_agree_with_fp32_and_keep_fp32_outside_transforms(small_mode
     got["loss"].backward()  # gradients reach the fp32 parameters
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in small_model.parameters())
     small_model.zero_grad(set_to_none=True)
+
+
+def test_mixed_mode_keeps_the_analysis_transform_in_fp32(small_model):
+    """``mixed`` = ``bf16`` except ``g_a``: its output, and so its weight gradients, are those
+    of float32, while the other transforms compute in bf16."""
+    dtypes: dict[str, torch.dtype] = {}
+    hooks = [
+        getattr(small_model, name).register_forward_hook(
+            lambda _m, _i, out, name=name: dtypes.__setitem__(name, out.dtype)
+        )
+        for name in ("g_a", "h_a", "h_s", "g_s")
+    ]
+    x = torch.rand(2, 3, 64, 64)
+    try:
+        seen = {}
+        for label in ("cpu-fp32", "cpu-mixed", "cpu-bf16"):
+            rd_forward(small_model, x, 0.18, TrainMode.parse(label))
+            seen[label] = dict(dtypes)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert set(seen["cpu-fp32"].values()) == {torch.float32}
+    assert seen["cpu-mixed"] == {
+        "g_a": torch.float32, "h_a": torch.bfloat16, "h_s": torch.bfloat16, "g_s": torch.bfloat16
+    }  # fmt: skip
+    assert set(seen["cpu-bf16"].values()) == {torch.bfloat16}
 
 
 def test_time_step_leaves_weights_and_rng_untouched(small_model):

@@ -52,12 +52,13 @@ class HCModel(_compressai().models.CompressionModel):
 
     def rd_parts(self, x: torch.Tensor, mode) -> dict[str, Any]:
         """Noisy forward pass in a :class:`~plugins.learned.training.precision.TrainMode`:
-        autocast around the convolutional parts only, entropy models in float32.
+        autocast around the convolutional parts only (in ``mixed`` not around the analysis and
+        ``h_a``), entropy models in float32.
 
         Returns ``{"x_hat": (B, 3, H, W) float32, "likelihoods": {"y4", "y3", "y2", "z"}}``.
         """
         nets, gc = self.nets, self.gaussian_conditional
-        with mode.autocast():
+        with mode.autocast("g_a"):
             y2, y3, y4 = nets.analysis(x)
             z = nets.h_a(y4.float())
         with mode.fp32_region():

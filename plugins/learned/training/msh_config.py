@@ -281,8 +281,9 @@ def add_config_options(
         ("log-every", int, "iterations between log records"),
         ("kodak", str, "Kodak folder (evaluation only)"),
         ("device", str, "cpu or cuda (cuda trains with bf16 autocast)"),
-        ("precision", str, "fp32, bf16 (autocast of the transforms) or auto (default): the "
-                           "fastest mode whose A/B against fp32 passed"),
+        ("precision", str, "fp32, bf16 (autocast of the transforms), mixed (bf16 with the "
+                           "analysis transform in fp32) or auto (default): the fastest mode "
+                           "whose A/B against fp32 passed"),
     ):  # fmt: skip
         parser.add_argument(f"--{name}", type=typ, default=None, help=text)
     parser.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
