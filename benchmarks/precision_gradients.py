@@ -13,7 +13,7 @@ well below the control's is noisier than its rounding of ``y`` explains.
 
     python benchmarks/precision_gradients.py --checkpoint ~/.cache/bench/train/msh-n128-m192-l1300
 
-One run on 2026-12-04 (AMD EPYC avx512_bf16, 1 thread, relay checkpoint at 225,240 iterations,
+One run on 2026-12-04 (AMD EPYC avx512_bf16, 1 thread, relay checkpoint at 224,750 iterations,
 5 batches of 2 x 256 px, lambda 0.13, ste), median cosine to float32 of g_a / h_a / h_s / g_s:
 bf16 0.767 / 0.998 / 0.999 / 0.974 (MSE +0.60 %), mixed 0.979 / 0.998 / 0.999 / 0.980
 (+0.38 %), control 0.999 / 1.000 / 1.000 / 0.999.
