@@ -12,8 +12,9 @@ A/B (``--ab DIR_A DIR_B``): compares two runs of ``bench train`` resumed from co
 checkpoint (same weights, optimiser state and RNG, so the same batches and noise) that differ in
 one setting: A the reference (``--precision fp32``), B the candidate (``--precision bf16``; or
 another peak ``--lr``). It pairs their logged training windows (mean loss per window of
-``log_every`` iterations) and their Kodak-subset evaluations at the same iterations and applies
-:data:`RULE`. ``--record`` writes a precision verdict to
+``log_every`` iterations) and their Kodak-subset evaluations at the same iterations after the
+fork (the last ``fork`` record of either log: an arm copied from a run's checkpoint carries its
+log up to there) and applies :data:`RULE`. ``--record`` writes a precision verdict to
 ``plugins/learned/training/precision_ab.json``, which ``bench train --precision auto`` reads.
 The arms' seconds per iteration are not compared: they ran side by side on shared cores; the
 speed table above is the speed measurement.
@@ -96,6 +97,13 @@ def _windows(run: Path) -> dict[int, dict]:
     }
 
 
+def _fork_iteration(run: Path) -> int:
+    """The iteration of the last ``fork`` record in a run's log (0 without one): an arm copied
+    from another run's checkpoint carries that run's log up to there, the same in both arms."""
+    rows = [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
+    return max((r["iteration"] for r in rows if r["type"] == "fork"), default=0)
+
+
 def _arm_label(rows: dict[int, dict], iteration: int) -> str:
     r = rows[iteration]
     return f"{r.get('mode', '?')} lr {r.get('lr', float('nan')):.0e}"
@@ -105,7 +113,8 @@ def ab(args) -> None:
     """Paired comparison of two arms resumed from one checkpoint (A: reference, B: candidate)."""
     dir_a, dir_b = (Path(d) for d in args.ab)
     a, b = _windows(dir_a), _windows(dir_b)
-    train_its = sorted(k for k in a if k > 0 and k in b and a[k]["type"] == "train")
+    since = max(_fork_iteration(dir_a), _fork_iteration(dir_b))
+    train_its = sorted(k for k in a if k > since and k in b and a[k]["type"] == "train")
     if len(train_its) < 4:
         sys.exit("error: fewer than 4 paired training windows; run the two arms longer")
     label_a, label_b = _arm_label(a, train_its[-1]), _arm_label(b, train_its[-1])
@@ -114,7 +123,7 @@ def ab(args) -> None:
     mean = statistics.fmean(diffs)
     se = statistics.stdev(diffs) / math.sqrt(len(diffs))
     loss_a = statistics.fmean(a[k]["loss"] for k in half)
-    evals = sorted(-k for k in a if k < 0 and k in b)
+    evals = sorted(-k for k in a if k < -since and k in b)
     psnr_pairs = [(k, a[-k]["psnr_rgb"], b[-k]["psnr_rgb"]) for k in evals]
     psnr_diff = statistics.fmean(pb - pa for _, pa, pb in psnr_pairs) if psnr_pairs else None
     loss_ok = mean <= 2 * se or mean <= 0.01 * loss_a
