@@ -413,3 +413,67 @@ def test_a_run_from_shipped_weights_continues_their_schedule(tmp_path):
     sidecar_path(finished).write_text(json.dumps(ended))
     plain = tr.resolve_config(tmp_path / "c", False, data=str(TRAIN), init=str(finished))
     assert (plain.lr, plain.iterations, plain.ema_decay) == (1e-4, 400_000, 0.0)
+
+
+def test_fork_copies_the_state_with_a_new_objective(stopped_and_resumed, tmp_path):
+    """``bench train-fork``: the arm resumes the same state (weights, Adam, RNG: the same first
+    batch and noise, so the same rate before any update) under the new lambda; its log carries
+    the source's with a ``fork`` record; bad forks are clear errors (exit 3) that write
+    nothing."""
+    import functools
+    import subprocess
+    import sys
+
+    from plugins.learned.training.fork import fork, parse_changes
+
+    def bench_fork(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "bench", "--no-entry-points", "train-fork", *args],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+
+    src = stopped_and_resumed[0]
+    copy = tmp_path / "source-copy"  # the module's run stays as the other tests expect it
+    shutil.copytree(src, copy)
+    arm = tmp_path / "arm"
+    before = tr.load_checkpoint(copy)["config"]["lmbda"]
+    done = bench_fork("--checkpoint", str(copy), "--out", str(arm), "--set", "lmbda=0.05")
+    assert done.returncode == 0, done.stderr
+    assert f"lmbda {before!r} -> 0.05" in done.stdout
+    stored = tr.load_checkpoint(arm)
+    assert stored["config"]["lmbda"] == 0.05 and stored["config"]["out"] == str(arm)
+    assert stored["iteration"] == tr.load_checkpoint(copy)["iteration"]
+    records = [json.loads(line) for line in (arm / LOG_NAME).read_text().splitlines()]
+    source_records = [json.loads(line) for line in (copy / LOG_NAME).read_text().splitlines()]
+    assert records[:-1] == source_records
+    assert records[-1]["type"] == "fork" and records[-1]["changed"] == {"lmbda": [before, 0.05]}
+
+    first: dict[str, dict[str, float]] = {}
+    end = stored["iteration"] + 1
+    for name, out in (("source", copy), ("arm", arm)):
+        keep = functools.partial(lambda n, _i, terms: first.setdefault(n, terms), name)
+        tr.train(out, resume=True, iterations=end, precision="fp32", channels_last=False,
+                 eval_every=0, on_iteration=keep)  # fmt: skip
+    assert first["source"]["bpp"] == pytest.approx(first["arm"]["bpp"], rel=1e-6)
+    assert first["source"]["loss"] != pytest.approx(first["arm"]["loss"], rel=1e-3)
+
+    done = bench_fork("--checkpoint", str(src), "--out", str(arm), "--set", "lmbda=0.05")
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {arm / CHECKPOINT_NAME} already exists: choose another --out"
+    ]
+    refused = tmp_path / "refused"
+    for pairs, message in (
+        (["N=16"], "cannot be forked"),
+        (["crop"], "FIELD=VALUE"),
+        (["crop=big"], "crop takes a int"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_changes(pairs)
+    for changes, message in (
+        ({"lmbda": before}, "changes nothing"),
+        ({"quantization": "exact"}, "quantization must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fork(src, refused, changes)
+    assert not refused.exists()

@@ -1,5 +1,6 @@
 """Built-in plugin for the learned codecs' base model: the ``msh`` trainer (``bench train msh``,
-CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`) and ``bench train-export``.
+CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`), ``bench train-export`` and
+``bench train-fork``.
 
 Heavy modules (torch, compressai) are imported inside the trainer and the command so that
 ``bench --help`` stays fast. The torchvision/compressai import fix is in
@@ -68,3 +69,34 @@ def register_commands(cli: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(BAD_INPUT) from exc
         typer.echo(f"wrote {out} and {sidecar_path(out)}")
+
+    @cli.command("train-fork")
+    def train_fork_command(
+        checkpoint: Annotated[
+            Path, _opt("--checkpoint", "Checkpoint directory (or checkpoint.pt) to fork.")
+        ],
+        out: Annotated[Path, _opt("--out", "New run directory for the arm.")],
+        set_: Annotated[
+            list[str],
+            typer.Option(
+                "--set",
+                help="FIELD=VALUE of an objective field (lmbda, quantization, batch, crop, "
+                "scale_min); repeatable.",
+            ),
+        ],
+    ) -> None:
+        """Copy a bench train msh checkpoint as an A/B arm with objective fields changed (same
+        weights, optimiser, average, schedule and RNG); train it with --out DIR --resume."""
+        from plugins.learned.training.fork import fork, parse_changes
+        from plugins.learned.training.run import CheckpointError
+
+        try:
+            changed = fork(checkpoint, out, parse_changes(set_))
+        except (CheckpointError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(BAD_INPUT) from exc
+        described = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        typer.echo(
+            f"forked {checkpoint} into {out} ({described}); continue it with "
+            f"bench train msh --out {out} --resume"
+        )
