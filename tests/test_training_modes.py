@@ -214,8 +214,10 @@ def test_quantization_is_part_of_the_objective():
     assert tr.TrainConfig().quantization == "ste"
     assert tr.TrainConfig.from_dict({"lmbda": 0.13}).quantization == "noise"
     shipped = str(SHIPPED / f"{BUNDLED_NAME}.safetensors")
-    assert objective_changes(tr.TrainConfig(init=shipped, quantization="noise")) is None
-    changed = tr.TrainConfig(init=shipped)
+    shipped_lambda = 0.13  # the shipped base's; the default moved to 0.11 after it shipped
+    unchanged = tr.TrainConfig(init=shipped, quantization="noise", lmbda=shipped_lambda)
+    assert objective_changes(unchanged) is None
+    changed = tr.TrainConfig(init=shipped, lmbda=shipped_lambda)
     assert objective_changes(changed) == "quantization noise -> ste from here"
 
 
