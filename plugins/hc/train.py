@@ -77,7 +77,7 @@ class HCTrainConfig(TrainConfig):
     ``precision="auto"`` takes the last validated mode, untimed
     (:func:`~plugins.learned.training.precision.choose_mode`)."""
 
-    #: HC's relay and shipped weights are at CompressAI's quality 8 (the base moved to 0.13, then 0.11).
+    #: HC's relay and shipped weights are at CompressAI's quality 8 (the base: 0.13, then 0.11).
     lmbda: float = 0.18
     C3: int = 16
     C2: int = 4
