@@ -11,7 +11,7 @@ batch's MSE. The control row, ``fp32 y-jitter``, is float32 with the latent ``y`
 gradients (rounding flips of the straight-through quantiser included). A mode whose cosines fall
 well below the control's is noisier than its rounding of ``y`` explains.
 
-    python benchmarks/precision_gradients.py --checkpoint ~/.cache/bench/train/msh-n128-m192-l1300
+    python benchmarks/precision_gradients.py --checkpoint ~/.cache/bench/train/msh-n128-m192-l1100
 
 One run on 2026-12-04 (AMD EPYC avx512_bf16, 1 thread, relay checkpoint at 224,750 iterations,
 5 batches of 2 x 256 px, lambda 0.13, ste), median cosine to float32 of g_a / h_a / h_s / g_s:
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from plugins.learned.training.data import load_training_images, sample_batch  # noqa: E402
-from plugins.learned.training.msh_config import CHECKPOINT_FORMAT  # noqa: E402
+from plugins.learned.training.msh_config import CHECKPOINT_FORMAT, TrainConfig  # noqa: E402
 from plugins.learned.training.precision import TrainMode, cpu_model, rd_forward  # noqa: E402
 from plugins.learned.training.run import read_checkpoint  # noqa: E402
 from plugins.learned.weights.format import build_model, load_weights  # noqa: E402
@@ -111,8 +111,10 @@ def main(argv=None) -> None:
         args.weights = str(BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors")
     model, config = load_model(args)
     model.train()
-    args.lmbda = args.lmbda if args.lmbda is not None else float(config.get("lmbda", 0.13))
-    args.quantization = args.quantization or config.get("quantization", "ste")
+    defaults = TrainConfig()
+    if args.lmbda is None:
+        args.lmbda = float(config.get("lmbda", defaults.lmbda))
+    args.quantization = args.quantization or config.get("quantization", defaults.quantization)
     images = load_training_images(args.data, args.crop, log=lambda _m: None)
     rng = np.random.default_rng(args.seed)
     print(
