@@ -2,7 +2,8 @@
 
 Speed (default): one MeanScaleHyperprior (N=128, M=192 unless told) from the shipped weights,
 one batch of random training crops (batch 8 of 128 px), forward + backward of the R-D loss in
-every mode: cpu-fp32, cpu-fp32-cl, cpu-bf16, cpu-bf16-cl (and cuda-bf16 when a GPU is present).
+every mode: cpu-fp32, cpu-fp32-cl, cpu-bf16, cpu-bf16-cl, cpu-mixed-cl (and cuda-fp32-cl,
+cuda-bf16-cl, cuda-mixed-cl when a GPU is present).
 Each mode gets one warm-up step, then the median of ``--repeats`` timed steps
 (``time.perf_counter``, device synchronised, torch threads fixed). The table gives seconds per
 step and the ratio to cpu-fp32; the CPU model is printed beside it, because ratios, not times,
@@ -60,7 +61,7 @@ def speed(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    weights = BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"
+    weights = Path(args.weights) if args.weights else BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"
     model, _ = tr.load_weights(weights)
     model.train()
     for p in model.parameters():
@@ -75,19 +76,24 @@ def speed(args) -> None:
         TrainMode("cpu", "mixed", True),
     ]
     if torch.cuda.is_available():
-        modes.append(TrainMode("cuda", "bf16", True))
+        modes += [TrainMode("cuda", m, True) for m in ("fp32", "bf16", "mixed")]
+    if args.modes:
+        modes = [TrainMode.parse(label.strip()) for label in args.modes.split(",")]
     print(
         f"CPU: {cpu_model()}; torch {torch.__version__}, {args.threads} thread(s); "
         f"N=128 M=192 from {weights.name}, batch {args.batch} of {args.crop} px, "
         f"forward+backward, median of {args.repeats} after 1 warm-up"
     )
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name(0)}")
     times = {}
     for mode in modes:
         times[mode.label] = time_step(model, x, tr.TrainConfig().lmbda, mode, args.repeats)
-    base = times["cpu-fp32"]
-    print(f"{'mode':<14}{'s/step':>10}{'vs cpu-fp32':>14}")
+    first = modes[0].label
+    base = times[first]
+    print(f"{'mode':<14}{'s/step':>10}{'vs ' + first:>17}")
     for label, t in times.items():
-        print(f"{label:<14}{t:>10.3f}{base / t:>13.2f}x")
+        print(f"{label:<14}{t:>10.3f}{base / t:>16.2f}x")
 
 
 def _windows(run: Path) -> dict[int, dict]:
@@ -166,6 +172,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--data", default=str(TRAIN))
+    p.add_argument("--weights", help="weights to time (default: the shipped base)")
+    p.add_argument("--modes", help="comma-separated modes (default: all here; the first is 1x)")
     p.add_argument("--ab", nargs=2, metavar=("FP32_RUN", "BF16_RUN"))
     p.add_argument("--record", action="store_true", help="write the A/B verdict for auto")
     args = p.parse_args()

@@ -6,15 +6,18 @@
 #   compressai) lacks and with as many training photos (never Kodak) as fit beside the work
 #   tree in the 64 MiB that travel, then prints the device call to make.
 # There, through the device tool (carry [".gpu"]):   bash scripts/gpu_leg.sh run
-#   installs the wheels, continues the shipped base weights on the GPU (bf16 autocast) for
-#   GPU_SECONDS of training, and exports float16 safetensors with their sidecar (24-image
-#   Kodak point and gap, every leg) and the training log to $OUT.
+#   installs the wheels, continues the base weights on the GPU for GPU_SECONDS of training, and
+#   exports float16 safetensors with their sidecar (Kodak point and gap of the images in
+#   GPU_KODAK, every leg) and the training log to $OUT. With several rates in GPU_LRS it trains
+#   one arm per rate side by side on the one GPU, each into $OUT/lr-<rate>/ with its console log.
 # Then here: bench train msh --init <that file> --out <a new relay folder> continues on CPU.
 #
 # Settings (environment): GPU_SECONDS (training seconds, default 420), GPU_BATCH (16 crops of
 # 256 px), GPU_LR (constant rate, 5e-5; the weight average, decay GPU_EMA 0.999, is what is
-# exported), GPU_LOADERS (crop-cutting threads, 12), GPU_DEVICE (cuda; cpu runs the same path
-# for the tests), GPU_PRECISION (auto), GPU_KODAK (datasets/kodak),
+# exported), GPU_LRS (several rates: arms side by side), GPU_LOADERS (crop-cutting threads per
+# arm, 12), GPU_THREADS (torch threads per arm, all cores), GPU_DEVICE (cuda; cpu runs the same
+# path for the tests), GPU_PRECISION (auto), GPU_KODAK (datasets/kodak), GPU_INIT (prepare:
+# weights to continue instead of the shipped base, staged as .gpu/init/; run: found there),
 # GPU_EXTRA (more `bench train msh` options), TRAIN_DATA (prepare: ../shared/datasets/train;
 # run: the staged photos), GPU_STAGE (the staging folder, .gpu), PYTHON (python3).
 set -euo pipefail
@@ -24,7 +27,11 @@ limit=$((64 * 1024 * 1024))
 
 prepare() {
   local data=${TRAIN_DATA:-../shared/datasets/train}
-  rm -rf "$stage" && mkdir -p "$stage/wheels" "$stage/train"
+  rm -rf "$stage" && mkdir -p "$stage/wheels" "$stage/train" "$stage/init"
+  if [ -n "${GPU_INIT:-}" ]; then
+    cp "$GPU_INIT" "$stage/init/"
+    [ ! -f "${GPU_INIT%.safetensors}.json" ] || cp "${GPU_INIT%.safetensors}.json" "$stage/init/"
+  fi
   # the device's Python is 3.12 and has torch, numpy, pillow, safetensors, rich, typer, pluggy
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
@@ -49,6 +56,40 @@ prepare() {
   echo 'device run: command "bash scripts/gpu_leg.sh run", carry [".gpu"], timeout_s 600'
 }
 
+# One arm: train into a fresh relay folder at rate $2, export its weight average to $1/.
+# A run that stops early (an error) still exports its last checkpoint, if it saved one.
+arm() {
+  local dest=$1 lr=$2 python=${PYTHON:-python3} status=0 init=()
+  local relay
+  relay=$(mktemp -d)
+  if compgen -G "$stage/init/*.safetensors" >/dev/null; then
+    init=(--init "$(ls "$stage"/init/*.safetensors | head -1)")
+  fi
+  # an empty relay folder and no --init: the trainer starts from the shipped base weights
+  # shellcheck disable=SC2086
+  BENCH_TRAIN_DIR=$relay "$python" -m plugins.learned.training.msh \
+    --data "${TRAIN_DATA:-$stage/train}" "${init[@]}" \
+    --device "${GPU_DEVICE:-cuda}" --precision "${GPU_PRECISION:-auto}" \
+    --batch "${GPU_BATCH:-16}" --lr "$lr" --lr-min "$lr" --warmup 200 --ema-decay "${GPU_EMA:-0.999}" \
+    --iterations 100000000 \
+    --time-limit "${GPU_SECONDS:-420}" \
+    --loader-threads "${GPU_LOADERS:-12}" --threads "${GPU_THREADS:-$(nproc)}" --eval-every 0 \
+    --checkpoint-every 1000 --log-every 100 --kodak "${GPU_KODAK:-datasets/kodak}" ${GPU_EXTRA:-} \
+    || status=$?
+  local ckpt
+  ckpt=$(ls -d "$relay"/msh-* 2>/dev/null | head -1) || true
+  if [ -n "$ckpt" ] && [ -f "$ckpt/checkpoint.pt" ]; then
+    cp "$ckpt/log.jsonl" "$dest/log.jsonl"
+    "$python" -m plugins.learned.training.msh --out "$ckpt" --export "$dest/msh-gpu.safetensors" \
+      --kodak "${GPU_KODAK:-datasets/kodak}" --threads "${GPU_THREADS:-$(nproc)}" || status=$?
+  else
+    echo "no checkpoint to export at rate $lr" >&2
+    [ "$status" -ne 0 ] || status=1
+  fi
+  rm -rf "$relay"
+  return "$status"
+}
+
 run() {
   local out=${OUT:?OUT must name the folder that comes back}
   if compgen -G "$stage/wheels/*.whl" >/dev/null; then
@@ -58,24 +99,26 @@ run() {
   else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  export PYTHONUNBUFFERED=1 BENCH_TRAIN_DIR
-  BENCH_TRAIN_DIR=$(mktemp -d)
-  trap 'rm -rf "$BENCH_TRAIN_DIR"' EXIT
-  local python=${PYTHON:-python3} lr=${GPU_LR:-5e-5}
-  # a new run in an empty relay folder starts from the shipped base weights
-  # shellcheck disable=SC2086
-  "$python" -m plugins.learned.training.msh --data "${TRAIN_DATA:-$stage/train}" \
-    --device "${GPU_DEVICE:-cuda}" --precision "${GPU_PRECISION:-auto}" \
-    --batch "${GPU_BATCH:-16}" --lr "$lr" --lr-min "$lr" --warmup 200 --ema-decay "${GPU_EMA:-0.999}" \
-    --iterations 100000000 \
-    --time-limit "${GPU_SECONDS:-420}" \
-    --loader-threads "${GPU_LOADERS:-12}" --threads "$(nproc)" --eval-every 0 \
-    --checkpoint-every 100000 --log-every 100 --kodak "${GPU_KODAK:-datasets/kodak}" ${GPU_EXTRA:-}
-  local ckpt
-  ckpt=$(ls -d "$BENCH_TRAIN_DIR"/msh-*)
-  cp "$ckpt/log.jsonl" "$out/log.jsonl"
-  "$python" -m plugins.learned.training.msh --out "$ckpt" --export "$out/msh-gpu.safetensors" \
-    --kodak "${GPU_KODAK:-datasets/kodak}" --threads "$(nproc)"
+  export PYTHONUNBUFFERED=1
+  read -r -a rates <<<"${GPU_LRS:-${GPU_LR:-5e-5}}"
+  if [ "${#rates[@]}" -eq 1 ]; then
+    arm "$out" "${rates[0]}"
+    return
+  fi
+  local pids=() failed=0 lr
+  for lr in "${rates[@]}"; do
+    mkdir -p "$out/lr-$lr"
+    arm "$out/lr-$lr" "$lr" >"$out/lr-$lr/console.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then
+      echo "arm lr ${rates[$i]}: done"
+    else
+      echo "arm lr ${rates[$i]}: failed"; tail -20 "$out/lr-${rates[$i]}/console.log"; failed=1
+    fi
+  done
+  return "$failed"
 }
 
 case "${1:-}" in

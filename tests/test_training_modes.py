@@ -19,7 +19,12 @@ torch = pytest.importorskip("torch")
 from bench.published import MBT2018_MEAN_KODAK  # noqa: E402
 from plugins.learned.training import msh as tr  # noqa: E402
 from plugins.learned.training import relay  # noqa: E402
-from plugins.learned.training.precision import TrainMode, rd_forward, time_step  # noqa: E402
+from plugins.learned.training.precision import (  # noqa: E402
+    TrainMode,
+    rd_forward,
+    time_step,
+    validated_modes,
+)
 from plugins.learned.training.rd_step import RDStep  # noqa: E402
 from plugins.learned.training.run import CHECKPOINT_NAME, LOG_NAME, Run  # noqa: E402
 from plugins.learned.training.schedule import CosineSchedule  # noqa: E402
@@ -294,6 +299,8 @@ def test_cuda_mode_is_described_without_a_gpu():
     if not torch.cuda.is_available():
         with pytest.raises((AssertionError, RuntimeError)):
             mode.prepare_batch(torch.zeros(1, 3, 8, 8))
+    # precision auto on a GPU: mixed (bf16 with the analysis transform in float32)
+    assert [m.label for m in validated_modes("cuda")] == ["cuda-mixed-cl"]
 
 
 # ------------------------------------------------------------------ relay directory

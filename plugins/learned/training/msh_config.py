@@ -281,7 +281,7 @@ def add_config_options(
         ("seed", int, "random seed (default 0)"),
         ("log-every", int, "iterations between log records"),
         ("kodak", str, "Kodak folder (evaluation only)"),
-        ("device", str, "cpu or cuda (cuda trains with bf16 autocast)"),
+        ("device", str, "cpu or cuda (auto precision there: mixed)"),
         ("precision", str, "fp32, bf16 (autocast of the transforms), mixed (bf16 with the "
                            "analysis transform in fp32) or auto (default): the fastest mode "
                            "whose A/B against fp32 passed"),
