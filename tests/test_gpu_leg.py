@@ -26,38 +26,50 @@ KODIM23 = ROOT / "datasets" / "kodak" / "kodim23.png"
 NOT_ON_DEVICE = ("platformdirs", "pywt", "pillow_heif", "plotly", "dask", "bjontegaard")
 
 
-@pytest.mark.skipif(
+needs_photos = pytest.mark.skipif(
     not all((TRAIN / p).is_file() for p in PHOTOS) or shutil.which("bash") is None,
     reason="training photos or bash not present",
 )
-def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_path):
-    from plugins.learned.weights import BUNDLED_NAME
-    from plugins.learned.weights.format import load_weights
 
+
+def _leg(tmp_path: Path, **settings: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """Run ``gpu_leg.sh run`` on the CPU in ``tmp_path`` with two photos, kodim23 alone, a
+    3-second time limit, the device's missing packages blocked and ``settings`` on top;
+    returns the finished process, ``$OUT`` and the staging folder."""
     data, kodak, out, stage = (tmp_path / n for n in ("data", "kodak", "out", "stage"))
     for folder in (data, kodak, out, stage):
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
     for p in PHOTOS:
         shutil.copy(TRAIN / p, data / Path(p).name)
     shutil.copy(KODIM23, kodak)
     # the device's Python lacks these project dependencies (and carries no wheel of them):
     # the leg must not import them
     blocker = tmp_path / "blocker"
-    blocker.mkdir()
+    blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(
         f"import sys\nfor name in {NOT_ON_DEVICE!r}:\n    sys.modules[name] = None\n"
     )
     env = {
         **os.environ, "OUT": str(out), "GPU_STAGE": str(stage), "TRAIN_DATA": str(data),
         "GPU_KODAK": str(kodak), "GPU_DEVICE": "cpu", "GPU_PRECISION": "fp32",
-        "GPU_SECONDS": "3", "GPU_BATCH": "1", "GPU_LOADERS": "2", "GPU_EXTRA": "--crop 128",
-        "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
+        "GPU_SECONDS": "3", "GPU_BATCH": "1", "GPU_LOADERS": "2", "GPU_THREADS": "1",
+        "GPU_EXTRA": "--crop 128", "PYTHON": sys.executable, "TMPDIR": str(tmp_path),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")])),
+        **settings,
     }  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_leg.sh"), "run"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+    return done, out, stage
+
+
+@needs_photos
+def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_path):
+    from plugins.learned.weights import BUNDLED_NAME
+    from plugins.learned.weights.format import load_weights
+
+    done, out, _ = _leg(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
         "log.jsonl", "msh-gpu.json", "msh-gpu.safetensors"
@@ -80,4 +92,32 @@ def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_pat
     kodak_eval = sidecar["kodak_eval"]
     assert kodak_eval["num_images"] == 1 and "gap_db" in kodak_eval["published_gap"]
     # the training folder it made is gone with it
+    assert not list(tmp_path.glob("tmp.*"))
+
+
+@needs_photos
+def test_gpu_leg_arms_train_side_by_side_from_the_staged_weights(tmp_path):
+    """``GPU_LRS`` with two rates: one arm per rate, each continuing the weights staged in
+    ``.gpu/init/`` into its own ``$OUT/lr-<rate>/`` with its console log."""
+    from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME
+
+    stage = tmp_path / "stage"
+    (stage / "init").mkdir(parents=True)
+    for suffix in (".safetensors", ".json"):  # staged under another name: found by its suffix
+        shutil.copy(BUNDLED_DIR / f"{BUNDLED_NAME}{suffix}", stage / "init" / f"relay{suffix}")
+    done, out, _ = _leg(tmp_path, GPU_LRS="2e-5 5e-5")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "arm lr 2e-5: done" in done.stdout and "arm lr 5e-5: done" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["lr-2e-5", "lr-5e-5"]
+    start = json.loads((BUNDLED_DIR / f"{BUNDLED_NAME}.json").read_text())["iterations"]
+    for rate in (2e-5, 5e-5):
+        arm = out / f"lr-{rate:.0e}".replace("e-05", "e-5")
+        assert sorted(p.name for p in arm.iterdir()) == [
+            "console.log", "log.jsonl", "msh-gpu.json", "msh-gpu.safetensors"
+        ]  # fmt: skip
+        assert "starting from" in (arm / "console.log").read_text()
+        sidecar = json.loads((arm / "msh-gpu.json").read_text())
+        assert sidecar["config"]["lr"] == sidecar["config"]["lr_min"] == rate
+        assert sidecar["iterations"] > start
+        assert sidecar["legs"][-1]["from_iteration"] == start
     assert not list(tmp_path.glob("tmp.*"))
