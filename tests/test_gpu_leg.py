@@ -87,6 +87,8 @@ def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_pat
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["planned_end"] for r in records if r["type"] == "leg"] == [100_000_000]
     assert sidecar["config"]["lr"] == sidecar["config"]["lr_min"] == 5e-5
+    # so that a leg continuing these weights notes no change it did not make
+    assert sidecar["config"]["quantization"] == "ste"
     _, meta = load_weights(out / "msh-gpu.safetensors")
     assert int(meta["iterations"]) == sidecar["iterations"]
     kodak_eval = sidecar["kodak_eval"]

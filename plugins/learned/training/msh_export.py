@@ -121,6 +121,7 @@ def export(
             "N": cfg.N,
             "M": cfg.M,
             "lmbda": cfg.lmbda,
+            "quantization": cfg.quantization,
             "crop": cfg.crop,
             "scale_min": cfg.scale_min,
             "batch": cfg.batch,
