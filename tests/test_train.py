@@ -252,7 +252,29 @@ def test_crops_cut_by_threads_are_the_same_batches(data_dir):
         assert pooled.pool is not None and alone.pool is None
         for _ in range(3):
             assert torch.equal(alone(rngs[0]), pooled(rngs[1]))
-    assert rngs[0].random() == rngs[1].random()
+        # the pooled sampler has drawn a fourth batch ahead; rewind puts its numbers back
+        assert rngs[0].bit_generator.state != rngs[1].bit_generator.state
+        pooled.rewind()
+        assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
+        assert torch.equal(alone(rngs[0]), pooled(rngs[1]))
+        with pytest.raises(ValueError, match="one generator"):
+            pooled(np.random.default_rng(5))
+    assert rngs[0].random() == rngs[1].random()  # leaving the context rewinds too
+
+
+def test_prefetched_crops_resume_like_an_uninterrupted_run(data_dir, tmp_path):
+    """Loader threads cut the next batch ahead of the step; a checkpoint saves the generator
+    as the batches trained on left it, so a run stopped and resumed with loader threads ends
+    with the weights of a straight run on the calling thread."""
+    common = dict(data=str(data_dir), kodak=str(KODAK), eval_every=0, **TINY)
+    stopped = tr.train(tmp_path / "a", iterations=6, stop_at=3, loader_threads=2, **common)
+    assert stopped["iteration"] == 3
+    tr.train(tmp_path / "a", resume=True, iterations=6, loader_threads=2, precision="fp32",
+             channels_last=False)  # fmt: skip
+    tr.train(tmp_path / "b", iterations=6, **common)
+    a, b = (tr.load_checkpoint(tmp_path / n)["model"] for n in ("a", "b"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_time_limit_stops_a_leg_with_a_checkpoint(data_dir, tmp_path):

@@ -200,13 +200,14 @@ def train(out: Path, *, resume: bool, console=print, **options: Any) -> dict[str
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console(f"HC training, mode {mode.label} on {leg['device']}, threads {threads.label}")
 
+    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
+
     def checkpoint(reason: str) -> None:
+        sampler.rewind()  # the saved generator state is that of the batches trained on
         extra = {"last_eval": last_eval, "manifest_sha256": manifest, "config": cfg.to_dict()}
         run.checkpoint(reason, {**rd_step.state_dict(), **extra})
 
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
-
-    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
 
     def batch():
         return mode.prepare_batch(sampler(run.rng))

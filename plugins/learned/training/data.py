@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +122,22 @@ def sample_batch(
 
     All random numbers are drawn here, crop by crop in the same order, before any crop is cut;
     ``pool`` (a thread pool; PIL's resize releases the GIL) cuts them in parallel, with the
-    same batch as without it. A GPU waits for this on a single thread.
+    same batch as without it.
     """
-    import torch
+    return _cut_crops(_plan_crops(images, rng, batch, crop, scale_min), crop, pool)
 
+
+_Plan = list[tuple[np.ndarray, int, int, int, bool]]
+
+
+def _plan_crops(
+    images: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    batch: int,
+    crop: int,
+    scale_min: float,
+) -> _Plan:
+    """The random part of :func:`sample_batch`: (image, top, left, side, flip) per crop."""
     if not 0.0 < scale_min <= 1.0:
         raise ValueError(f"scale_min must be in (0, 1], got {scale_min}")
     plans = []
@@ -138,7 +150,14 @@ def sample_batch(
         y0 = int(rng.integers(h - side + 1))
         x0 = int(rng.integers(w - side + 1))
         plans.append((img, y0, x0, side, bool(rng.random() < 0.5)))
-    out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
+    return plans
+
+
+def _cut_crops(plans: _Plan, crop: int, pool: Executor | None):
+    """The deterministic part of :func:`sample_batch`: cut, resize and flip each planned crop."""
+    import torch
+
+    out = np.empty((len(plans), crop, crop, 3), dtype=np.uint8)
 
     def cut(b: int) -> None:
         img, y0, x0, side, flip = plans[b]
@@ -148,17 +167,22 @@ def sample_batch(
         out[b] = patch[:, ::-1] if flip else patch
 
     if pool is None:
-        for b in range(batch):
+        for b in range(len(plans)):
             cut(b)
     else:
-        list(pool.map(cut, range(batch)))
+        list(pool.map(cut, range(len(plans))))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class CropSampler:
     """:func:`sample_batch` with fixed ``images``, ``batch``, ``crop`` and ``scale_min``, the
     crops cut by ``threads`` threads (0: the calling thread). A context manager: leaving it
-    ends the threads. ``sampler(rng)`` is one batch, the same whatever ``threads``."""
+    ends the threads. ``sampler(rng)`` is one batch, the same whatever ``threads``.
+
+    With threads, the next batch is drawn from ``rng`` and cut while the caller trains on this
+    one (a GPU step then waits for no crop): call it with one generator only, and
+    :meth:`rewind` before saving that generator's state, which puts it back to where the
+    batches handed out so far left it (the prefetched batch is drawn again after)."""
 
     def __init__(
         self,
@@ -170,16 +194,43 @@ class CropSampler:
     ) -> None:
         self.images, self.batch, self.crop, self.scale_min = images, batch, crop, scale_min
         self.pool = ThreadPoolExecutor(threads) if threads > 0 else None
+        # one thread that runs the next batch's cutting on ``pool`` (a job waiting on its own
+        # pool's workers could deadlock)
+        self._feeder = ThreadPoolExecutor(1) if threads > 0 else None
+        self._pending: Future | None = None
+        self._rng: np.random.Generator | None = None
+        self._state_before: dict | None = None
 
     def __call__(self, rng: np.random.Generator):
-        return sample_batch(self.images, rng, self.batch, self.crop, self.scale_min, self.pool)
+        if self._feeder is None:
+            return sample_batch(self.images, rng, self.batch, self.crop, self.scale_min, self.pool)
+        if self._pending is not None and rng is not self._rng:
+            raise ValueError("a prefetching CropSampler serves one generator; rewind() first")
+        x = (self._pending or self._submit(rng)).result()
+        self._rng, self._state_before = rng, rng.bit_generator.state
+        self._pending = self._submit(rng)
+        return x
+
+    def _submit(self, rng: np.random.Generator) -> Future:
+        plans = _plan_crops(self.images, rng, self.batch, self.crop, self.scale_min)
+        return self._feeder.submit(_cut_crops, plans, self.crop, self.pool)
+
+    def rewind(self) -> None:
+        """Drop the prefetched batch and put its random numbers back into the generator."""
+        if self._pending is None:
+            return
+        self._pending.result()  # let the cutting finish before the arrays are dropped
+        self._rng.bit_generator.state = self._state_before
+        self._pending = self._rng = self._state_before = None
 
     def __enter__(self) -> CropSampler:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        self.rewind()
+        for executor in (self._feeder, self.pool):
+            if executor is not None:
+                executor.shutdown()
 
 
 def _resized(patch: np.ndarray, side: int) -> np.ndarray:

@@ -134,7 +134,10 @@ def train(
     run.log({"type": "leg", **leg, "planned_end": cfg.iterations})
     console.print(f"training mode {mode.label} on {leg['device']}, threads {leg['threads']}")
 
+    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
+
     def checkpoint(reason: str) -> None:
+        sampler.rewind()  # the saved generator state is that of the batches trained on
         extra = {"last_eval": last_eval, "manifest_sha256": manifest, "config": cfg.to_dict()}
         run.checkpoint(reason, {**rd_step.state_dict(), **extra})
 
@@ -142,8 +145,6 @@ def train(
     last = min(cfg.iterations, cfg.stop_at) if cfg.stop_at > 0 else cfg.iterations
     progress = progress_bar(console, "{task.fields[status]}")
     task = progress.add_task("training", total=cfg.iterations, completed=run.iteration, status="")
-
-    sampler = CropSampler(images, cfg.batch, cfg.crop, cfg.scale_min, cfg.loader_threads)
 
     def batch():
         return mode.prepare_batch(sampler(run.rng))
