@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # One prepared GPU leg of the base model's training relay (README "A GPU leg").
 #
-# Here, on the CPU machine:   bash scripts/gpu_leg.sh prepare
+# Here, first:   bash scripts/gpu_leg.sh travel
+#   checks out a local branch (gpu-travel, never pushed) without what the leg does not need and
+#   the 64 MiB would not hold: the bundled weights, results/, and the Kodak images but the
+#   relay's evaluation subset; `bash scripts/gpu_leg.sh home` returns to the branch it left.
+# Then, on the CPU machine:   bash scripts/gpu_leg.sh prepare
 #   fills the git-ignored .gpu/ with the wheels the device's Python (3.12, torch but no
 #   compressai) lacks and with as many training photos (never Kodak) as fit beside the work
 #   tree in the 64 MiB that travel, then prints the device call to make.
@@ -24,6 +28,42 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${GPU_STAGE:-.gpu}
 limit=$((64 * 1024 * 1024))
+
+travel_branch=gpu-travel
+# Kodak images the relay evaluates (plugins/learned/training/data.py, DEFAULT_EVAL_IMAGES)
+keep_kodak="kodim01 kodim05 kodim15 kodim23"
+
+travel() {
+  git diff --quiet HEAD && git diff --cached --quiet ||
+    { echo "commit or stash your changes first: travel checks out another branch" >&2; exit 1; }
+  local from home_file
+  home_file=$(git rev-parse --git-dir)/gpu-leg-home
+  from=$(git rev-parse --abbrev-ref HEAD)
+  [ "$from" != "$travel_branch" ] || { echo "already on $travel_branch" >&2; exit 1; }
+  echo "$from" >"$home_file"
+  git checkout -q -B "$travel_branch"
+  local drop=() f
+  while IFS= read -r f; do
+    case "$f" in
+      plugins/*/weights/*.safetensors | results/*) drop+=("$f") ;;
+      datasets/kodak/kodim*.png) [[ " $keep_kodak " == *" $(basename "$f" .png) "* ]] || drop+=("$f") ;;
+    esac
+  done < <(git ls-files)
+  git rm -q -- "${drop[@]}"
+  git -c user.name="gpu leg" -c user.email=gpu-leg@localhost \
+    commit -q -m "gpu leg: a light tree to travel (local, never pushed)"
+  echo "on $travel_branch: ${#drop[@]} files left behind; back with: bash scripts/gpu_leg.sh home"
+}
+
+home() {
+  local home_file
+  home_file=$(git rev-parse --git-dir)/gpu-leg-home
+  [ -f "$home_file" ] || { echo "no travel to come back from" >&2; exit 1; }
+  git checkout -q "$(cat "$home_file")"
+  git branch -q -D "$travel_branch"
+  rm -f "$home_file"
+  echo "back on $(git rev-parse --abbrev-ref HEAD)"
+}
 
 prepare() {
   local data=${TRAIN_DATA:-../shared/datasets/train}
@@ -122,7 +162,9 @@ run() {
 }
 
 case "${1:-}" in
+  travel) travel ;;
+  home) home ;;
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: bash scripts/gpu_leg.sh prepare|run" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu_leg.sh travel|prepare|run|home" >&2; exit 2 ;;
 esac

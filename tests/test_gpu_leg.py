@@ -123,3 +123,48 @@ def test_gpu_leg_arms_train_side_by_side_from_the_staged_weights(tmp_path):
         assert sidecar["iterations"] > start
         assert sidecar["legs"][-1]["from_iteration"] == start
     assert not list(tmp_path.glob("tmp.*"))
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None,
+                    reason="git or bash not present")  # fmt: skip
+def test_travel_leaves_the_heavy_files_on_a_local_branch_and_home_brings_them_back(tmp_path):
+    """``travel`` checks out a local branch whose tree fits the 64 MiB beside the training
+    photos (no bundled weights, no results, Kodak's evaluation subset alone); ``home`` returns
+    to the branch it left, with every file back, and deletes the travel branch."""
+    clone = tmp_path / "clone"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "clone", "-q", "--local", str(ROOT), str(clone)], check=True)
+    shutil.copy(ROOT / "scripts" / "gpu_leg.sh", clone / "scripts" / "gpu_leg.sh")  # this one
+    subprocess.run([*git, "commit", "-qam", "the script under test"], cwd=clone, check=False)
+
+    def leg(verb: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "scripts/gpu_leg.sh", verb], cwd=clone,
+                              capture_output=True, text=True)  # fmt: skip
+
+    def branch() -> str:
+        return subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=clone,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    home_branch = branch()
+    before = sorted(p.name for p in (clone / "datasets" / "kodak").glob("*.png"))
+    assert leg("travel").returncode == 0
+    assert branch() == "gpu-travel"
+    assert sorted(p.name for p in (clone / "datasets" / "kodak").glob("*.png")) == [
+        "kodim01.png", "kodim05.png", "kodim15.png", "kodim23.png"
+    ]  # fmt: skip
+    assert not list(clone.glob("plugins/*/weights/*.safetensors"))
+    assert not (clone / "results").exists()
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=clone, capture_output=True).stdout
+    size = sum((clone / f).stat().st_size for f in tracked.decode().split("\0") if f)
+    assert size < 16 * 1024 * 1024  # leaves 48 MiB of the 64 for .gpu/
+    assert leg("travel").returncode != 0  # already travelling
+    done = leg("home")
+    assert done.returncode == 0, done.stderr
+    assert branch() == home_branch
+    assert sorted(p.name for p in (clone / "datasets" / "kodak").glob("*.png")) == before
+    assert list(clone.glob("plugins/*/weights/*.safetensors"))
+    branches = subprocess.run(["git", "branch"], cwd=clone, capture_output=True, text=True)
+    assert "gpu-travel" not in branches.stdout
+    assert leg("home").returncode != 0  # nothing to come back from
+    (clone / "README.md").write_text("changed")
+    assert "commit or stash" in leg("travel").stderr and branch() == home_branch
