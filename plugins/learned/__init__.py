@@ -1,6 +1,6 @@
 """Built-in plugin for the learned codecs' base model: the ``msh`` trainer (``bench train msh``,
-CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`), ``bench train-export`` and
-``bench train-fork``.
+CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`), ``bench train-export``,
+``bench train-eval`` and ``bench train-fork``.
 
 Heavy modules (torch, compressai) are imported inside the trainer and the command so that
 ``bench --help`` stays fast. The torchvision/compressai import fix is in
@@ -69,6 +69,48 @@ def register_commands(cli: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(BAD_INPUT) from exc
         typer.echo(f"wrote {out} and {sidecar_path(out)}")
+
+    @cli.command("train-eval")
+    def train_eval_command(
+        weights: Annotated[list[Path], typer.Argument(help="Exported .safetensors files.")],
+        kodak: Annotated[Path | None, _opt("--kodak", "Kodak folder (default: bundled).")] = None,
+        images: Annotated[
+            str | None, _opt("--images", "Comma-separated Kodak names (default: all 24).")
+        ] = None,
+        threads: Annotated[int, _opt("--threads", "torch threads.")] = 1,
+        as_json: Annotated[
+            bool, _opt("--json", "One JSON object per file (per-image values, full precision).")
+        ] = False,
+    ) -> None:
+        """Evaluate exported weights on Kodak with real coding: mean bpp, PSNR-RGB and the
+        distance below CompressAI's published mbt2018-mean curve at that bpp."""
+        import json
+
+        from bench.published import MBT2018_MEAN_KODAK
+        from plugins.learned.training.data import DEFAULT_KODAK
+        from plugins.learned.training.evaluation import evaluate_weights
+
+        names = [n.strip() for n in images.split(",") if n.strip()] if images else None
+        failed = False
+        for path in weights:
+            try:
+                result, meta = evaluate_weights(path, kodak or DEFAULT_KODAK, names, threads)
+            except (FileNotFoundError, ValueError) as exc:
+                typer.echo(f"error: {path}: {exc}", err=True)
+                failed = True
+                continue
+            if as_json:
+                record = {"weights": str(path), "iterations": meta.get("iterations"), **result}
+                typer.echo(json.dumps(record))
+                continue
+            gap = MBT2018_MEAN_KODAK.gap_db(result["bpp"], result["psnr_rgb"])
+            typer.echo(
+                f"{path}: {meta.get('iterations', '?')} iterations; Kodak "
+                f"({len(result['images'])} images) {result['bpp']:.4f} bpp, "
+                f"{result['psnr_rgb']:.3f} dB PSNR-RGB, {gap.describe()}"
+            )
+        if failed:
+            raise typer.Exit(BAD_INPUT)
 
     @cli.command("train-fork")
     def train_fork_command(

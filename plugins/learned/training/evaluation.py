@@ -99,3 +99,20 @@ def evaluate(model, images: dict[str, np.ndarray], *, prepared: bool = False) ->
         "per_image": per_image,
         "eval_seconds": time.perf_counter() - t0,
     }
+
+
+def evaluate_weights(
+    path, kodak, names=None, threads: int = 1
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`evaluate` of exported weights (a ``.safetensors`` file, as shipped: float16) on
+    the Kodak folder ``kodak`` (all ``kodim*.png``, or the stems in ``names``), on ``threads``
+    torch threads. Returns the evaluation and the file's metadata (``iterations``...).
+    ``FileNotFoundError``/``ValueError`` for a missing or foreign file or missing images."""
+    import torch
+
+    from plugins.learned.training.data import load_kodak
+    from plugins.learned.weights.format import load_weights
+
+    torch.set_num_threads(threads)
+    model, meta = load_weights(path)
+    return evaluate(model, load_kodak(kodak, names), prepared=True), meta
