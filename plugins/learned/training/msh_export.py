@@ -12,13 +12,12 @@ from typing import Any
 
 from bench.hashing import sha256_file
 from bench.published import MBT2018_MEAN_KODAK
-from plugins.learned.training.data import load_kodak
 from plugins.learned.training.ema import exported_state
-from plugins.learned.training.evaluation import evaluate
+from plugins.learned.training.evaluation import evaluate_weights
 from plugins.learned.training.files import atomic_write_json
 from plugins.learned.training.msh_config import TrainConfig, load_checkpoint
 from plugins.learned.training.run import CheckpointError
-from plugins.learned.weights.format import WEIGHTS_FORMAT, build_model, load_weights, sidecar_path
+from plugins.learned.weights.format import WEIGHTS_FORMAT, build_model, sidecar_path
 
 #: Exported weights larger than this are refused (the shipped file must stay <= 16 MB). N=128,
 #: M=192 has 7.03M parameters: about 14.1 MB in float16 plus the CDF tables (< 1 MB).
@@ -106,9 +105,9 @@ def export(
     digest = sha256_file(out_file)
 
     console.print(f"wrote {out_file} ({size / 1e6:.2f} MB); evaluating on Kodak with real coding")
-    loaded, _ = load_weights(out_file)
-    kodak_set = load_kodak(kodak or cfg.kodak, kodak_images)
-    result = evaluate(loaded, kodak_set, prepared=True)
+    result, _ = evaluate_weights(
+        out_file, kodak or cfg.kodak, kodak_images, torch.get_num_threads()
+    )
     sidecar = {
         "format": WEIGHTS_FORMAT,
         "model": "compressai.models.MeanScaleHyperprior (Minnen 2018 without context model)",
@@ -146,7 +145,7 @@ def export(
         "last_training_eval": _strip_eval(state.get("last_eval")),
         "kodak_eval": {
             "what": "float16 weights as shipped, real compress/decompress, non-progressive",
-            "num_images": len(kodak_set),
+            "num_images": len(result["images"]),
             "bpp_mean": result["bpp"],
             "psnr_rgb_mean": result["psnr_rgb"],
             "published_gap": result["published_gap"],
@@ -159,7 +158,7 @@ def export(
     atomic_write_json(sidecar_path(out_file), sidecar)
     gap = MBT2018_MEAN_KODAK.gap_db(result["bpp"], result["psnr_rgb"])
     console.print(
-        f"Kodak ({len(kodak_set)} images): {result['bpp']:.4f} bpp, "
+        f"Kodak ({len(result['images'])} images): {result['bpp']:.4f} bpp, "
         f"{result['psnr_rgb']:.2f} dB PSNR-RGB, {gap.describe()}; sidecar {sidecar_path(out_file)}"
     )
     return sidecar
