@@ -21,7 +21,7 @@
 # exported), GPU_LRS (several rates: arms side by side), GPU_LOADERS (crop-cutting threads per
 # arm, 12), GPU_THREADS (torch threads per arm, all cores), GPU_DEVICE (cuda; cpu runs the same
 # path for the tests), GPU_PRECISION (auto), GPU_KODAK (datasets/kodak), GPU_INIT (prepare:
-# weights to continue instead of the shipped base, staged as .gpu/init/; run: found there),
+# weights to continue, staged as .gpu/init/, the shipped base when unset; run: found there),
 # GPU_EXTRA (more `bench train msh` options), TRAIN_DATA (prepare: ../shared/datasets/train;
 # run: the staged photos), GPU_STAGE (the staging folder, .gpu), PYTHON (python3).
 set -euo pipefail
@@ -65,13 +65,35 @@ home() {
   echo "back on $(git rev-parse --abbrev-ref HEAD)"
 }
 
-prepare() {
-  local data=${TRAIN_DATA:-../shared/datasets/train}
-  rm -rf "$stage" && mkdir -p "$stage/wheels" "$stage/train" "$stage/init"
+# The weights the leg continues, into $stage/init/ with their sidecar: GPU_INIT, else the
+# shipped base (BUNDLED_NAME in plugins/learned/weights/specs.py), from the work tree or, after
+# `travel` left it behind, from the branch travel left.
+stage_init() {
   if [ -n "${GPU_INIT:-}" ]; then
     cp "$GPU_INIT" "$stage/init/"
     [ ! -f "${GPU_INIT%.safetensors}.json" ] || cp "${GPU_INIT%.safetensors}.json" "$stage/init/"
+    return
   fi
+  local name base rev=HEAD home_file ext
+  name=$(sed -n 's/^BUNDLED_NAME = "\(.*\)"$/\1/p' plugins/learned/weights/specs.py)
+  [ -n "$name" ] || { echo "no BUNDLED_NAME in plugins/learned/weights/specs.py" >&2; exit 1; }
+  base=plugins/learned/weights/$name
+  home_file=$(git rev-parse --git-dir)/gpu-leg-home
+  [ ! -f "$home_file" ] || rev=$(cat "$home_file")
+  for ext in safetensors json; do
+    if [ -f "$base.$ext" ]; then
+      cp "$base.$ext" "$stage/init/"
+    else
+      git show "$rev:$base.$ext" >"$stage/init/$name.$ext"
+    fi
+  done
+  echo "$stage/init: the shipped base $name (no GPU_INIT)"
+}
+
+prepare() {
+  local data=${TRAIN_DATA:-../shared/datasets/train}
+  rm -rf "$stage" && mkdir -p "$stage/wheels" "$stage/train" "$stage/init"
+  stage_init
   # the device's Python is 3.12 and has torch, numpy, pillow, safetensors, rich, typer, pluggy
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \

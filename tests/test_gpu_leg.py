@@ -168,3 +168,50 @@ def test_travel_leaves_the_heavy_files_on_a_local_branch_and_home_brings_them_ba
     assert leg("home").returncode != 0  # nothing to come back from
     (clone / "README.md").write_text("changed")
     assert "commit or stash" in leg("travel").stderr and branch() == home_branch
+
+
+@needs_photos
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".venv" / "bin" / "python").exists(),
+                    reason="git or the project's .venv not present")  # fmt: skip
+def test_prepare_after_travel_stages_the_shipped_base_the_tree_left_behind(tmp_path):
+    """Without ``GPU_INIT``, ``prepare`` stages the shipped base and its sidecar (byte for byte)
+    in ``.gpu/init/`` even on the travel branch, whose tree no longer holds them, so the device
+    run never falls back to weights that did not travel; the photos fill what is left of the
+    64 MiB. (The wheels are really downloaded: a package registry must be reachable.)"""
+    from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME
+
+    clone = tmp_path / "clone"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "clone", "-q", "--local", str(ROOT), str(clone)], check=True)
+    shutil.copy(ROOT / "scripts" / "gpu_leg.sh", clone / "scripts" / "gpu_leg.sh")  # this one
+    subprocess.run([*git, "commit", "-qam", "the script under test"], cwd=clone, check=False)
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in PHOTOS:
+        shutil.copy(TRAIN / p, data / Path(p).name)
+    env = {**os.environ, "TRAIN_DATA": str(data)}
+    env.pop("GPU_INIT", None)
+
+    def leg(verb: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "scripts/gpu_leg.sh", verb], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    assert leg("travel").returncode == 0
+    assert not list(clone.glob("plugins/learned/weights/*.safetensors"))
+    done = leg("prepare")
+    assert done.returncode == 0, done.stderr
+    staged = clone / ".gpu" / "init"
+    assert sorted(p.name for p in staged.iterdir()) == [
+        f"{BUNDLED_NAME}.json", f"{BUNDLED_NAME}.safetensors"
+    ]  # fmt: skip
+    for suffix in (".json", ".safetensors"):
+        assert (staged / f"{BUNDLED_NAME}{suffix}").read_bytes() == (
+            BUNDLED_DIR / f"{BUNDLED_NAME}{suffix}"
+        ).read_bytes()
+    assert len(list((clone / ".gpu" / "train").iterdir())) == len(PHOTOS)
+    assert {w.name.split("-")[0] for w in (clone / ".gpu" / "wheels").glob("*.whl")} == {
+        "compressai", "constriction", "pytorch_msssim"
+    }  # fmt: skip
+    assert "2 training photos" in done.stdout
+    assert leg("home").returncode == 0
