@@ -358,9 +358,13 @@ def test_bench_train_relay_starts_from_shipped_weights_then_continues(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "starting from" in proc.stderr
+    run = tmp_path / "relay" / relay.run_name(128, 192, tr.TrainConfig().lmbda)
+    stored = tr.load_checkpoint(run)["config"]
+    # the restart's own schedule, not the shipped file's (whose planned end may be near)
+    assert {k: stored[k] for k in relay.RESTART_SCHEDULE} == relay.RESTART_SCHEDULE
+    assert stored["iterations"] > int(sidecar["config"]["planned_iterations"])
     assert tr.main(["--stop-at", str(start + 2), *common]) == 0
     assert "continuing" in capsys.readouterr().err
-    run = tmp_path / "relay" / relay.run_name(128, 192, tr.TrainConfig().lmbda)
     state = tr.load_checkpoint(run)
     assert state["iteration"] == start + 2
     shipped_legs = legs_of_weights(SHIPPED / f"{BUNDLED_NAME}.safetensors")

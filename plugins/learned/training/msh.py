@@ -272,7 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors",
         )
         print(what, file=sys.stderr)
-        summary = train(out, resume=resume, **{**config_options(args, TrainConfig), "init": init})
+        options = config_options(args, TrainConfig)
+        if args.out is None and args.init is None and init is not None:  # restart: shipped file
+            given = {k: v for k, v in options.items() if v is not None}
+            options = {**relay.RESTART_SCHEDULE, **given}
+        summary = train(out, resume=resume, **{**options, "init": init})
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
