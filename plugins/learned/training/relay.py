@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 #: The schedule of a relay that restarts from the shipped weights (a new machine: no checkpoint
 #: in the relay directory), under whatever the command line gives. The shipped file's own
 #: schedule may end soon after its iteration (the lambda 0.13 file's planned end, 204,000, was
