@@ -11,6 +11,10 @@ image (padded to a multiple of 64, reconstruction cropped and rounded to uint8),
 * **unquantized**: ``g_s(g_a(x))``, the transforms' ceiling: no entropy model or quantizer
   change can code better than this without better transforms.
 
+It also says how the latent's bits spread over its M channels (the rounded latents' likelihoods
+under the hyperprior, summed over the images): how many channels hold 50/80/95/99 % of them.
+When nearly every channel is needed, the latent's width M limits the model at this rate.
+
 The last line compares the means with CompressAI's published mbt2018-mean curve at the coded
 mean bpp (:mod:`bench.published`). A diagnostic, not a test; about 3 s per image on one core::
 
@@ -43,11 +47,14 @@ from plugins.learned.weights.format import load_weights  # noqa: E402
 from plugins.learned.weights.specs import BUNDLED_NAME, find_bundled  # noqa: E402
 
 KODAK = ROOT / "datasets" / "kodak"
+#: Shares of the latent's bits for which :func:`channel_spread` counts the channels.
+SHARES = (0.5, 0.8, 0.95, 0.99)
 
 
-def reconstructions(model, img: np.ndarray, seed: int) -> dict[str, float]:
+def reconstructions(model, img: np.ndarray, seed: int) -> tuple[dict[str, float], np.ndarray]:
     """PSNR-RGB of the rounded, noisy and unquantized latents' reconstructions of ``img``
-    (``(H, W, 3)`` uint8), ``model`` in eval mode."""
+    (``(H, W, 3)`` uint8), ``model`` in eval mode, and the rounded latent's bits per channel
+    (``(M,)`` float64, -log2 of the hyperprior's likelihoods)."""
     import torch
 
     h, w = img.shape[:2]
@@ -58,12 +65,23 @@ def reconstructions(model, img: np.ndarray, seed: int) -> dict[str, float]:
         z_hat = model.entropy_bottleneck.quantize(
             model.h_a(y), "dequantize", model.entropy_bottleneck._get_medians()
         )
-        _, means = model.h_s(z_hat).chunk(2, 1)
+        scales, means = model.h_s(z_hat).chunk(2, 1)
         noise = torch.rand(y.shape, generator=generator) - 0.5
-        latents = {"rounded": torch.round(y - means) + means, "noise": y + noise, "unquantized": y}
-        return {
+        rounded = torch.round(y - means) + means
+        latents = {"rounded": rounded, "noise": y + noise, "unquantized": y}
+        psnrs = {
             name: psnr_rgb(img, to_uint8(model.g_s(v)[..., :h, :w])) for name, v in latents.items()
         }
+        likelihoods = model.gaussian_conditional(y, scales, means, training=False)[1]
+        bits = -torch.log2(likelihoods.double())[0].sum((1, 2)).numpy()
+    return psnrs, bits
+
+
+def channel_spread(bits: np.ndarray, shares: tuple[float, ...] = SHARES) -> list[int]:
+    """How many of the channels (``bits``: ``(M,)``, any unit) hold each share of the total,
+    taking the richest channels first."""
+    cumulative = np.cumsum(np.sort(bits)[::-1]) / bits.sum()
+    return [int(np.searchsorted(cumulative, share)) + 1 for share in shares]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     images = load_kodak(KODAK, names)
     print(f"weights {weights}; {len(images)} Kodak images; PSNR-RGB in dB")
     print(f"{'image':8} {'bpp':>6} {'coded':>7} {'rounded':>8} {'noise':>7} {'unquantized':>11}")
-    rows = []
+    rows, bits = [], 0.0
     for i, (name, img) in enumerate(images.items()):
         coded = code_image(model, img)
-        row = {"bpp": coded["bpp"], "coded": coded["psnr_rgb"], **reconstructions(model, img, i)}
+        psnrs, image_bits = reconstructions(model, img, i)
+        row = {"bpp": coded["bpp"], "coded": coded["psnr_rgb"], **psnrs}
         rows.append(row)
+        bits = bits + image_bits
         print(
             f"{name:8} {row['bpp']:6.3f} {row['coded']:7.2f} {row['rounded']:8.2f} "
             f"{row['noise']:7.2f} {row['unquantized']:11.2f}"
@@ -104,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(unquantized) is {reference - mean['unquantized']:.2f} dB below it, the coded point "
         f"{reference - mean['coded']:.2f} dB"
     )
+    counts = channel_spread(bits)
+    spread = ", ".join(f"{n} for {s:.0%}" for n, s in zip(counts, SHARES, strict=True))
+    print(f"latent bits over its {len(bits)} channels: {spread} of them")
     return 0
 
 
