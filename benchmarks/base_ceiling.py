@@ -73,7 +73,10 @@ def reconstructions(model, img: np.ndarray, seed: int) -> tuple[dict[str, float]
             name: psnr_rgb(img, to_uint8(model.g_s(v)[..., :h, :w])) for name, v in latents.items()
         }
         likelihoods = model.gaussian_conditional(y, scales, means, training=False)[1]
-        # float16 files store CompressAI's 1e-9 likelihood floor as 0: put it back.
+        # float16 files store CompressAI's 1e-9 likelihood floor as 0. Those float16 constants
+        # are the shipped model for every inference path (CompressAI's modules and our own
+        # nets agree bit for bit because both read them; restoring them in load_weights
+        # breaks that), so the floor is put back here, where a log is taken.
         bits = -torch.log2(likelihoods.double().clamp_min(1e-9))[0].sum((1, 2)).numpy()
     return psnrs, bits
 
