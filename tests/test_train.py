@@ -492,6 +492,7 @@ def test_fork_copies_the_state_with_a_new_objective(stopped_and_resumed, tmp_pat
     ):
         with pytest.raises(ValueError, match=message):
             parse_changes(pairs)
+    assert parse_changes(["clip=0"]) == {"clip": 0.0}  # the gradient-norm bound: 0 is none
     for changes, message in (
         ({"lmbda": before}, "changes nothing"),
         ({"quantization": "exact"}, "quantization must be one of"),

@@ -123,7 +123,7 @@ def register_commands(cli: typer.Typer) -> None:
             typer.Option(
                 "--set",
                 help="FIELD=VALUE of an objective field (lmbda, quantization, batch, crop, "
-                "scale_min); repeatable.",
+                "scale_min, clip); repeatable.",
             ),
         ],
     ) -> None:

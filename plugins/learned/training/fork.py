@@ -3,7 +3,8 @@
 An A/B of two training settings is fair only from one state: the same weights, Adam moments,
 weight average, schedule and RNG states, so that both arms draw the same batches and noise.
 :func:`fork` copies a ``bench train msh`` checkpoint into a new directory with objective fields
-(``TrainConfig.OBJECTIVE``: ``lmbda``, ``quantization``, ``batch``, ``crop``, ``scale_min``)
+(``TrainConfig.OBJECTIVE``: ``lmbda``, ``quantization``, ``batch``, ``crop``, ``scale_min``,
+``clip``)
 changed, the ones ``bench train --resume`` refuses to change; the source's log comes along and
 ends with a ``fork`` record naming the changes. The arm then trains with
 ``bench train msh --out DST --resume``; ``benchmarks/train_speed.py --ab`` pairs two arms after

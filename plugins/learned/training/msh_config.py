@@ -102,9 +102,11 @@ class TrainConfig:
         "data", "N", "M", "lmbda", "quantization", "batch", "crop", "scale_min", "aux_lr", "clip",
         "seed",
     )  # fmt: skip
-    #: The objective's fields: a run started from exported weights notes, on its first leg,
-    #: those it changes (:func:`~plugins.learned.training.start.start_from_weights`).
-    OBJECTIVE = ("lmbda", "quantization", "batch", "crop", "scale_min")
+    #: The objective's fields (with the gradient-norm bound, which shapes every step): a run
+    #: started from exported weights notes, on its first leg, those it changes
+    #: (:func:`~plugins.learned.training.start.start_from_weights`); ``bench train-fork``
+    #: changes them for an A/B arm.
+    OBJECTIVE = ("lmbda", "quantization", "batch", "crop", "scale_min", "clip")
     #: What a stored config written before a field existed meant by its absence.
     LEGACY = {"scale_min": 1.0, "quantization": "noise"}
     #: The model's architecture: the metadata exported weights must match to start a run
