@@ -14,7 +14,7 @@ checkpoint (same weights, optimiser state and RNG, so the same batches and noise
 one setting: A the reference (``--precision fp32``), B the candidate (``--precision bf16``; or
 another peak ``--lr``). It pairs their logged training windows (mean loss per window of
 ``log_every`` iterations) and their Kodak-subset evaluations at the same iterations after the
-fork (the last ``fork`` record of either log: an arm copied from a run's checkpoint carries its
+fork (``plugins.learned.training.ab.ab_start``: an arm copied from a run's checkpoint carries its
 log up to there) and applies :data:`RULE`. ``--record`` writes a precision verdict to
 ``plugins/learned/training/precision_ab.json``, which ``bench train --precision auto`` reads.
 The arms' seconds per iteration are not compared: they ran side by side on shared cores; the
@@ -40,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from plugins.learned.training import msh as tr  # noqa: E402
+from plugins.learned.training.ab import ab_start, read_log  # noqa: E402
 from plugins.learned.training.precision import (  # noqa: E402
     AB_RECORD,
     TrainMode,
     cpu_model,
     time_step,
 )
-from plugins.learned.training.run import LOG_NAME  # noqa: E402
 from plugins.learned.weights import BUNDLED_DIR, BUNDLED_NAME  # noqa: E402
 
 TRAIN = ROOT.parent / "shared" / "datasets" / "train"
@@ -96,18 +96,11 @@ def speed(args) -> None:
         print(f"{label:<14}{t:>10.3f}{base / t:>16.2f}x")
 
 
-def _windows(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
+def _windows(rows: list[dict], start: int) -> dict[int, dict]:
+    """Training windows by iteration, evaluations by minus iteration, after ``start``."""
     return {r["iteration"]: r for r in rows if r["type"] in ("train", "eval")} | {
-        -r["iteration"]: r for r in rows if r["type"] == "eval"
+        -r["iteration"]: r for r in rows if r["type"] == "eval" and r["iteration"] > start
     }
-
-
-def _fork_iteration(run: Path) -> int:
-    """The iteration of the last ``fork`` record in a run's log (0 without one): an arm copied
-    from another run's checkpoint carries that run's log up to there, the same in both arms."""
-    rows = [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
-    return max((r["iteration"] for r in rows if r["type"] == "fork"), default=0)
 
 
 def _arm_label(rows: dict[int, dict], iteration: int) -> str:
@@ -118,8 +111,9 @@ def _arm_label(rows: dict[int, dict], iteration: int) -> str:
 def ab(args) -> None:
     """Paired comparison of two arms resumed from one checkpoint (A: reference, B: candidate)."""
     dir_a, dir_b = (Path(d) for d in args.ab)
-    a, b = _windows(dir_a), _windows(dir_b)
-    since = max(_fork_iteration(dir_a), _fork_iteration(dir_b))
+    log_a, log_b = read_log(dir_a), read_log(dir_b)
+    since = ab_start(log_a, log_b)
+    a, b = _windows(log_a, since), _windows(log_b, since)
     train_its = sorted(k for k in a if k > since and k in b and a[k]["type"] == "train")
     if len(train_its) < 4:
         sys.exit("error: fewer than 4 paired training windows; run the two arms longer")

@@ -500,3 +500,67 @@ def test_fork_copies_the_state_with_a_new_objective(stopped_and_resumed, tmp_pat
         with pytest.raises(ValueError, match=message):
             fork(src, refused, changes)
     assert not refused.exists()
+
+
+def test_train_ab_pairs_arms_from_their_shared_state(stopped_and_resumed, tmp_path):
+    """``bench train-ab``: a forked arm and a hand-copied arm are paired with their source from
+    the iteration they resumed at, evaluation by evaluation; the table is what the logs say;
+    logs of unrelated runs are refused (exit 3)."""
+    import subprocess
+    import sys
+
+    from plugins.learned.training.ab import (
+        arm_settings,
+        markdown_table,
+        paired_evaluations,
+        read_log,
+    )
+    from plugins.learned.training.fork import fork
+
+    source = tmp_path / "source"
+    shutil.copytree(stopped_and_resumed[0], source)
+    at = tr.load_checkpoint(source)["iteration"]
+    forked, copied = tmp_path / "forked", tmp_path / "copied"
+    fork(source, forked, {"lmbda": 0.05})
+    shutil.copytree(source, copied)
+    for out, lr in ((source, None), (forked, None), (copied, 3e-4)):
+        extra = {"lr": lr, "lr_min": lr} if lr else {}
+        tr.train(out, resume=True, iterations=at + 4, precision="fp32", channels_last=False,
+                 **extra)  # fmt: skip
+
+    for arm in (forked, copied):
+        start, pairs = paired_evaluations(source, arm)
+        assert start == at
+        assert [p.iteration for p in pairs] == [at + 2, at + 4]  # the stored eval_every is 2
+        evals = {
+            (name, r["iteration"]): r
+            for name, run in (("a", source), ("b", arm))
+            for r in read_log(run)
+            if r["type"] == "eval"
+        }
+        for p in pairs:
+            assert not p.averaged  # the tiny run keeps no weight average
+            a, b = evals["a", p.iteration], evals["b", p.iteration]
+            assert p.a == (a["bpp"], a["psnr_rgb"], a["published_gap"]["gap_db"])
+            assert p.difference_db == b["published_gap"]["gap_db"] - a["published_gap"]["gap_db"]
+    table = markdown_table(pairs, "source", "copy").splitlines()
+    assert table[0] == "| iterations | source | copy | difference |" and len(table) == 4
+    assert table[-1].startswith(f"| {at + 4:,} | ") and " bpp) |" in table[-1]
+
+    def bench_ab(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "bench", "--no-entry-points", "train-ab", *args],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )  # fmt: skip
+
+    done = bench_ab(str(source), str(copied))
+    assert done.returncode == 0, done.stderr
+    assert f"since iteration {at:,}" in done.stdout
+    assert f"B: {copied} ({arm_settings(copied)})" in done.stdout
+    assert arm_settings(copied) != arm_settings(source)  # the copy's own rate
+    assert "\n".join(table[1:]) in done.stdout
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / LOG_NAME).write_text('{"type": "leg", "from_iteration": 0}\n')
+    refused = bench_ab(str(source), str(tmp_path / "other"))
+    assert refused.returncode == 3 and "share no records" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,6 +1,6 @@
 """Built-in plugin for the learned codecs' base model: the ``msh`` trainer (``bench train msh``,
 CompressAI's MeanScaleHyperprior, :mod:`plugins.learned.training.msh`), ``bench train-export``,
-``bench train-eval`` and ``bench train-fork``.
+``bench train-eval``, ``bench train-fork`` and ``bench train-ab``.
 
 Heavy modules (torch, compressai) are imported inside the trainer and the command so that
 ``bench --help`` stays fast. The torchvision/compressai import fix is in
@@ -142,3 +142,29 @@ def register_commands(cli: typer.Typer) -> None:
             f"forked {checkpoint} into {out} ({described}); continue it with "
             f"bench train msh --out {out} --resume"
         )
+
+    @cli.command("train-ab")
+    def train_ab_command(
+        run_a: Annotated[Path, typer.Argument(help="Run directory of arm A (the reference).")],
+        run_b: Annotated[Path, typer.Argument(help="Run directory of arm B (the candidate).")],
+        live: Annotated[
+            bool, _opt("--live", "Compare the live weights even where a weight average is kept.")
+        ] = False,
+    ) -> None:
+        """Pair two A/B arms' Kodak-subset evaluations since their shared state: a Markdown table
+        of each arm's dB below CompressAI's published mbt2018-mean curve, and B - A."""
+        from plugins.learned.training.ab import arm_settings, markdown_table, paired_evaluations
+
+        try:
+            start, pairs = paired_evaluations(run_a, run_b, live=live)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(BAD_INPUT) from exc
+        typer.echo(f"A: {run_a} ({arm_settings(run_a)})")
+        typer.echo(f"B: {run_b} ({arm_settings(run_b)})")
+        if not pairs:
+            typer.echo(f"no evaluation of both arms since iteration {start:,} yet")
+            return
+        weights = "weight average" if all(p.averaged for p in pairs) else "live weights"
+        typer.echo(f"since iteration {start:,}; Kodak subset, {weights}, dB below mbt2018-mean:\n")
+        typer.echo(markdown_table(pairs))
