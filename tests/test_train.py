@@ -559,6 +559,13 @@ def test_train_ab_pairs_arms_from_their_shared_state(stopped_and_resumed, tmp_pa
     assert f"B: {copied} ({arm_settings(copied)})" in done.stdout
     assert arm_settings(copied) != arm_settings(source)  # the copy's own rate
     assert "\n".join(table[1:]) in done.stdout
+    with open(copied / LOG_NAME, "a") as log:  # a process killed while appending a record
+        log.write('{"type": "train", "itera')
+    assert paired_evaluations(source, copied)[1] == pairs
+    with open(copied / LOG_NAME, "a") as log:  # no longer the last line: the log is corrupt
+        log.write('\n{"type": "leg"}\n')
+    with pytest.raises(ValueError, match="is not a JSON record"):
+        read_log(copied)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / LOG_NAME).write_text('{"type": "leg", "from_iteration": 0}\n')
     refused = bench_ab(str(source), str(tmp_path / "other"))

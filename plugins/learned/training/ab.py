@@ -24,17 +24,18 @@ from plugins.learned.training.run import LOG_NAME
 
 def read_log(run: str | Path) -> list[dict[str, Any]]:
     """The records of ``run``'s ``log.jsonl`` (``run``: a run directory or the log itself).
-    ``FileNotFoundError`` when there is none; ``ValueError`` naming the line when one is not
-    JSON (a log cut mid-line by a crash keeps its earlier records readable)."""
+    A last line cut short (a process killed while appending) is left out; ``FileNotFoundError``
+    when there is no log, ``ValueError`` naming the line when an earlier one is not JSON."""
     path = Path(run)
     path = path / LOG_NAME if path.is_dir() else path
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for i, (number, line) in enumerate(lines):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
             raise ValueError(f"{path}:{number} is not a JSON record: {exc}") from exc
     return records
 
