@@ -210,8 +210,7 @@ def test_ste_quantization_decodes_the_coded_latent_with_a_straight_through_gradi
 
 def test_quantization_is_part_of_the_objective():
     """A config must name a known quantization; stored configs without one trained with noise;
-    a run from the shipped base (noise) with the default ``ste`` notes the change on its first
-    leg."""
+    a run from the shipped base (``ste``) with ``noise`` notes the change on its first leg."""
     from plugins.learned.training.start import objective_changes
 
     with pytest.raises(ValueError, match="noise, ste"):
@@ -219,11 +218,9 @@ def test_quantization_is_part_of_the_objective():
     assert tr.TrainConfig().quantization == "ste"
     assert tr.TrainConfig.from_dict({"lmbda": 0.13}).quantization == "noise"
     shipped = str(SHIPPED / f"{BUNDLED_NAME}.safetensors")
-    shipped_lambda = 0.13  # the shipped base's; the default moved to 0.11 after it shipped
-    unchanged = tr.TrainConfig(init=shipped, quantization="noise", lmbda=shipped_lambda)
-    assert objective_changes(unchanged) is None
-    changed = tr.TrainConfig(init=shipped, lmbda=shipped_lambda)
-    assert objective_changes(changed) == "quantization noise -> ste from here"
+    assert objective_changes(tr.TrainConfig(init=shipped)) is None  # the defaults trained it
+    changed = tr.TrainConfig(init=shipped, quantization="noise")
+    assert objective_changes(changed) == "quantization ste -> noise from here"
 
 
 @pytest.mark.parametrize("label", ["cpu-fp32-cl", "cpu-bf16", "cpu-bf16-cl", "cpu-mixed-cl"])

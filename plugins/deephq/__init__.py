@@ -10,7 +10,7 @@ from plugins.learned.deferred import codec_factory, deferred
 
 #: The shipped DeepHQ parameters (``plugins.deephq.codec.DEFAULT_WEIGHTS``, repeated here so that
 #: declaring the codec's parameters imports nothing heavy; tests/test_params.py checks they agree).
-DEFAULT_WEIGHTS = "bundled:deephq-msh-n128-m192-l1300-it201668"
+DEFAULT_WEIGHTS = "bundled:deephq-msh-n128-m192-l1100-it398250"
 
 
 @codec_factory("plugins.deephq.codec:DeepHQCodec")

@@ -69,7 +69,7 @@ from plugins.learned.coding.header import (
 from plugins.learned.model_io import Analysis, BaseModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_NAME = "deephq-msh-n128-m192-l1300-it201668"
+DEFAULT_NAME = "deephq-msh-n128-m192-l1100-it398250"
 DEFAULT_WEIGHTS = f"bundled:{DEFAULT_NAME}"
 TRAIN_FIX = (
     "train and export DeepHQ's parameters: `bench train deephq --step 2 ...`, then "

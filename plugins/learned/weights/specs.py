@@ -44,8 +44,8 @@ from plugins.learned.weights.format import read_sidecar
 
 #: Folder of the weights shipped with the project.
 BUNDLED_DIR = Path(__file__).resolve().parent
-#: Name of the bundled base model (N=128, M=192, lambda=0.13).
-BUNDLED_NAME = "msh-n128-m192-l1300-it201668"
+#: Name of the bundled base model (N=128, M=192, lambda=0.11).
+BUNDLED_NAME = "msh-n128-m192-l1100-it398250"
 #: Default weights of every learned codec.
 DEFAULT_WEIGHTS = f"bundled:{BUNDLED_NAME}"
 #: Environment variable with extra folders searched for ``bundled:NAME``.
