@@ -412,8 +412,14 @@ def test_a_run_from_shipped_weights_continues_their_schedule(tmp_path):
     defaults."""
     import math
 
-    weights = ROOT / "plugins" / "learned" / "weights" / f"{BUNDLED_NAME}.safetensors"
-    side = json.loads(sidecar_path(weights).read_text())
+    shipped = ROOT / "plugins" / "learned" / "weights" / f"{BUNDLED_NAME}.safetensors"
+    side = json.loads(sidecar_path(shipped).read_text())
+    # the shipped file's own rate may be constant (lr == lr_min): a copy of it with a decaying
+    # cosine shows where on the curve the continued run starts
+    side["config"] = {**side["config"], "lr": 1e-4, "lr_min": 1e-5}
+    weights = tmp_path / "cosine.safetensors"
+    shutil.copy(shipped, weights)
+    sidecar_path(weights).write_text(json.dumps(side))
     stored, at = side["config"], side["iterations"]
     start, warmup = stored.get("start_iteration", 0), stored["warmup"]
     done = (at - start - warmup) / (stored["planned_iterations"] - start - warmup)
