@@ -80,7 +80,7 @@ def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_pat
     assert sidecar["iterations"] > shipped["iterations"]
     leg = sidecar["legs"][-1]
     assert leg["mode"] == "cpu-fp32-cl" and leg["to_iteration"] == sidecar["iterations"]
-    # the trainer's defaults (lambda, quantization) where they moved past the shipped base's
+    # the GPU leg's batch and crop where they differ from the shipped base's
     assert leg["note"] == "batch 2 -> 1, crop 256 -> 128 from here"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["planned_end"] for r in records if r["type"] == "leg"] == [100_000_000]

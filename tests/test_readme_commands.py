@@ -109,7 +109,7 @@ PLAN: dict[str, Run | Skip] = {
     "bench train deephq --ladder 128,64,32,16,8,4,2,1 --grid dead-zone --export "
     "plugins/deephq/weights/deephq-msh-n128-m192-l1100-it398250.safetensors --channel-gains "
     "--data ../shared/datasets/train --threads 2": Skip(
-        "rewrites the shipped weights (2.5 min of gain measurement); tests/test_deephq.py runs "
+        "rewrites the shipped weights (a minute of gain measurement); tests/test_deephq.py runs "
         "--ladder and --channel-gains on two small crops"
     ),
 }
