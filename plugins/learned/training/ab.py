@@ -7,9 +7,9 @@ iteration the first leg after that shared history resumed from (:func:`ab_start`
 after it are paired; where a leg re-ran iterations after a stop, the later record counts.
 
 :func:`paired_evaluations` pairs the Kodak-subset evaluations (``eval`` records) at the same
-iterations; :func:`markdown_table` writes them as the README's A/B tables do: the distance below
-CompressAI's published mbt2018-mean curve (dB at the same bpp), of the weight average where the
-arm keeps one.
+iterations; :func:`markdown_table` writes them as the A/B tables of the training journal
+(``plugins/learned/training/JOURNAL.md``) show them: the distance below CompressAI's published
+mbt2018-mean curve (dB at the same bpp), of the weight average where the arm keeps one.
 """
 
 from __future__ import annotations

@@ -33,24 +33,24 @@ class TrainConfig:
     M: int = 192
     #: 0.11, between CompressAI's quality 7 (0.0932) and 8 (0.18): our N=128/M=192 base codes
     #: Kodak at 1.59 bpp with it, inside the published curve's range and above the 1.5 bpp the
-    #: learned curves need (0.18 gave 1.83-1.93 bpp, 0.13 1.64); README: the lambda A/Bs at
+    #: learned curves need (0.18 gave 1.83-1.93 bpp, 0.13 1.64); JOURNAL.md: the lambda A/Bs at
     #: 190,000 and 229,532 iterations. HC keeps 0.18 (its shipped weights).
     lmbda: float = 0.11
     #: The decoder's view of the latent in training (:data:`~.precision.QUANTIZATIONS`):
-    #: ``ste`` (rounded, straight-through; the relay since 206,250 iterations, README: the A/B)
+    #: ``ste`` (rounded, straight-through; the relay since 206,250 iterations, JOURNAL.md: the A/B)
     #: or ``noise`` (CompressAI's proxy). Stored configs without it trained with ``noise``
     #: (:data:`LEGACY`).
     quantization: str = "ste"
     iterations: int = 400_000
     #: 2 crops of 256 px (the pixels of 8 of 128 px): a 16x16 latent and a 4x4 hyper-latent
-    #: per crop, where 128 px left the hyperprior a 2x2 grid that is mostly padding (README:
+    #: per crop, where 128 px left the hyperprior a 2x2 grid that is mostly padding (JOURNAL.md:
     #: the A/B at 184,750 iterations). Stored configs keep theirs.
     batch: int = 2
     crop: int = 256
     #: Smallest random downscale of a training crop (:func:`~.data.sample_batch`); 1: plain
     #: crops. 0.5 cuts squares of 1 to 2 crop sides (capped by the image: 321 px for the BSDS
     #: photos) and shrinks them to ``crop``, which washes out the JPEG artefacts of most
-    #: training photos (README: the A/B of 11,000 iterations). A stored config without it
+    #: training photos (JOURNAL.md: the A/B of 11,000 iterations). A stored config without it
     #: (written before the option) used plain crops: :meth:`from_dict`.
     scale_min: float = 0.5
     #: Peak learning rate of the schedule (:class:`CosineSchedule`): linear warm-up over

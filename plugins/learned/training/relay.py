@@ -17,7 +17,7 @@ from pathlib import Path
 #: schedule may end soon after its iteration (the lambda 0.13 file's planned end, 204,000, was
 #: 2,332 iterations away) and its rate is the floor a settled run had reached; after a restart
 #: that changes lambda and starts a fresh Adam, a constant 3e-5 beat 1e-5 on the Kodak subset
-#: by 0.016 dB at 5,200 iterations (README: the A/B after a restart). The planned end only
+#: by 0.016 dB at 5,200 iterations (JOURNAL.md: the A/B after a restart). The planned end only
 #: stops the run (the rate is constant): 600,000 leaves room for relays that resume it.
 RESTART_SCHEDULE: dict[str, float | int] = {
     "lr": 3e-5,
