@@ -508,6 +508,24 @@ def test_fork_copies_the_state_with_a_new_objective(stopped_and_resumed, tmp_pat
     assert not refused.exists()
 
 
+def test_train_ab_start_when_the_source_kept_running():
+    """An A/B against a relay that was never stopped: the fork's log is the relay's up to the
+    copy plus a ``fork`` record, the relay's log goes on without a ``leg``; both continued from
+    the fork's iteration. Two arms neither of which trained since the copy are refused."""
+    from plugins.learned.training.ab import ab_start
+
+    shared = [
+        {"type": "leg", "from_iteration": 100},
+        {"type": "eval", "iteration": 1000},
+        {"type": "it", "iteration": 1100},
+    ]
+    relay = [*shared, {"type": "it", "iteration": 1125}, {"type": "eval", "iteration": 2000}]
+    arm = [*shared, {"type": "fork", "iteration": 1000}, {"type": "leg", "from_iteration": 1000}]
+    assert ab_start(relay, arm) == 1000 and ab_start(arm, relay) == 1000
+    with pytest.raises(ValueError, match="neither arm has trained"):
+        ab_start([*shared, {"type": "it", "iteration": 1125}], shared)
+
+
 def test_train_ab_pairs_arms_from_their_shared_state(stopped_and_resumed, tmp_path):
     """``bench train-ab``: a forked arm and a hand-copied arm are paired with their source from
     the iteration they resumed at, evaluation by evaluation; the table is what the logs say;

@@ -43,8 +43,10 @@ def read_log(run: str | Path) -> list[dict[str, Any]]:
 def ab_start(log_a: list[dict[str, Any]], log_b: list[dict[str, Any]]) -> int:
     """The iteration both arms continued from: past the logs' shared records, the first
     ``fork`` record's iteration or the first ``leg`` record's ``from_iteration``, the earlier
-    of the two arms'. ``ValueError`` when the logs share nothing (not arms of one state) or
-    one has no leg after the shared part."""
+    of the two arms'. An arm with neither after the shared part is the source that kept
+    running while the other was copied from its checkpoint (the relay beside its fork): it
+    continued from the other's start. ``ValueError`` when the logs share nothing (not arms of
+    one state) or neither arm has a fork or leg after the shared part."""
     shared = 0
     while shared < min(len(log_a), len(log_b)) and log_a[shared] == log_b[shared]:
         shared += 1
@@ -60,9 +62,10 @@ def ab_start(log_a: list[dict[str, Any]], log_b: list[dict[str, Any]]) -> int:
             ),
             None,
         )
-        if start is None:
-            raise ValueError("an arm has not trained since the copy (no leg after it)")
-        starts.append(int(start))
+        if start is not None:
+            starts.append(int(start))
+    if not starts:
+        raise ValueError("neither arm has trained since the copy (no fork or leg after it)")
     return min(starts)
 
 
