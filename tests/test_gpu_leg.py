@@ -66,6 +66,7 @@ def _leg(tmp_path: Path, **settings: str) -> tuple[subprocess.CompletedProcess, 
 
 @needs_photos
 def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_path):
+    from plugins.learned.training.msh_config import TrainConfig
     from plugins.learned.weights import BUNDLED_NAME
     from plugins.learned.weights.format import load_weights
 
@@ -80,8 +81,11 @@ def test_gpu_leg_trains_until_its_time_limit_and_exports_float16_weights(tmp_pat
     assert sidecar["iterations"] > shipped["iterations"]
     leg = sidecar["legs"][-1]
     assert leg["mode"] == "cpu-fp32-cl" and leg["to_iteration"] == sidecar["iterations"]
-    # the GPU leg's batch and crop where they differ from the shipped base's
-    assert leg["note"] == "batch 2 -> 1, crop 256 -> 128 from here"
+    # the GPU leg's objective where it differs from the shipped base's: the relay's lambda
+    # (the trainer's default) once it moved past the shipped file's, the leg's batch and crop
+    shipped_lmbda, lmbda = shipped["config"]["lmbda"], TrainConfig().lmbda
+    moved = [f"lmbda {shipped_lmbda} -> {lmbda}"] if lmbda != shipped_lmbda else []
+    assert leg["note"] == ", ".join([*moved, "batch 2 -> 1", "crop 256 -> 128"]) + " from here"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["planned_end"] for r in records if r["type"] == "leg"] == [100_000_000]
     assert sidecar["config"]["lr"] == sidecar["config"]["lr_min"] == 5e-5

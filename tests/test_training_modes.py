@@ -218,8 +218,9 @@ def test_quantization_is_part_of_the_objective():
     assert tr.TrainConfig().quantization == "ste"
     assert tr.TrainConfig.from_dict({"lmbda": 0.13}).quantization == "noise"
     shipped = str(SHIPPED / f"{BUNDLED_NAME}.safetensors")
-    assert objective_changes(tr.TrainConfig(init=shipped)) is None  # the defaults trained it
-    changed = tr.TrainConfig(init=shipped, quantization="noise")
+    lmbda = json.loads((SHIPPED / f"{BUNDLED_NAME}.json").read_text())["config"]["lmbda"]
+    assert objective_changes(tr.TrainConfig(init=shipped, lmbda=lmbda)) is None  # its own
+    changed = tr.TrainConfig(init=shipped, lmbda=lmbda, quantization="noise")
     assert objective_changes(changed) == "quantization ste -> noise from here"
 
 
