@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU leg of the base model's training relay (README "A GPU leg"; its record in plugins/learned/training/JOURNAL.md).
+# One prepared GPU leg of the base model's training relay (README "A GPU leg"; its record:
+# plugins/learned/training/JOURNAL.md).
 #
 # Here, first:   bash scripts/gpu_leg.sh travel
 #   checks out a local branch (gpu-travel, never pushed) without what the leg does not need and
