@@ -15,8 +15,9 @@ one setting: A the reference (``--precision fp32``), B the candidate (``--precis
 another peak ``--lr``). It pairs their logged training windows (mean loss per window of
 ``log_every`` iterations) and their Kodak-subset evaluations at the same iterations after the
 fork (``plugins.learned.training.ab.ab_start``: an arm copied from a run's checkpoint carries its
-log up to there) and applies :data:`RULE`. ``--record`` writes a precision verdict to
-``plugins/learned/training/precision_ab.json``, which ``bench train --precision auto`` reads.
+log up to there) and applies :data:`RULE`. ``--record`` appends its verdict for B's mode to
+``plugins/learned/training/precision_ab.json``, whose latest verdict per mode
+``bench train --precision auto`` reads.
 The arms' seconds per iteration are not compared: they ran side by side on shared cores; the
 speed table above is the speed measurement.
 
@@ -155,8 +156,9 @@ def ab(args) -> None:
             "date": time.strftime("%Y-%m-%d"),
             "rule": RULE,
         }
-        AB_RECORD.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {AB_RECORD}")
+        records = json.loads(AB_RECORD.read_text())["records"] if AB_RECORD.is_file() else []
+        AB_RECORD.write_text(json.dumps({"records": [*records, record]}, indent=2) + "\n")
+        print(f"appended the verdict to {AB_RECORD}")
 
 
 def main() -> None:
@@ -169,7 +171,7 @@ def main() -> None:
     p.add_argument("--weights", help="weights to time (default: the shipped base)")
     p.add_argument("--modes", help="comma-separated modes (default: all here; the first is 1x)")
     p.add_argument("--ab", nargs=2, metavar=("FP32_RUN", "BF16_RUN"))
-    p.add_argument("--record", action="store_true", help="write the A/B verdict for auto")
+    p.add_argument("--record", action="store_true", help="append the A/B verdict for auto")
     args = p.parse_args()
     ab(args) if args.ab else speed(args)
 

@@ -92,7 +92,7 @@ PLAN: dict[str, Run | Skip] = {
     "bench regress --baseline results/baseline --update --jobs 2": Skip(
         "rewrites the committed baseline"
     ),
-    "bench train msh --data ../shared/datasets/train --threads 0 --precision mixed": Skip(
+    "bench train msh --data ../shared/datasets/train --threads 0": Skip(
         "continues the shared training relay in ~/.cache/bench/train for hours"
     ),
     "bench train hc --data ../shared/datasets/train --threads 1": Skip(

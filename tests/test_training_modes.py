@@ -301,6 +301,28 @@ def test_cuda_mode_is_described_without_a_gpu():
     assert [m.label for m in validated_modes("cuda")] == ["cuda-mixed-cl"]
 
 
+def test_auto_candidates_follow_each_modes_latest_verdict(tmp_path):
+    """A reduced precision is a candidate of ``auto`` while its latest recorded verdict is
+    ``pass``: bf16's early pass, withdrawn later, no longer counts; fp32 always does."""
+    record = tmp_path / "precision_ab.json"
+    fp32 = ["cpu-fp32", "cpu-fp32-cl"]
+    assert [m.label for m in validated_modes("cpu", record)] == fp32  # no file: fp32 only
+    rows = [
+        {"mode": "cpu-bf16-cl", "verdict": "pass"},
+        {"mode": "cpu-mixed-cl", "verdict": "fail"},
+    ]
+    record.write_text(json.dumps({"records": rows}))
+    assert [m.label for m in validated_modes("cpu", record)] == [*fp32, "cpu-bf16-cl"]
+    rows += [
+        {"mode": "cpu-bf16-cl", "verdict": "withdrawn"},
+        {"mode": "cpu-mixed-cl", "verdict": "pass"},
+    ]
+    record.write_text(json.dumps({"records": rows}))
+    assert [m.label for m in validated_modes("cpu", record)] == [*fp32, "cpu-mixed-cl"]
+    # the project's own record: what the relay's `--precision auto` chooses from
+    assert [m.label for m in validated_modes("cpu")] == [*fp32, "cpu-mixed-cl"]
+
+
 # ------------------------------------------------------------------ relay directory
 
 

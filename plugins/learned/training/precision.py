@@ -179,25 +179,34 @@ def device_name(mode: TrainMode) -> str:
     return cpu_model()
 
 
-#: The A/B verdicts that let ``--precision auto`` use bf16 (written by
-#: ``benchmarks/train_speed.py --ab``): a mode is a candidate only if its A/B against fp32 passed.
+#: The precision verdicts ``--precision auto`` reads: ``{"records": [...]}``, oldest first, each
+#: with ``mode`` (a :attr:`TrainMode.label`) and ``verdict`` (``pass``, ``fail`` or ``withdrawn``)
+#: and the evidence. ``benchmarks/train_speed.py --ab --record`` appends its A/B's verdict.
 AB_RECORD = Path(__file__).with_name("precision_ab.json")
 
 
-def validated_modes(device: str) -> list[TrainMode]:
-    """Modes ``auto`` may choose from on ``device``: on CPU fp32 always, bf16 when its A/B
-    passed; on a GPU ``mixed`` channels_last alone (its bf16 costs little, its float32 analysis
-    keeps the encoder's gradient: see the module docstring)."""
+def read_verdicts(record: Path = AB_RECORD) -> dict[str, str]:
+    """Each mode's latest verdict in ``record`` (a later record overrides an earlier one);
+    empty when the file does not exist."""
     import json
 
+    if not record.is_file():
+        return {}
+    return {r["mode"]: r["verdict"] for r in json.loads(record.read_text())["records"]}
+
+
+def validated_modes(device: str, record: Path = AB_RECORD) -> list[TrainMode]:
+    """Modes ``auto`` may choose from on ``device``. On CPU: fp32 with and without
+    channels_last, then every reduced-precision mode whose latest verdict in ``record`` is
+    ``pass`` (today ``mixed`` channels_last; bf16's early pass was withdrawn). Which is fastest
+    depends on the CPU: bf16 arithmetic is native with AVX512-BF16 or AMX and emulated, about
+    5x slower than fp32, on AVX2 alone. On a GPU ``mixed`` channels_last alone (its bf16 costs
+    little, its float32 analysis keeps the encoder's gradient: see the module docstring)."""
     if device == "cuda":
         return [TrainMode("cuda", "mixed", True)]
     modes = [TrainMode("cpu", "fp32", False), TrainMode("cpu", "fp32", True)]
-    if AB_RECORD.is_file():
-        record = json.loads(AB_RECORD.read_text())
-        if record.get("verdict") == "pass":
-            modes.append(TrainMode.parse(record["mode"]))
-    return modes
+    passed = [label for label, verdict in read_verdicts(record).items() if verdict == "pass"]
+    return modes + [TrainMode.parse(label) for label in passed]
 
 
 def choose_mode(
@@ -208,7 +217,8 @@ def choose_mode(
     """A training run's mode: as ``cfg`` sets ``device``, ``precision`` and
     ``channels_last``, or for ``precision="auto"`` one of :func:`validated_modes`: the fastest
     by ``time_modes`` (seconds per step of each mode, measured by the trainer; the timings go
-    to ``log``), else the last (bf16 when its A/B passed, otherwise fp32 channels_last)."""
+    to ``log``), else the last (the latest validated reduced precision, otherwise fp32
+    channels_last)."""
     if cfg.precision != "auto":
         return TrainMode(cfg.device, cfg.precision, cfg.channels_last)
     candidates = validated_modes(cfg.device)
