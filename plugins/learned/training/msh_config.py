@@ -271,6 +271,7 @@ def add_config_options(
         ("crop", int, "crop side (default 256)"),
         ("scale-min", float, "crops of side crop/s, s uniform in [scale-min, 1], shrunk to "
                              "crop (antialiased); default 0.5; 1: plain crops"),
+        ("clip", float, "gradient-norm bound of the main parameters (default 1.0; 0: none)"),
         ("lr", float, "peak Adam learning rate (default 1e-4)"),
         ("lr-min", float, "learning rate at the planned end (--iterations); cosine decay"),
         ("warmup", int, "linear warm-up iterations (default 1000)"),
@@ -288,8 +289,8 @@ def add_config_options(
         ("kodak", str, "Kodak folder (evaluation only)"),
         ("device", str, "cpu or cuda (auto precision there: mixed)"),
         ("precision", str, "fp32, bf16 (autocast of the transforms), mixed (bf16 with the "
-                           "analysis transform in fp32) or auto (default): the fastest mode "
-                           "whose A/B against fp32 passed"),
+                           "analysis transform in fp32) or auto (default): the fastest of fp32 "
+                           "and the modes whose latest recorded verdict is a pass"),
     ):  # fmt: skip
         parser.add_argument(f"--{name}", type=typ, default=None, help=text)
     parser.add_argument("--eval-images", default=None, help="comma-separated Kodak names")
